@@ -1,0 +1,1 @@
+"""CPU kernels: ``@njit`` factories over the target-neutral scalar definitions."""

@@ -1,0 +1,20 @@
+"""Vectorised, deterministic block sum for the CPU kernels.
+
+Compiled on its own with ``SUM_FASTMATH`` (``reassoc``) so LLVM can split the
+sum into SIMD lanes; the flag stays on these instructions only, even when the
+function is inlined into a kernel whose scalar math must not be reassociated.
+The lane pattern is fixed by the compiled code, not by the thread count.
+"""
+
+from numba import njit
+
+from .._options import CACHE, ERROR_MODEL, SUM_FASTMATH
+
+
+@njit(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, cache=CACHE)
+def block_sum(buf, n):
+    """Sum of ``buf[:n]`` (float64) in SIMD lanes."""
+    s = 0.0
+    for i in range(n):
+        s += buf[i]
+    return s

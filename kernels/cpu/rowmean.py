@@ -1,0 +1,132 @@
+"""Fused "elementwise term, then weighted per-row reduction" CPU kernels.
+
+:func:`build_rowmean_kernel` turns one scalar pair from :mod:`..scalar` into a
+kernel over the canonical layout ``(n_outer, n_rows, n_inner)``: the batch axis
+is the middle one, so any C-contiguous array and any ``batch_axis`` reshape to
+it for free. For every batch row ``b`` the kernel computes, in one pass over
+the inputs,
+
+.. math::
+
+    \\mathrm{out}_b = s_b \\sum_{o,i} \\ell(x_{obi}, y_{obi}, a_{obi})\\, e_{obi},
+    \\qquad
+    \\mathrm{dx}_{obi} = c_b\\, e_{obi}\\, \\partial_x \\ell(x_{obi}, y_{obi}, a_{obi})
+
+with ``s`` the forward row scale (``weight * sample_weight / K``), ``c`` the
+gradient row scale (the same times the head gradient) and ``e`` an optional
+elementwise weight (a sample_weight that varies inside a row).
+
+Work is split into tasks of at most ``CHUNK`` elements: short rows are grouped
+several to a task, long rows are cut into chunks whose partial sums are
+combined in a fixed order, so the result does not depend on the number of
+threads. Sums are accumulated in float64 through :func:`.reduce.block_sum`.
+"""
+
+import functools
+
+import numpy as np
+from numba import njit, prange
+
+from .._options import BLOCK, CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL
+from .reduce import block_sum
+
+
+@functools.cache
+def build_rowmean_kernel(value, grad, has_aux, has_ew, want_value, want_grad, parallel):
+    """Compile-on-first-call kernel for one loss term and variant.
+
+    Parameters
+    ----------
+    value, grad : register_jitable functions ``f(x, y, a, p0, p1)``
+        The term and its derivative w.r.t. ``x``.
+    has_aux, has_ew : bool
+        Whether the auxiliary input / the elementwise weight are real arrays
+        (otherwise a dummy is passed and never read).
+    want_value, want_grad : bool
+        Which outputs to compute (forward, backward or both).
+    parallel : bool
+        ``prange`` over tasks (threads) or a serial loop for small inputs.
+
+    Returns
+    -------
+    numba dispatcher
+        ``kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx)``: ``x``, ``y``,
+        ``aux``, ``ew``, ``dx`` of shape ``(n_outer, n_rows, n_inner)``,
+        ``fscale``, ``coef`` float64 and ``out`` of shape ``(n_rows,)``.
+        Writes ``out`` (if ``want_value``) and ``dx`` (if ``want_grad``).
+    """
+    block = BLOCK
+    chunk = CHUNK
+
+    def rowmean_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx):
+        n_outer, n_rows, n_inner = x.shape
+        nck = max(1, (n_inner + chunk - 1) // chunk)  # chunks per (row, outer) slice
+        per_row = n_outer * nck  # partial sums per row
+        span = max(1, n_outer * n_inner)
+        group = 1  # rows per task when whole rows are short
+        if nck == 1:
+            group = max(1, chunk // span)
+        n_row_tasks = (n_rows + group - 1) // group
+        n_tasks = n_row_tasks * (per_row if group == 1 else 1)
+        partial = np.empty((n_rows, per_row), dtype=np.float64)
+        for t in prange(n_tasks):
+            if group == 1:
+                b0 = t // per_row
+                r = t - b0 * per_row
+                o0 = r // nck
+                o1 = o0 + 1
+                ck = r - o0 * nck
+                b1 = b0 + 1
+            else:
+                b0 = t * group
+                b1 = min(b0 + group, n_rows)
+                o0 = 0
+                o1 = n_outer
+                ck = 0
+            i0 = ck * chunk
+            i1 = min(i0 + chunk, n_inner)
+            buf = np.empty(block, dtype=np.float64)
+            for b in range(b0, b1):
+                cb = coef[b]
+                for o in range(o0, o1):
+                    s = 0.0
+                    for j0 in range(i0, i1, block):
+                        j1 = min(j0 + block, i1)
+                        for i in range(j0, j1):
+                            xv = x[o, b, i]
+                            yv = y[o, b, i]
+                            av = 1.0
+                            if has_aux:
+                                av = aux[o, b, i]
+                            ev = 1.0
+                            if has_ew:
+                                ev = ew[o, b, i]
+                            if want_value:
+                                v = value(xv, yv, av, p0, p1)
+                                if has_ew:
+                                    v = v * ev
+                                buf[i - j0] = v
+                            if want_grad:
+                                gv = cb * grad(xv, yv, av, p0, p1)
+                                if has_ew:
+                                    gv = gv * ev
+                                dx[o, b, i] = gv
+                        if want_value:
+                            s += block_sum(buf, j1 - j0)
+                    partial[b, o * nck + ck] = s
+        if want_value:
+            for b in prange(n_rows):
+                s = 0.0
+                for r in range(per_row):
+                    s += partial[b, r]
+                out[b] = s * fscale[b]
+
+    rowmean_kernel.__qualname__ = rowmean_kernel.__name__ = (
+        f"{value.__name__.removesuffix('_value')}_rowmean_kernel"
+    )
+    return njit(
+        parallel=parallel,
+        fastmath=set(CPU_FASTMATH),
+        error_model=ERROR_MODEL,
+        cache=CACHE,
+    )(rowmean_kernel)

@@ -1,0 +1,42 @@
+"""Which backend a call runs on, decided once from its array inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CPU = "cpu"
+CUDA = "cuda"
+
+
+def is_device_array(a: Any) -> bool:
+    """True for anything exposing ``__cuda_array_interface__`` (CuPy, numba, torch CUDA)."""
+    return hasattr(a, "__cuda_array_interface__")
+
+
+def select_backend(named: dict[str, Any]) -> str:
+    """Return ``"cpu"`` or ``"cuda"`` for these inputs (``None`` entries are skipped).
+
+    Raises
+    ------
+    ValueError
+        When host and device arrays are mixed; nothing is copied implicitly.
+    NotImplementedError
+        For device arrays while this build has no CUDA backend.
+    """
+    device = [n for n, a in named.items() if a is not None and is_device_array(a)]
+    if not device:
+        return CPU
+    host = [n for n, a in named.items() if a is not None and not is_device_array(a) and not _is_scalar(a)]
+    if host:
+        raise ValueError(
+            f"inputs {', '.join(device)} are CUDA device arrays but {', '.join(host)} "
+            "are host arrays; put all inputs on one side (no implicit copies are made)"
+        )
+    raise NotImplementedError(
+        "CUDA device arrays were given, but this version of numba_losses has no CUDA "
+        "backend yet; pass NumPy arrays"
+    )
+
+
+def _is_scalar(a: Any) -> bool:
+    return isinstance(a, (int, float, bool))

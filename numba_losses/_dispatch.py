@@ -1,0 +1,212 @@
+"""The dispatcher: from validated user inputs to one kernel call.
+
+It looks at the arrays once, picks the backend, fixes the compute dtype
+(float16 computed in float32), maps the broadcast shape onto the kernels'
+canonical ``(n_outer, n_rows, n_inner)`` layout without copying where a view
+exists, splits ``sample_weight`` into a per-row scale or an elementwise weight,
+allocates outputs with NumPy (huge pages, see DESIGN.md) and calls the kernel.
+It holds no loss math.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from numba_losses.kernels._options import SERIAL_BELOW
+from numba_losses.kernels.cpu.rowmean import build_rowmean_kernel
+from numba_losses.kernels.registry import ELEMENTWISE
+
+from ._backend import select_backend
+from ._validate import (
+    as_host_array,
+    broadcast_shape,
+    check_buffer,
+    compute_dtype,
+    normalize_axis,
+    reshape_like,
+    result_dtype,
+)
+
+_DUMMY3 = {np.dtype(t): np.ones((1, 1, 1), dtype=t) for t in (np.float32, np.float64)}
+_DUMMY1 = {np.dtype(t): np.empty((1,), dtype=t) for t in (np.float32, np.float64)}
+
+
+@dataclass(frozen=True)
+class Names:
+    """How the inputs are called in error messages."""
+
+    pred: str = "pred"
+    label: str = "label"
+    aux: str = "pos_weight"
+
+
+def _view3(a: np.ndarray, full: tuple[int, ...], shape3: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
+    """``a`` cast to ``dtype``, broadcast to ``full`` and viewed as ``shape3``; copies only if no view exists."""
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    if a.shape != full:
+        a = np.broadcast_to(a, full)
+    try:
+        return np.reshape(a, shape3, copy=False)
+    except ValueError:
+        return np.ascontiguousarray(a).reshape(shape3)
+
+
+def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a gradient computed on a broadcast shape back to an input's shape."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + d for d, n in enumerate(shape) if n == 1 and g.shape[lead + d] != 1
+    )
+    return g.sum(axis=axes).reshape(shape) if axes else g.reshape(shape)
+
+
+def rowmean(
+    term: str,
+    pred: Any,
+    label: Any,
+    *,
+    names: Names = Names(),
+    aux: Any = None,
+    sample_weight: Any = None,
+    weight: float = 1.0,
+    batch_axis: int = 0,
+    reduce: str = "mean",
+    label_mode: str = "reshape",
+    p0: float = 0.0,
+    p1: float = 0.0,
+    out_grad: Any = None,
+    want_value: bool = True,
+    want_grad: bool = False,
+    out: np.ndarray | None = None,
+    grad_out: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Run elementwise term ``term`` of the registry with MXNet's weighting and reduction.
+
+    ``reduce`` is ``"mean"`` (mean over non-batch axes), ``"sum"`` (sum over
+    them) or ``"all"`` (mean over every element, output shape ``(1,)``).
+    ``label_mode`` is ``"reshape"`` (MXNet ``reshape_like``) or
+    ``"broadcast"``. Returns ``(out, dpred)``, either ``None`` when not asked for.
+    """
+    select_backend(
+        {names.pred: pred, names.label: label, names.aux: aux, "sample_weight": sample_weight, "out_grad": out_grad}
+    )
+    x = as_host_array(names.pred, pred)
+    cdt = compute_dtype(names.pred, x)
+    rdt = result_dtype(x, cdt)
+    y = as_host_array(names.label, label)
+    if label_mode == "reshape":
+        y = reshape_like(names.label, y, x.shape, names.pred)
+    shapes = {names.pred: x.shape, names.label: y.shape}
+    a = sw = None
+    if aux is not None:
+        a = as_host_array(names.aux, aux)
+        shapes[names.aux] = a.shape
+    if sample_weight is not None:
+        sw = as_host_array("sample_weight", sample_weight)
+        shapes["sample_weight"] = sw.shape
+    full = broadcast_shape(shapes)
+
+    if reduce == "all":
+        ax = 0
+        n_outer, n_rows, n_inner = 1, 1, int(np.prod(full, dtype=np.int64))
+    else:
+        ax = normalize_axis(batch_axis, len(full))
+        n_outer = int(np.prod(full[:ax], dtype=np.int64))
+        n_rows = full[ax]
+        n_inner = int(np.prod(full[ax + 1 :], dtype=np.int64))
+    shape3 = (n_outer, n_rows, n_inner)
+    k = n_outer * n_inner
+
+    x3 = _view3(x, full, shape3, cdt)
+    y3 = _view3(y, full, shape3, cdt)
+    a3 = _view3(a, full, shape3, cdt) if a is not None else None
+
+    # sample_weight: a per-row scale when constant inside rows, else elementwise
+    row_w = np.full(n_rows, weight, dtype=np.float64)
+    ew3 = None
+    if sw is not None:
+        padded = sw.reshape((1,) * (len(full) - sw.ndim) + sw.shape)
+        per_row = all(n == 1 for d, n in enumerate(padded.shape) if d != ax)
+        if reduce == "all":
+            per_row = sw.size == 1
+        if per_row:
+            row_w = row_w * padded.reshape(-1).astype(np.float64)
+        else:
+            ew3 = _view3(sw, full, shape3, cdt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fscale = row_w / k if reduce in ("mean", "all") else row_w
+    out_shape = (n_rows,)
+
+    coef = fscale
+    if want_grad and out_grad is not None:
+        g = as_host_array("out_grad", out_grad)
+        try:
+            g = np.broadcast_to(g, out_shape)
+        except ValueError:
+            raise ValueError(f"out_grad has shape {g.shape}, expected the output's shape {out_shape}") from None
+        coef = fscale * g.astype(np.float64)
+
+    grows = x.shape != full
+    out_c = _DUMMY1[cdt]
+    if want_value:
+        if out is not None:
+            out = check_buffer("out", out, out_shape, rdt)
+        out_c = out if (out is not None and rdt == cdt) else np.empty(out_shape, dtype=cdt)
+    dx3 = _DUMMY3[cdt]
+    if want_grad:
+        if grad_out is not None:
+            grad_out = check_buffer("grad_out", grad_out, x.shape, rdt)
+            if np.may_share_memory(grad_out, x) or np.may_share_memory(grad_out, y):
+                raise ValueError("grad_out must not share memory with the inputs (inputs are never written)")
+        if grad_out is not None and rdt == cdt and not grows:
+            dx3 = grad_out.reshape(shape3)
+        else:
+            dx3 = np.empty(shape3, dtype=cdt)
+
+    value, grad = ELEMENTWISE[term]
+    kernel = build_rowmean_kernel(
+        value,
+        grad,
+        a3 is not None,
+        ew3 is not None,
+        want_value,
+        want_grad,
+        x3.size >= SERIAL_BELOW,
+    )
+    kernel(
+        x3,
+        y3,
+        a3 if a3 is not None else _DUMMY3[cdt],
+        ew3 if ew3 is not None else _DUMMY3[cdt],
+        float(p0),
+        float(p1),
+        fscale,
+        coef,
+        out_c,
+        dx3,
+    )
+
+    res_out = None
+    if want_value:
+        res_out = out_c
+        if out is not None and out_c is not out:
+            out[...] = out_c
+            res_out = out
+        elif rdt != cdt:
+            res_out = out_c.astype(rdt)
+    res_dx = None
+    if want_grad:
+        dx = dx3.reshape(full)
+        if grows:
+            dx = _unbroadcast(dx, x.shape)
+        if grad_out is not None:
+            if dx.base is not grad_out and dx is not grad_out:
+                grad_out[...] = dx
+            res_dx = grad_out
+        else:
+            res_dx = dx.astype(rdt) if rdt != cdt else dx
+    return res_out, res_dx

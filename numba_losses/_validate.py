@@ -1,0 +1,95 @@
+"""Input validation shared by every loss: clear errors before any kernel runs."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+_FLOAT_KINDS = "f"
+_REAL_KINDS = "fiub"
+
+
+def as_host_array(name: str, a: Any) -> np.ndarray:
+    """``np.asarray(a)`` with a clear error for dtypes no loss accepts."""
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
+        raise TypeError(f"{name}: cannot be converted to an array ({exc})") from exc
+    if arr.dtype.kind not in _REAL_KINDS:
+        raise TypeError(
+            f"{name}: dtype {arr.dtype} is not supported; expected a real floating "
+            "point, integer or bool array"
+        )
+    return arr
+
+
+def compute_dtype(name: str, arr: np.ndarray) -> np.dtype:
+    """float32 for float16/float32, float64 for float64 and integer/bool inputs."""
+    if arr.dtype == np.float32 or arr.dtype == np.float16:
+        return np.dtype(np.float32)
+    if arr.dtype == np.float64:
+        return np.dtype(np.float64)
+    if arr.dtype.kind == "f":
+        raise TypeError(f"{name}: dtype {arr.dtype} is not supported (use float16, float32 or float64)")
+    return np.dtype(np.float64)
+
+
+def result_dtype(arr: np.ndarray, cdtype: np.dtype) -> np.dtype:
+    """Dtype of outputs and gradients: float16 stays float16, else the compute dtype."""
+    return np.dtype(np.float16) if arr.dtype == np.float16 else cdtype
+
+
+def check_weight(weight: Any) -> float:
+    """MXNet's call-time check: ``weight`` must be a number (``None`` means 1)."""
+    if weight is None:
+        return 1.0
+    assert isinstance(weight, numbers.Number) and not isinstance(weight, complex), (
+        "weight must be a number"
+    )
+    return float(weight)
+
+
+def reshape_like(name: str, arr: np.ndarray, shape: tuple[int, ...], like: str = "pred") -> np.ndarray:
+    """MXNet ``reshape_like``: same number of elements, reshaped in C order."""
+    if arr.shape == shape:
+        return arr
+    size = int(np.prod(shape, dtype=np.int64))
+    if arr.size != size:
+        raise ValueError(
+            f"{name} of shape {arr.shape} ({arr.size} elements) cannot be reshaped like "
+            f"{like} of shape {shape} ({size} elements)"
+        )
+    return arr.reshape(shape)
+
+
+def broadcast_shape(named_shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """NumPy broadcast of several shapes, with an error naming the culprits."""
+    try:
+        return tuple(np.broadcast_shapes(*named_shapes.values()))
+    except ValueError:
+        desc = ", ".join(f"{n} {s}" for n, s in named_shapes.items())
+        raise ValueError(f"shapes do not broadcast together: {desc}") from None
+
+
+def normalize_axis(axis: int, ndim: int, what: str = "batch_axis") -> int:
+    """A possibly negative axis, checked against ``ndim``."""
+    if not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{what} must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{what}={axis} is out of range for an array of {ndim} dimension(s)")
+    return int(axis) % ndim
+
+
+def check_buffer(name: str, buf: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A user-supplied output buffer must be a writable C-contiguous ndarray of this shape/dtype."""
+    if not isinstance(buf, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(buf).__name__}")
+    if buf.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {buf.shape}, expected {tuple(shape)}")
+    if buf.dtype != dtype:
+        raise TypeError(f"{name} has dtype {buf.dtype}, expected {dtype}")
+    if not buf.flags.c_contiguous or not buf.flags.writeable:
+        raise ValueError(f"{name} must be a writable C-contiguous array")
+    return buf

@@ -1,0 +1,361 @@
+r"""Losses made of an elementwise term followed by a per-sample reduction.
+
+Each class only validates its parameters and names the term of
+:data:`numba_losses.kernels.registry.ELEMENTWISE` it uses; the dispatcher
+(:func:`numba_losses._dispatch.rowmean`) does layout and the kernel does math.
+
+Common semantics (MXNet 1.9.1 ``gluon.loss``): with the elementwise term
+:math:`\ell`, sample weight :math:`s` (broadcast NumPy-style, it may grow the
+shape) and scalar weight :math:`w`,
+
+.. math:: \mathrm{out}_b = \frac{1}{K} \sum_{i \ne b} w\, s_{bi}\, \ell_{bi}
+
+over every axis except ``batch_axis`` (:math:`K` elements), and the gradient of
+``sum(out * out_grad)`` is summed back to ``pred``'s shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._dispatch import Names, rowmean
+from ._loss import Loss, single_grad_out
+from ._validate import check_weight
+
+__all__ = [
+    "ElementwiseLoss",
+    "L2Loss",
+    "L1Loss",
+    "SigmoidBinaryCrossEntropyLoss",
+    "SigmoidBCELoss",
+    "HuberLoss",
+    "HingeLoss",
+    "SquaredHingeLoss",
+    "LogisticLoss",
+    "PoissonNLLLoss",
+    "KLDivLoss",
+]
+
+
+class ElementwiseLoss(Loss):
+    """Base of the elementwise losses: one registry term, MXNet weighting and reduction.
+
+    Subclasses implement :meth:`_term`, returning ``(term, p0, p1, aux)``.
+    """
+
+    _reduce = "mean"
+    _label_mode = "reshape"
+    _names = Names()
+
+    def _term(self, inputs: dict[str, Any]) -> tuple[str, float, float, Any]:
+        raise NotImplementedError
+
+    def _global_weight(self) -> float:
+        return self._scalar_weight()
+
+    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
+        term, p0, p1, aux = self._term(inputs)
+        value, dpred = rowmean(
+            term,
+            inputs[self._inputs[0]],
+            inputs[self._inputs[1]],
+            names=self._names,
+            aux=aux,
+            sample_weight=inputs.get("sample_weight"),
+            weight=self._global_weight(),
+            batch_axis=self._batch_axis,
+            reduce=self._reduce,
+            label_mode=self._label_mode,
+            p0=p0,
+            p1=p1,
+            out_grad=out_grad,
+            want_value=want_value,
+            want_grad=want_grad,
+            out=out,
+            grad_out=single_grad_out(grad_out),
+        )
+        return value, ((dpred,) if want_grad else None)
+
+
+class L2Loss(ElementwiseLoss):
+    r"""Half squared error.
+
+    .. math:: L = \frac{w}{2}\,\mathrm{mean}\big((y - x)^2\big)
+
+    Parameters
+    ----------
+    weight : float, default 1.0
+        Global weight; the loss uses ``weight / 2`` (``None`` raises ``TypeError``
+        at call time, as in MXNet).
+    batch_axis : int, default 0
+
+    Inputs: ``pred``, ``label`` (same number of elements, reshaped like
+    ``pred``), ``sample_weight`` (optional, broadcastable).
+    Outputs: loss of shape ``(batch,)``. Gradient: ``(g/K) w s (x - y)``.
+    """
+
+    def __init__(self, weight: float | None = 1.0, batch_axis: int = 0, **kwargs: Any) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+
+    def _global_weight(self) -> float:
+        return check_weight(self._weight / 2)  # weight=None raises TypeError here, as in MXNet
+
+    def _term(self, inputs):
+        return "l2", 0.0, 0.0, None
+
+
+class L1Loss(ElementwiseLoss):
+    r"""Absolute error.
+
+    .. math:: L = \mathrm{mean}(|y - x|)
+
+    Gradient ``sign(x - y)``, 0 where ``x == y``.
+
+    Parameters
+    ----------
+    weight : float or None, default None
+    batch_axis : int, default 0
+
+    Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
+    """
+
+    def __init__(self, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+
+    def _term(self, inputs):
+        return "l1", 0.0, 0.0, None
+
+
+class SigmoidBinaryCrossEntropyLoss(ElementwiseLoss):
+    r"""Binary cross-entropy on logits (or probabilities).
+
+    With ``from_sigmoid=False`` (logits, numerically stable):
+
+    .. math:: L = \mathrm{mean}\big(\mathrm{relu}(x) - x z + \log(1 + e^{-|x|})\big)
+
+    and with ``pos_weight`` :math:`p`, :math:`l_w = 1 + (p - 1) z`:
+
+    .. math:: L = \mathrm{mean}\big(x - x z + l_w (\log(1 + e^{-|x|}) + \mathrm{relu}(-x))\big)
+
+    With ``from_sigmoid=True`` (probabilities, :math:`\epsilon = 10^{-12}`):
+
+    .. math:: L = -\mathrm{mean}\big(\log(x + \epsilon) z p + \log(1 - x + \epsilon)(1 - z)\big)
+
+    Gradient (logits): :math:`\sigma(x) - z`, exactly :math:`-z` at :math:`x = 0`
+    (:math:`1 - z` with ``pos_weight``), as MXNet's autograd gives it.
+
+    Parameters
+    ----------
+    from_sigmoid : bool, default False
+        Whether ``pred`` holds probabilities rather than logits.
+    weight : float or None, default None
+    batch_axis : int, default 0
+
+    Inputs: ``pred``, ``label`` (targets :math:`z`, not validated),
+    ``sample_weight``, ``pos_weight`` (broadcastable, e.g. ``(1, C)``).
+    Outputs: ``(batch,)``.
+    """
+
+    _inputs = ("pred", "label", "sample_weight", "pos_weight")
+
+    def __init__(self, from_sigmoid: bool = False, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+        self._from_sigmoid = from_sigmoid
+
+    def _term(self, inputs):
+        pw = inputs.get("pos_weight")
+        if self._from_sigmoid:
+            return "bce_prob", 0.0, 0.0, pw
+        return ("bce_logit_pw" if pw is not None else "bce_logit"), 0.0, 0.0, pw
+
+
+SigmoidBCELoss = SigmoidBinaryCrossEntropyLoss
+
+
+class HuberLoss(ElementwiseLoss):
+    r"""Smoothed L1 loss.
+
+    .. math::
+        L = \mathrm{mean}\begin{cases} |y - x| - \rho/2 & |y - x| > \rho \\
+        \frac{1}{2\rho}(y - x)^2 & \text{otherwise} \end{cases}
+
+    Parameters
+    ----------
+    rho : float, default 1
+        Threshold between the quadratic and linear parts (``rho=0`` raises
+        ``ZeroDivisionError`` at call time, as in MXNet).
+    weight : float or None, default None
+    batch_axis : int, default 0
+
+    Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
+    """
+
+    def __init__(self, rho: float = 1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+        self._rho = rho
+
+    def _term(self, inputs):
+        return "huber", float(self._rho), 0.5 / self._rho, None
+
+
+class HingeLoss(ElementwiseLoss):
+    r"""Hinge loss for labels in {-1, 1}.
+
+    .. math:: L = \mathrm{mean}\big(\max(0, m - x y)\big)
+
+    Gradient :math:`-y\,[m - x y > 0]` (0 at the kink).
+
+    Parameters
+    ----------
+    margin : float, default 1
+    weight : float or None, default None
+    batch_axis : int, default 0
+
+    Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
+    """
+
+    def __init__(self, margin: float = 1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+        self._margin = margin
+
+    def _term(self, inputs):
+        return "hinge", float(self._margin), 0.0, None
+
+
+class SquaredHingeLoss(ElementwiseLoss):
+    r"""Squared hinge loss for labels in {-1, 1}.
+
+    .. math:: L = \mathrm{mean}\big(\max(0, m - x y)^2\big)
+
+    Parameters
+    ----------
+    margin : float, default 1
+    weight : float or None, default None
+    batch_axis : int, default 0
+
+    Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
+    """
+
+    def __init__(self, margin: float = 1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+        self._margin = margin
+
+    def _term(self, inputs):
+        return "squared_hinge", float(self._margin), 0.0, None
+
+
+class LogisticLoss(ElementwiseLoss):
+    r"""Logistic loss, the logits BCE with signed or binary labels.
+
+    .. math:: L = \mathrm{mean}\big(\mathrm{relu}(x) - x z + \log(1 + e^{-|x|})\big),
+              \quad z = (y + 1)/2 \text{ (signed) or } y \text{ (binary)}
+
+    Parameters
+    ----------
+    weight : float or None, default None
+    batch_axis : int, default 0
+    label_format : {'signed', 'binary'}, default 'signed'
+
+    Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
+    """
+
+    def __init__(self, weight: float | None = None, batch_axis: int = 0, label_format: str = "signed", **kwargs: Any) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+        if label_format not in ("signed", "binary"):
+            raise ValueError(f"label_format can only be signed or binary, recieved {label_format}.")
+        self._label_format = label_format
+
+    def _term(self, inputs):
+        return ("logistic_signed" if self._label_format == "signed" else "bce_logit"), 0.0, 0.0, None
+
+
+class PoissonNLLLoss(ElementwiseLoss):
+    r"""Negative log-likelihood of a Poisson target, averaged over all elements.
+
+    .. math::
+        L = \mathrm{mean}(e^x - t x) \text{ (from_logits)}, \quad
+        L = \mathrm{mean}(x - t \log(x + \epsilon)) \text{ (otherwise)}
+
+    ``compute_full`` adds Stirling's term
+    :math:`[t > 1](t \log t - t + \tfrac12 \log(2 \pi t))` (NaN at :math:`t = 0`,
+    as MXNet computes it as a product); it does not change the gradient.
+
+    Parameters
+    ----------
+    weight : float or None, default None
+    from_logits : bool, default True
+    batch_axis : int, default 0
+        Ignored: the mean runs over every element.
+    compute_full : bool, default False
+
+    Inputs: ``pred``, ``target``, ``sample_weight``, ``epsilon`` (a number,
+    default 1e-08). Outputs: shape ``(1,)``.
+    """
+
+    _inputs = ("pred", "target", "sample_weight", "epsilon")
+    _scalar_inputs = {"epsilon": 1e-08}
+    _reduce = "all"
+    _names = Names(label="target")
+
+    def __init__(
+        self,
+        weight: float | None = None,
+        from_logits: bool = True,
+        batch_axis: int = 0,
+        compute_full: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+        self._from_logits = from_logits
+        self._compute_full = compute_full
+
+    def _term(self, inputs):
+        eps = inputs["epsilon"]
+        if isinstance(eps, np.ndarray) and eps.size == 1:
+            eps = eps.reshape(())[()]
+        if not isinstance(eps, (int, float, np.number)) or isinstance(eps, (bool, np.bool_)):
+            raise TypeError(f"epsilon must be a number, got {type(eps).__name__}")
+        term = "poisson_logits" if self._from_logits else "poisson_prob"
+        if self._compute_full:
+            term += "_full"
+        return term, float(eps), 0.0, None
+
+
+class KLDivLoss(ElementwiseLoss):
+    r"""Kullback-Leibler divergence, summed over the non-batch axes (MXNet 1.9).
+
+    .. math:: L = \sum_{i \ne b} y \big(\log(y + 10^{-12}) - x\big)
+
+    with ``pred`` :math:`x` given as log-probabilities (``from_logits=True``).
+    The label is broadcast against ``pred`` (not reshaped); zero labels
+    contribute exactly 0.
+
+    Parameters
+    ----------
+    from_logits : bool, default True
+        ``False`` (log-softmax of ``pred`` along ``axis`` first) arrives with the
+        softmax family and raises ``NotImplementedError`` for now.
+    axis : int, default -1
+        Class axis for the log-softmax (``from_logits=False`` only).
+    weight : float or None, default None
+    batch_axis : int, default 0
+
+    Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
+    """
+
+    _reduce = "sum"
+    _label_mode = "broadcast"
+
+    def __init__(
+        self, from_logits: bool = True, axis: int = -1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any
+    ) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+        if not from_logits:
+            raise NotImplementedError("KLDivLoss(from_logits=False) is not implemented yet")
+        self._from_logits = from_logits
+        self._axis = axis
+
+    def _term(self, inputs):
+        return "kldiv_logits", 0.0, 0.0, None
