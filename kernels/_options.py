@@ -15,7 +15,10 @@ Environment variables:
     (default 32768).
 """
 
+import functools
+import hashlib
 import os
+from pathlib import Path
 
 CPU_FASTMATH = frozenset({"contract"})
 SUM_FASTMATH = frozenset({"contract", "reassoc"})
@@ -28,3 +31,19 @@ BLOCK = 512
 # Elements per parallel task along a row. Fixed (never derived from the thread
 # count) so that reductions are bit-identical whatever NUMBA_NUM_THREADS is.
 CHUNK = 1 << 16
+
+
+@functools.cache
+def source_fingerprint() -> int:
+    """A hash of every kernel source file, for kernel factories to capture.
+
+    Numba's on-disk cache only notices changes to the file that defines a
+    kernel, not to the ``register_jitable`` functions it inlines from other
+    files. Factories capture this number in their closures; Numba hashes
+    closure contents into the cache key, so editing any kernel source (or
+    installing another version) recompiles instead of loading stale code.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return int.from_bytes(digest.digest()[:7], "little")

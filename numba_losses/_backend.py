@@ -33,8 +33,7 @@ def select_backend(named: dict[str, Any]) -> str:
             "are host arrays; put all inputs on one side (no implicit copies are made)"
         )
     raise NotImplementedError(
-        "CUDA device arrays were given, but this version of numba_losses has no CUDA "
-        "backend yet; pass NumPy arrays"
+        "CUDA device arrays were given, but this version of numba_losses has no CUDA backend yet; pass NumPy arrays"
     )
 
 

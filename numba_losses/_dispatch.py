@@ -10,6 +10,7 @@ It holds no loss math.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ def _view3(a: np.ndarray, full: tuple[int, ...], shape3: tuple[int, int, int], d
     """``a`` cast to ``dtype``, broadcast to ``full`` and viewed as ``shape3``; copies only if no view exists."""
     if a.dtype != dtype:
         a = a.astype(dtype)
+    if a.shape == full and a.flags.c_contiguous:
+        return a.reshape(shape3)
     if a.shape != full:
         a = np.broadcast_to(a, full)
     try:
@@ -58,9 +61,7 @@ def _view3(a: np.ndarray, full: tuple[int, ...], shape3: tuple[int, int, int], d
 def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum a gradient computed on a broadcast shape back to an input's shape."""
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + d for d, n in enumerate(shape) if n == 1 and g.shape[lead + d] != 1
-    )
+    axes = tuple(range(lead)) + tuple(lead + d for d, n in enumerate(shape) if n == 1 and g.shape[lead + d] != 1)
     return g.sum(axis=axes).reshape(shape) if axes else g.reshape(shape)
 
 
@@ -108,16 +109,16 @@ def rowmean(
     if sample_weight is not None:
         sw = as_host_array("sample_weight", sample_weight)
         shapes["sample_weight"] = sw.shape
-    full = broadcast_shape(shapes)
+    full = x.shape if len(shapes) == 2 and y.shape == x.shape else broadcast_shape(shapes)
 
     if reduce == "all":
         ax = 0
-        n_outer, n_rows, n_inner = 1, 1, int(np.prod(full, dtype=np.int64))
+        n_outer, n_rows, n_inner = 1, 1, math.prod(full)
     else:
         ax = normalize_axis(batch_axis, len(full))
-        n_outer = int(np.prod(full[:ax], dtype=np.int64))
+        n_outer = math.prod(full[:ax])
         n_rows = full[ax]
-        n_inner = int(np.prod(full[ax + 1 :], dtype=np.int64))
+        n_inner = math.prod(full[ax + 1 :])
     shape3 = (n_outer, n_rows, n_inner)
     k = n_outer * n_inner
 
@@ -125,8 +126,10 @@ def rowmean(
     y3 = _view3(y, full, shape3, cdt)
     a3 = _view3(a, full, shape3, cdt) if a is not None else None
 
-    # sample_weight: a per-row scale when constant inside rows, else elementwise
-    row_w = np.full(n_rows, weight, dtype=np.float64)
+    # sample_weight: a per-row scale when constant inside rows, else elementwise.
+    # Mean over K = 0 elements is 0/0 = NaN (SPEC section 1): scale by NaN.
+    scale = weight if reduce == "sum" else (weight / k if k else math.nan)
+    fscale = np.full(n_rows, scale, dtype=np.float64)
     ew3 = None
     if sw is not None:
         padded = sw.reshape((1,) * (len(full) - sw.ndim) + sw.shape)
@@ -134,11 +137,9 @@ def rowmean(
         if reduce == "all":
             per_row = sw.size == 1
         if per_row:
-            row_w = row_w * padded.reshape(-1).astype(np.float64)
+            fscale *= padded.reshape(-1)
         else:
             ew3 = _view3(sw, full, shape3, cdt)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fscale = row_w / k if reduce in ("mean", "all") else row_w
     out_shape = (n_rows,)
 
     coef = fscale
@@ -168,12 +169,15 @@ def rowmean(
             dx3 = np.empty(shape3, dtype=cdt)
 
     value, grad = ELEMENTWISE[term]
+    # Gradient-only calls run the fused forward+backward kernel (the row sums are
+    # cheap next to the gradient): one compiled variant fewer per loss and dtype.
+    if want_grad and not want_value:
+        out_c = np.empty(out_shape, dtype=cdt)
     kernel = build_rowmean_kernel(
         value,
         grad,
         a3 is not None,
         ew3 is not None,
-        want_value,
         want_grad,
         x3.size >= SERIAL_BELOW,
     )

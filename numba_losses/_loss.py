@@ -108,7 +108,7 @@ class Loss:
         name = type(self).__name__
         if len(args) > len(names):
             raise TypeError(f"{name} takes at most {len(names)} inputs ({', '.join(names)}), got {len(args)}")
-        bound: dict[str, Any] = dict(zip(names, args))
+        bound: dict[str, Any] = dict(zip(names, args, strict=False))
         for key, val in kwargs.items():
             if key not in names:
                 raise TypeError(f"{name} got an unexpected input {key!r}; inputs are {', '.join(names)}")

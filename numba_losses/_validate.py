@@ -19,8 +19,7 @@ def as_host_array(name: str, a: Any) -> np.ndarray:
         raise TypeError(f"{name}: cannot be converted to an array ({exc})") from exc
     if arr.dtype.kind not in _REAL_KINDS:
         raise TypeError(
-            f"{name}: dtype {arr.dtype} is not supported; expected a real floating "
-            "point, integer or bool array"
+            f"{name}: dtype {arr.dtype} is not supported; expected a real floating point, integer or bool array"
         )
     return arr
 
@@ -45,9 +44,7 @@ def check_weight(weight: Any) -> float:
     """MXNet's call-time check: ``weight`` must be a number (``None`` means 1)."""
     if weight is None:
         return 1.0
-    assert isinstance(weight, numbers.Number) and not isinstance(weight, complex), (
-        "weight must be a number"
-    )
+    assert isinstance(weight, numbers.Number) and not isinstance(weight, complex), "weight must be a number"
     return float(weight)
 
 

@@ -160,7 +160,9 @@ class SigmoidBinaryCrossEntropyLoss(ElementwiseLoss):
 
     _inputs = ("pred", "label", "sample_weight", "pos_weight")
 
-    def __init__(self, from_sigmoid: bool = False, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self, from_sigmoid: bool = False, weight: float | None = None, batch_axis: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(weight, batch_axis, **kwargs)
         self._from_sigmoid = from_sigmoid
 
@@ -261,7 +263,9 @@ class LogisticLoss(ElementwiseLoss):
     Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
     """
 
-    def __init__(self, weight: float | None = None, batch_axis: int = 0, label_format: str = "signed", **kwargs: Any) -> None:
+    def __init__(
+        self, weight: float | None = None, batch_axis: int = 0, label_format: str = "signed", **kwargs: Any
+    ) -> None:
         super().__init__(weight, batch_axis, **kwargs)
         if label_format not in ("signed", "binary"):
             raise ValueError(f"label_format can only be signed or binary, recieved {label_format}.")

@@ -27,12 +27,12 @@ import functools
 import numpy as np
 from numba import njit, prange
 
-from .._options import BLOCK, CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL
+from .._options import BLOCK, CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
 from .reduce import block_sum
 
 
 @functools.cache
-def build_rowmean_kernel(value, grad, has_aux, has_ew, want_value, want_grad, parallel):
+def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
     """Compile-on-first-call kernel for one loss term and variant.
 
     Parameters
@@ -42,8 +42,8 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_value, want_grad, pa
     has_aux, has_ew : bool
         Whether the auxiliary input / the elementwise weight are real arrays
         (otherwise a dummy is passed and never read).
-    want_value, want_grad : bool
-        Which outputs to compute (forward, backward or both).
+    want_grad : bool
+        Whether to write the gradient as well as the row values.
     parallel : bool
         ``prange`` over tasks (threads) or a serial loop for small inputs.
 
@@ -53,12 +53,15 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_value, want_grad, pa
         ``kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx)``: ``x``, ``y``,
         ``aux``, ``ew``, ``dx`` of shape ``(n_outer, n_rows, n_inner)``,
         ``fscale``, ``coef`` float64 and ``out`` of shape ``(n_rows,)``.
-        Writes ``out`` (if ``want_value``) and ``dx`` (if ``want_grad``).
+        Writes ``out``, and ``dx`` if ``want_grad``.
     """
     block = BLOCK
     chunk = CHUNK
+    fingerprint = source_fingerprint()
 
     def rowmean_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx):
+        if fingerprint < 0:  # never true; ties the on-disk cache entry to the kernel sources
+            return
         n_outer, n_rows, n_inner = x.shape
         nck = max(1, (n_inner + chunk - 1) // chunk)  # chunks per (row, outer) slice
         per_row = n_outer * nck  # partial sums per row
@@ -101,29 +104,24 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_value, want_grad, pa
                             ev = 1.0
                             if has_ew:
                                 ev = ew[o, b, i]
-                            if want_value:
-                                v = value(xv, yv, av, p0, p1)
-                                if has_ew:
-                                    v = v * ev
-                                buf[i - j0] = v
+                            v = value(xv, yv, av, p0, p1)
+                            if has_ew:
+                                v = v * ev
+                            buf[i - j0] = v
                             if want_grad:
                                 gv = cb * grad(xv, yv, av, p0, p1)
                                 if has_ew:
                                     gv = gv * ev
                                 dx[o, b, i] = gv
-                        if want_value:
-                            s += block_sum(buf, j1 - j0)
+                        s += block_sum(buf, j1 - j0)
                     partial[b, o * nck + ck] = s
-        if want_value:
-            for b in prange(n_rows):
-                s = 0.0
-                for r in range(per_row):
-                    s += partial[b, r]
-                out[b] = s * fscale[b]
+        for b in prange(n_rows):
+            s = 0.0
+            for r in range(per_row):
+                s += partial[b, r]
+            out[b] = s * fscale[b]
 
-    rowmean_kernel.__qualname__ = rowmean_kernel.__name__ = (
-        f"{value.__name__.removesuffix('_value')}_rowmean_kernel"
-    )
+    rowmean_kernel.__qualname__ = rowmean_kernel.__name__ = f"{value.__name__.removesuffix('_value')}_rowmean_kernel"
     return njit(
         parallel=parallel,
         fastmath=set(CPU_FASTMATH),
