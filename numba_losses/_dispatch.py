@@ -150,6 +150,7 @@ def rowmean(
         except ValueError:
             raise ValueError(f"out_grad has shape {g.shape}, expected the output's shape {out_shape}") from None
         coef = fscale * g.astype(np.float64)
+    coef = coef.astype(cdt, copy=False)  # the gradient is scaled in the compute dtype
 
     grows = x.shape != full
     out_c = _DUMMY1[cdt]
@@ -186,8 +187,8 @@ def rowmean(
         y3,
         a3 if a3 is not None else _DUMMY3[cdt],
         ew3 if ew3 is not None else _DUMMY3[cdt],
-        float(p0),
-        float(p1),
+        cdt.type(p0),
+        cdt.type(p1),
         fscale,
         coef,
         out_c,

@@ -93,18 +93,63 @@ def test_special_values_match_libm(name):
     np.testing.assert_array_equal(got, ref)  # NaN == NaN here; inf signs and zeros exact
 
 
-def test_softrelu_and_sigmoid_definitions():
+def test_softplus_and_sigmoid_of_minus_abs():
     @njit(error_model=ERROR_MODEL)
     def both(x, a, b):
         for i in range(x.size):
-            a[i] = vmath.softrelu(x[i])
+            a[i] = vmath.softplus_neg(abs(x[i]))
             b[i] = vmath.sigmoid_neg_abs(x[i])
 
-    x = np.array([-800.0, -30.0, -1.0, 0.0, 1e-300, 0.5, 19.9, 20.0, 20.5, 800.0, np.nan])
+    x = np.concatenate([
+        [-800.0, -30.0, -1.0, 0.0, 1e-300, 0.5, 19.9, 20.0, 20.5, 800.0, np.inf, np.nan],
+        np.linspace(-40, 40, 100_001), [np.log(np.sqrt(2) - 1) + d for d in (-1e-15, 0.0, 1e-15)],
+    ])
     a, b = np.empty_like(x), np.empty_like(x)
     both(x, a, b)
     with np.errstate(over="ignore"):
-        ref_a = np.where(x > 20, x, np.log1p(np.exp(x)))
+        ref_a = np.log1p(np.exp(-np.abs(x)))
     np.testing.assert_allclose(a, ref_a, rtol=1e-15, atol=0)
     with np.errstate(over="ignore"):
         np.testing.assert_allclose(b, 1 / (1 + np.exp(np.abs(x))), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_float32_special_values_match_libm(name):
+    x = SPECIALS.astype(np.float32)
+    with np.errstate(all="ignore"):
+        ref = FUNCS[name][1](x)  # NumPy's float32 loop
+    got = _run(name, x).astype(np.float32)
+    exact = ~np.isfinite(ref) | (ref == 0) | (ref == 1)
+    np.testing.assert_array_equal(got[exact], ref[exact])
+    assert np.all(np.abs(got[~exact] - ref[~exact]) <= 2 * np.spacing(np.abs(ref[~exact])))
+
+
+def test_float32_softplus_and_sigmoid():
+    @njit(error_model=ERROR_MODEL)
+    def both(x, a, b):
+        for i in range(x.size):
+            a[i] = vmath.softplus_neg(abs(x[i]))
+            b[i] = vmath.sigmoid_neg_abs(x[i])
+
+    x = np.concatenate([np.linspace(-110, 110, 200_001), [0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    a, b = np.empty_like(x), np.empty_like(x)
+    both(x, a, b)
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        ref_a = np.log1p(np.exp(-np.abs(x64)))
+        ref_b = 1 / (1 + np.exp(np.abs(x64)))
+    for got, ref in ((a, ref_a), (b, ref_b)):
+        ok = np.isfinite(ref) & (ref != 0)
+        ulps = np.abs(got[ok] - ref[ok]) / np.spacing(np.abs(ref[ok]).astype(np.float32))
+        assert ulps.max() <= 3.0
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+
+
+def test_precision_follows_the_argument():
+    @njit
+    def types_of(x32, x64):
+        return vmath.vexp(x32), vmath.vlog1p(x64)
+
+    r32, r64 = types_of(np.float32(1.0), 1.0)
+    assert isinstance(r32, float) and r32 == np.float32(np.e)  # float32 result (rounded), boxed
+    assert r64 == np.log1p(1.0)

@@ -13,7 +13,7 @@ from .._options import CACHE, ERROR_MODEL, SUM_FASTMATH
 
 @njit(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, cache=CACHE)
 def block_sum(buf, n):
-    """Sum of ``buf[:n]`` (float64) in SIMD lanes."""
+    """Sum of ``buf[:n]`` (float32 or float64) in float64 SIMD lanes."""
     s = 0.0
     for i in range(n):
         s += buf[i]

@@ -19,7 +19,8 @@ elementwise weight (a sample_weight that varies inside a row).
 Work is split into tasks of at most ``CHUNK`` elements: short rows are grouped
 several to a task, long rows are cut into chunks whose partial sums are
 combined in a fixed order, so the result does not depend on the number of
-threads. Sums are accumulated in float64 through :func:`.reduce.block_sum`.
+threads. Terms are evaluated in the compute dtype (float32 loops stay 8 lanes
+wide); sums are accumulated in float64 through :func:`.reduce.block_sum`.
 """
 
 import functools
@@ -29,6 +30,8 @@ from numba import njit, prange
 
 from .._options import BLOCK, CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
 from .reduce import block_sum
+
+_ONE = np.float32(1.0)  # promotes exactly to float64 data; keeps float32 loops in float32
 
 
 @functools.cache
@@ -51,8 +54,9 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
     -------
     numba dispatcher
         ``kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx)``: ``x``, ``y``,
-        ``aux``, ``ew``, ``dx`` of shape ``(n_outer, n_rows, n_inner)``,
-        ``fscale``, ``coef`` float64 and ``out`` of shape ``(n_rows,)``.
+        ``aux``, ``ew``, ``dx`` of shape ``(n_outer, n_rows, n_inner)`` and
+        ``p0``, ``p1``, ``coef`` in the compute dtype; ``fscale`` float64 and
+        ``out`` of shape ``(n_rows,)``.
         Writes ``out``, and ``dx`` if ``want_grad``.
     """
     block = BLOCK
@@ -88,7 +92,7 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
                 ck = 0
             i0 = ck * chunk
             i1 = min(i0 + chunk, n_inner)
-            buf = np.empty(block, dtype=np.float64)
+            buf = np.empty(block, dtype=x.dtype)  # block values in the compute dtype
             for b in range(b0, b1):
                 cb = coef[b]
                 for o in range(o0, o1):
@@ -98,10 +102,10 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
                         for i in range(j0, j1):
                             xv = x[o, b, i]
                             yv = y[o, b, i]
-                            av = 1.0
+                            av = _ONE
                             if has_aux:
                                 av = aux[o, b, i]
-                            ev = 1.0
+                            ev = _ONE
                             if has_ew:
                                 ev = ew[o, b, i]
                             v = value(xv, yv, av, p0, p1)
