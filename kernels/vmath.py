@@ -2,7 +2,7 @@
 
 PyPI's llvmlite links no vector math library, so ``math.exp`` inside an
 ``@njit`` loop is a scalar libm call that blocks loop vectorisation. The
-functions here use only arithmetic, ``floor`` and integer bit manipulation,
+functions here use only arithmetic and integer bit manipulation,
 so LLVM can vectorise the loops that inline them.
 
 Each public function (``vexp``, ``vlog``, ``vlog1p``, ``softplus_neg``,
@@ -72,6 +72,7 @@ _SQRT2_M1 = 0.41421356237309503  # sqrt(2) - 1
 _TWO52 = 4503599627370496.0  # 2**52
 _TWO52_BITS = 0x4330000000000000  # bits of 2**52
 _POW2_BIAS = 1023.0 + _TWO52
+_ROUND = 6755399441055744.0  # 1.5 * 2**52: (v + _ROUND) - _ROUND rounds v to an integer
 
 
 @register_jitable(forceinline=True)
@@ -95,7 +96,7 @@ def _small_int_to_float_64(i):
 def _vexp_64(x):
     r"""Exponential, vectorisable.
 
-    .. math:: \exp(x) = 2^k \, e^r, \quad k = \lfloor x \log_2 e + 1/2 \rfloor,
+    .. math:: \exp(x) = 2^k \, e^r, \quad k = \mathrm{round}(x \log_2 e),
               \quad r = x - k \ln 2
     """
     x = np.float64(x)
@@ -104,7 +105,7 @@ def _vexp_64(x):
         xc = _EXP_HI
     if xc < _EXP_LO:
         xc = _EXP_LO
-    kf = np.floor(xc * _LOG2E + 0.5)
+    kf = (xc * _LOG2E + _ROUND) - _ROUND  # nearest integer, no floor (not on every target)
     r = (xc - kf * _LN2_HI) - kf * _LN2_LO
     # Estrin's scheme: the same polynomial with a dependency depth of 5 instead of 13
     r2 = r * r
@@ -123,7 +124,7 @@ def _vexp_64(x):
     d0 = b0 + b1 * r4
     d1 = b2 + a6 * r4
     p = d0 + d1 * r8
-    k1 = np.floor(kf * 0.5)
+    k1 = (kf * 0.5 + _ROUND) - _ROUND
     res = (p * _pow2_64(k1)) * _pow2_64(kf - k1)
     if x != x:
         res = x
@@ -245,6 +246,7 @@ _EXP_LO_F = _F(-104.0)  # expf(-104) underflows to 0
 _E2_F, _E3_F, _E4_F, _E5_F, _E6_F, _E7_F = (_F(1.0 / f) for f in (2.0, 6.0, 24.0, 120.0, 720.0, 5040.0))
 _TWO23_F = _F(8388608.0)  # 2**23
 _POW2_BIAS_F = _F(127.0 + 8388608.0)
+_ROUND_F = _F(12582912.0)  # 1.5 * 2**23
 _TWO25_F = _F(33554432.0)  # 2**25, lifts subnormals into the normal range
 _SMALLEST_NORMAL_F = _F(1.1754943508222875e-38)
 _SQRT2_M1_F = _F(0.41421356237309503)
@@ -274,14 +276,14 @@ def _vexp_32(x):
         xc = _EXP_HI_F
     if xc < _EXP_LO_F:
         xc = _EXP_LO_F
-    kf = np.floor(xc * _LOG2E_F + _HALF_F)
+    kf = (xc * _LOG2E_F + _ROUND_F) - _ROUND_F
     r = (xc - kf * _LN2_HI_F) - kf * _LN2_LO_F
     r2 = r * r
     r4 = r2 * r2
     b0 = (_ONE_F + r) + (_E2_F + _E3_F * r) * r2
     b1 = (_E4_F + _E5_F * r) + (_E6_F + _E7_F * r) * r2
     p = b0 + b1 * r4
-    k1 = np.floor(kf * _HALF_F)
+    k1 = (kf * _HALF_F + _ROUND_F) - _ROUND_F
     res = (p * _pow2_32(k1)) * _pow2_32(kf - k1)
     if x != x:
         res = x

@@ -14,11 +14,11 @@ import textwrap
 
 import numpy as np
 import pytest
+
+import numba_losses as nl
 from numba_losses.kernels import _options
 from numba_losses.kernels.cpu.rowmean import build_rowmean_kernel
 from numba_losses.kernels.registry import ELEMENTWISE
-
-import numba_losses as nl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

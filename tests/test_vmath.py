@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from numba import njit
+
 from numba_losses.kernels import vmath
 from numba_losses.kernels._options import CPU_FASTMATH, ERROR_MODEL
 
