@@ -144,6 +144,20 @@ def _log_reduced_64(f, dk, c):
 
 
 @register_jitable(forceinline=True)
+def _log_specials(x, pole, res):
+    """C99 special cases of a logarithm with its pole at ``pole`` (0 for log, -1 for log1p)."""
+    if x == pole:
+        res = like(x, -np.inf)
+    if x < pole:
+        res = like(x, np.nan)
+    if x == like(x, np.inf):
+        res = x
+    if x != x:
+        res = x
+    return res
+
+
+@register_jitable(forceinline=True)
 def _vlog_64(x):
     r"""Natural logarithm, vectorisable.
 
@@ -159,15 +173,7 @@ def _vlog_64(x):
     dk = _small_int_to_float_64(ix >> 52) - kadj
     m = np.int64((ix & _MANT_MASK) + _SQRT_HALF_BITS).view(np.float64)
     res = _log_reduced_64(m - 1.0, dk, 0.0)
-    if x == 0.0:
-        res = -np.inf
-    if x < 0.0:
-        res = np.nan
-    if x == np.inf:
-        res = x
-    if x != x:
-        res = x
-    return res
+    return _log_specials(x, 0.0, res)
 
 
 @register_jitable(forceinline=True)
@@ -194,15 +200,7 @@ def _vlog1p_64(x):
         c = 0.0
     f = (m - 1.0) + c * _pow2_64(-dkc)
     res = _log_reduced_64(f, dk, 0.0)
-    if x == -1.0:
-        res = -np.inf
-    if x < -1.0:
-        res = np.nan
-    if x == np.inf:
-        res = x
-    if x != x:
-        res = x
-    return res
+    return _log_specials(x, -1.0, res)
 
 
 @register_jitable(forceinline=True)
@@ -319,15 +317,7 @@ def _vlog_32(x):
     dk = _exponent_32(ix, kadj)
     m = np.int32((ix & _MANT_MASK_F) + _SQRT_HALF_BITS_F).view(np.float32)
     res = _log_reduced_32(m - _ONE_F, dk)
-    if x == 0:
-        res = -np.float32(np.inf)
-    if x < 0:
-        res = np.float32(np.nan)
-    if x == np.float32(np.inf):
-        res = x
-    if x != x:
-        res = x
-    return res
+    return _log_specials(x, _F(0.0), res)
 
 
 @register_jitable(forceinline=True)
@@ -346,15 +336,7 @@ def _vlog1p_32(x):
         c = _F(0.0)
     f = (m - _ONE_F) + c * _pow2_32(-dkc)
     res = _log_reduced_32(f, dk)
-    if x == -_ONE_F:
-        res = -np.float32(np.inf)
-    if x < -_ONE_F:
-        res = np.float32(np.nan)
-    if x == np.float32(np.inf):
-        res = x
-    if x != x:
-        res = x
-    return res
+    return _log_specials(x, -_ONE_F, res)
 
 
 @register_jitable(forceinline=True)

@@ -202,7 +202,20 @@ class HuberLoss(ElementwiseLoss):
         return "huber", float(self._rho), 0.5 / self._rho, None
 
 
-class HingeLoss(ElementwiseLoss):
+class _MarginLoss(ElementwiseLoss):
+    """Shared constructor of the margin losses (``margin``, ``weight``, ``batch_axis``)."""
+
+    _term_name = ""
+
+    def __init__(self, margin: float = 1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+        self._margin = margin
+
+    def _term(self, inputs):
+        return self._term_name, float(self._margin), 0.0, None
+
+
+class HingeLoss(_MarginLoss):
     r"""Hinge loss for labels in {-1, 1}.
 
     .. math:: L = \mathrm{mean}\big(\max(0, m - x y)\big)
@@ -218,18 +231,15 @@ class HingeLoss(ElementwiseLoss):
     Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
     """
 
-    def __init__(self, margin: float = 1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
-        super().__init__(weight, batch_axis, **kwargs)
-        self._margin = margin
-
-    def _term(self, inputs):
-        return "hinge", float(self._margin), 0.0, None
+    _term_name = "hinge"
 
 
-class SquaredHingeLoss(ElementwiseLoss):
+class SquaredHingeLoss(_MarginLoss):
     r"""Squared hinge loss for labels in {-1, 1}.
 
     .. math:: L = \mathrm{mean}\big(\max(0, m - x y)^2\big)
+
+    Gradient :math:`-2 y \max(0, m - x y)`.
 
     Parameters
     ----------
@@ -240,12 +250,7 @@ class SquaredHingeLoss(ElementwiseLoss):
     Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
     """
 
-    def __init__(self, margin: float = 1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
-        super().__init__(weight, batch_axis, **kwargs)
-        self._margin = margin
-
-    def _term(self, inputs):
-        return "squared_hinge", float(self._margin), 0.0, None
+    _term_name = "squared_hinge"
 
 
 class LogisticLoss(ElementwiseLoss):
