@@ -99,7 +99,8 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
                     s = 0.0
                     for j0 in range(i0, i1, block):
                         j1 = min(j0 + block, i1)
-                        for i in range(j0, j1):
+                        for i_ in range(j0, j1):
+                            i = np.uint64(i_)  # unsigned: no negative-index wraparound, so loads vectorise
                             xv = x[o, b, i]
                             yv = y[o, b, i]
                             av = _ONE
@@ -111,7 +112,7 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
                             v = value(xv, yv, av, p0, p1)
                             if has_ew:
                                 v = v * ev
-                            buf[i - j0] = v
+                            buf[i_ - j0] = v
                             if want_grad:
                                 gv = cb * grad(xv, yv, av, p0, p1)
                                 if has_ew:
