@@ -120,4 +120,24 @@ def test_kernels_use_the_central_options():
     assert kern.targetoptions["fastmath"] == set(_options.CPU_FASTMATH)
     assert kern.targetoptions["error_model"] == _options.ERROR_MODEL
     assert "reassoc" not in _options.CPU_FASTMATH and "nnan" not in _options.CPU_FASTMATH
-    assert _options.source_fingerprint() in [c.cell_contents for c in kern.py_func.__closure__]
+    assert _options.source_fingerprint() * 2 in [c.cell_contents for c in kern.py_func.__closure__]
+
+
+def test_serial_and_parallel_variants_have_their_own_cache_entries(tmp_path):
+    # Numba's cache key ignores compile options; a shared entry once loaded the
+    # serial kernel for large inputs (single-threaded) or the parallel one for tiny inputs.
+    code = """
+        import numpy as np, numba_losses as nl
+        from numba_losses.kernels.cpu.rowmean import build_rowmean_kernel
+        from numba_losses.kernels.registry import ELEMENTWISE
+        loss = nl.L1Loss()
+        loss.forward_backward(np.ones((4, 3)), np.zeros((4, 3)))          # serial variant
+        loss.forward_backward(np.ones((64, 1024)), np.zeros((64, 1024)))  # parallel variant
+        for parallel in (False, True):
+            k = build_rowmean_kernel(*ELEMENTWISE["l1"], False, False, True, parallel)
+            print(k.targetoptions.get("parallel", False), sum(k.stats.cache_hits.values()),
+                  sum(k.stats.cache_misses.values()), end=" ")
+    """
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    assert _python(code, **env).split() == ["False", "0", "1", "True", "0", "1"]
+    assert _python(code, **env).split() == ["False", "1", "0", "True", "1", "0"]

@@ -61,10 +61,13 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
     """
     block = BLOCK
     chunk = CHUNK
-    fingerprint = source_fingerprint()
+    # Numba's cache key covers the closure's contents but not compile options such as
+    # ``parallel``: both go into this constant so that each variant and each version of
+    # the kernel sources gets its own cache entry.
+    cache_key = source_fingerprint() * 2 + int(parallel)
 
     def rowmean_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx):
-        if fingerprint < 0:  # never true; ties the on-disk cache entry to the kernel sources
+        if cache_key < 0:  # never true; only ties the on-disk cache entry to cache_key
             return
         n_outer, n_rows, n_inner = x.shape
         nck = max(1, (n_inner + chunk - 1) // chunk)  # chunks per (row, outer) slice
@@ -126,7 +129,9 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
                 s += partial[b, r]
             out[b] = s * fscale[b]
 
-    rowmean_kernel.__qualname__ = rowmean_kernel.__name__ = f"{value.__name__.removesuffix('_value')}_rowmean_kernel"
+    variant = "parallel" if parallel else "serial"
+    rowmean_kernel.__qualname__ = f"{value.__name__.removesuffix('_value')}_rowmean_{variant}_kernel"
+    rowmean_kernel.__name__ = rowmean_kernel.__qualname__
     return njit(
         parallel=parallel,
         fastmath=set(CPU_FASTMATH),
