@@ -1,0 +1,1 @@
+"""asv benchmarks of numba_losses against vectorised NumPy versions of the same losses."""
