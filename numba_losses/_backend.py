@@ -23,9 +23,9 @@ def select_backend(named: dict[str, Any]) -> str:
     NotImplementedError
         For device arrays while this build has no CUDA backend.
     """
-    device = [n for n, a in named.items() if a is not None and is_device_array(a)]
-    if not device:
+    if not any(is_device_array(a) for a in named.values()):
         return CPU
+    device = [n for n, a in named.items() if a is not None and is_device_array(a)]
     host = [n for n, a in named.items() if a is not None and not is_device_array(a) and not _is_scalar(a)]
     if host:
         raise ValueError(

@@ -129,7 +129,8 @@ def rowmean(
     # sample_weight: a per-row scale when constant inside rows, else elementwise.
     # Mean over K = 0 elements is 0/0 = NaN (SPEC section 1): scale by NaN.
     scale = weight if reduce == "sum" else (weight / k if k else math.nan)
-    fscale = np.full(n_rows, scale, dtype=np.float64)
+    fscale = np.empty(n_rows, dtype=np.float64)
+    fscale.fill(scale)
     ew3 = None
     if sw is not None:
         padded = sw.reshape((1,) * (len(full) - sw.ndim) + sw.shape)

@@ -44,6 +44,8 @@ def check_weight(weight: Any) -> float:
     """MXNet's call-time check: ``weight`` must be a number (``None`` means 1)."""
     if weight is None:
         return 1.0
+    if type(weight) is float or type(weight) is int:  # fast path, no ABC check
+        return float(weight)
     assert isinstance(weight, numbers.Number) and not isinstance(weight, complex), "weight must be a number"
     return float(weight)
 
@@ -72,7 +74,7 @@ def broadcast_shape(named_shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]
 
 def normalize_axis(axis: int, ndim: int, what: str = "batch_axis") -> int:
     """A possibly negative axis, checked against ``ndim``."""
-    if not isinstance(axis, numbers.Integral):
+    if type(axis) is not int and not isinstance(axis, numbers.Integral):
         raise TypeError(f"{what} must be an integer, got {axis!r}")
     if not -ndim <= axis < ndim:
         raise ValueError(f"{what}={axis} is out of range for an array of {ndim} dimension(s)")
