@@ -44,14 +44,25 @@ class Names:
     aux: str = "pos_weight"
 
 
-def _view3(a: np.ndarray, full: tuple[int, ...], shape3: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
-    """``a`` cast to ``dtype``, broadcast to ``full`` and viewed as ``shape3``; copies only if no view exists."""
+def _view3(
+    a: np.ndarray, full: tuple[int, ...], shape3: tuple[int, int, int], dtype: np.dtype, contiguous: bool = False
+) -> np.ndarray:
+    """``a`` cast to ``dtype``, broadcast to ``full`` and viewed as ``shape3``.
+
+    Copies only if no strided view exists, or (``contiguous=True``) if the view
+    is not C-contiguous. ``pred`` and ``label`` stay views: they are the large
+    inputs. ``pos_weight`` and elementwise ``sample_weight`` are usually small
+    arrays broadcast up; materialising them keeps the number of compiled kernel
+    variants (each array layout is one more Numba specialisation) small.
+    """
     if a.dtype != dtype:
         a = a.astype(dtype)
     if a.shape == full and a.flags.c_contiguous:
         return a.reshape(shape3)
     if a.shape != full:
         a = np.broadcast_to(a, full)
+    if contiguous:
+        return np.ascontiguousarray(a).reshape(shape3)
     try:
         return np.reshape(a, shape3, copy=False)
     except ValueError:
@@ -124,7 +135,7 @@ def rowmean(
 
     x3 = _view3(x, full, shape3, cdt)
     y3 = _view3(y, full, shape3, cdt)
-    a3 = _view3(a, full, shape3, cdt) if a is not None else None
+    a3 = _view3(a, full, shape3, cdt, contiguous=True) if a is not None else None
 
     # sample_weight: a per-row scale when constant inside rows, else elementwise.
     # Mean over K = 0 elements is 0/0 = NaN (SPEC section 1): scale by NaN.
@@ -140,7 +151,7 @@ def rowmean(
         if per_row:
             fscale *= padded.reshape(-1)
         else:
-            ew3 = _view3(sw, full, shape3, cdt)
+            ew3 = _view3(sw, full, shape3, cdt, contiguous=True)
     out_shape = (n_rows,)
 
     coef = fscale
