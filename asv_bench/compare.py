@@ -52,6 +52,7 @@ from benchmarks.common import (  # noqa: E402
     CASES,
     LARGE,
     SMALL,
+    best_ms,
     make_inputs,
     torch_forward_backward,
     traffic_bytes,
@@ -74,18 +75,6 @@ SETTINGS = {
 
 
 # -- timing ----------------------------------------------------------------------
-def best_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Shortest wall time of ``repeats`` calls of ``fn``, in milliseconds, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
-
-
 def median_us(fn: Callable[[], Any], calls: int, warmup: int = 200) -> float:
     """Median wall time of ``calls`` back-to-back calls of ``fn``, in microseconds."""
     for _ in range(warmup):
@@ -119,33 +108,21 @@ def measure_triad(repeats: int) -> dict[str, float]:
     return res
 
 
-def measure_library(name: str, repeats: int) -> dict[str, float]:
-    """Library and NumPy times (ms) for loss ``name`` at ``LARGE``."""
+def measure(name: str, shape: tuple[int, int], timer: Callable[..., float], n: int) -> dict[str, float]:
+    """Times of the library's three entry points and of NumPy for loss ``name`` at ``shape``.
+
+    ``timer(fn, n)`` is :func:`best_ms` for the large shape, :func:`median_us` for the small one.
+    """
     case = CASES[name]
     loss = case.make_loss()
-    x, y = make_inputs(name, LARGE)
+    x, y = make_inputs(name, shape)
     out, (grad,) = loss.forward_backward(x, y)  # compiles, or loads the kernel cache
     loss(x, y)
     return {
-        "fb_buf": best_ms(lambda: loss.forward_backward(x, y, out=out, grad_out=grad), repeats),
-        "fb": best_ms(lambda: loss.forward_backward(x, y), repeats),
-        "fwd": best_ms(lambda: loss(x, y), repeats),
-        "numpy_fb": best_ms(lambda: case.numpy(x, y, True), repeats),
-    }
-
-
-def measure_small(name: str, calls: int) -> dict[str, float]:
-    """Per-call medians (us) at ``SMALL``: the library's three entry points and NumPy."""
-    case = CASES[name]
-    loss = case.make_loss()
-    x, y = make_inputs(name, SMALL)
-    out, (grad,) = loss.forward_backward(x, y)
-    loss(x, y)
-    return {
-        "fb_buf": median_us(lambda: loss.forward_backward(x, y, out=out, grad_out=grad), calls),
-        "fb": median_us(lambda: loss.forward_backward(x, y), calls),
-        "fwd": median_us(lambda: loss(x, y), calls),
-        "numpy_fb": median_us(lambda: case.numpy(x, y, True), calls),
+        "fb_buf": timer(lambda: loss.forward_backward(x, y, out=out, grad_out=grad), n),
+        "fb": timer(lambda: loss.forward_backward(x, y), n),
+        "fwd": timer(lambda: loss(x, y), n),
+        "numpy_fb": timer(lambda: case.numpy(x, y, True), n),
     }
 
 
@@ -297,8 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]
     tri = measure_triad(cfg["triad"])
-    lib = {name: measure_library(name, cfg["repeats"]) for name in CASES}
-    small = {name: measure_small(name, cfg["calls"]) for name in CASES}
+    lib = {name: measure(name, LARGE, best_ms, cfg["repeats"]) for name in CASES}
+    small = {name: measure(name, SMALL, median_us, cfg["calls"]) for name in CASES}
     torch_runs = {thp: run_torch(cfg["repeats"], cfg["calls"] // 4, thp) for thp in (False, True)}
     compiled = {name: measure_compile(name) for name in cfg["compile"]}
     load1 = os.getloadavg()[0]

@@ -8,11 +8,9 @@ on-disk kernel cache) is never timed.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from .common import CASES, LARGE, SMALL, make_inputs, traffic_bytes, triad
+from .common import CASES, LARGE, SMALL, best_ms, make_inputs, traffic_bytes, triad
 
 LOSSES = list(CASES)
 WARM_SHAPE = (256, 256)  # above the library's serial threshold: warms the parallel kernels
@@ -52,17 +50,6 @@ class ElementwiseLoss:
         self.numpy_loss(self.x, self.y, True)
 
 
-def _best_seconds(fn, repeats=5):
-    """Shortest of ``repeats`` timed calls of ``fn``, after one untimed call."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 class Bandwidth:
     """Effective GB/s of the fused forward+backward at (4096, 4096) float32, and the machine's triad.
 
@@ -80,7 +67,7 @@ class Bandwidth:
         self.nbytes = traffic_bytes(LARGE, per_row=CASES[loss].per_row)
 
     def track_forward_backward_out_gbps(self, loss):
-        seconds = _best_seconds(lambda: self.loss.forward_backward(self.x, self.y, out=self.out, grad_out=self.grad))
+        seconds = best_ms(lambda: self.loss.forward_backward(self.x, self.y, out=self.out, grad_out=self.grad), 5) / 1e3
         return self.nbytes / seconds / 1e9
 
     track_forward_backward_out_gbps.unit = "GB/s"
@@ -100,7 +87,7 @@ class Triad:
         triad(self.a, self.b, self.o)
 
     def track_triad_gbps(self):
-        return 3 * self.a.nbytes / _best_seconds(lambda: triad(self.a, self.b, self.o)) / 1e9
+        return 3 * self.a.nbytes / (best_ms(lambda: triad(self.a, self.b, self.o), 5) / 1e3) / 1e9
 
     track_triad_gbps.unit = "GB/s"
 

@@ -19,6 +19,7 @@ subgradients at measure-zero points such as ``x == 0`` for BCE.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -333,3 +334,16 @@ def _triad_kernel(a, b, o):
 def triad(a: np.ndarray, b: np.ndarray, o: np.ndarray) -> None:
     """STREAM-like triad ``o = a + 2 b`` with numba's threads (contiguous float32 arrays)."""
     _triad_kernel(a.reshape(-1), b.reshape(-1), o.reshape(-1))
+
+
+# -- timing -----------------------------------------------------------------------
+def best_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Shortest wall time of ``repeats`` calls of ``fn``, in milliseconds, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
