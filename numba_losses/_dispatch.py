@@ -171,15 +171,14 @@ def rowmean(
             out = check_buffer("out", out, out_shape, rdt)
         out_c = out if (out is not None and rdt == cdt) else np.empty(out_shape, dtype=cdt)
     dx3 = _DUMMY3[cdt]
+    grad_in_place = False  # the kernel writes straight into grad_out
     if want_grad:
         if grad_out is not None:
             grad_out = check_buffer("grad_out", grad_out, x.shape, rdt)
             if np.may_share_memory(grad_out, x) or np.may_share_memory(grad_out, y):
                 raise ValueError("grad_out must not share memory with the inputs (inputs are never written)")
-        if grad_out is not None and rdt == cdt and not grows:
-            dx3 = grad_out.reshape(shape3)
-        else:
-            dx3 = np.empty(shape3, dtype=cdt)
+            grad_in_place = rdt == cdt and not grows
+        dx3 = grad_out.reshape(shape3) if grad_in_place else np.empty(shape3, dtype=cdt)
 
     value, grad = ELEMENTWISE[term]
     # Gradient-only calls run the fused forward+backward kernel (the row sums are
@@ -221,7 +220,7 @@ def rowmean(
         if grows:
             dx = _unbroadcast(dx, x.shape)
         if grad_out is not None:
-            if dx.base is not grad_out and dx is not grad_out:
+            if not grad_in_place:
                 grad_out[...] = dx
             res_dx = grad_out
         else:
