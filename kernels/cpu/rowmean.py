@@ -70,6 +70,24 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
         if cache_key < 0:  # never true; only ties the on-disk cache entry to cache_key
             return
         n_outer, n_rows, n_inner = x.shape
+        if n_outer == 1 and n_inner == 1:
+            # One element per row (1-D losses): a plain map over rows, vectorised along
+            # the batch axis instead of paying the per-row reduction machinery per element.
+            for t in prange((n_rows + chunk - 1) // chunk):
+                for b_ in range(t * chunk, min(t * chunk + chunk, n_rows)):
+                    b = np.uint64(b_)
+                    xv = x[0, b, 0]
+                    yv = y[0, b, 0]
+                    av = _ONE
+                    if has_aux:
+                        av = aux[0, b, 0]
+                    ev = _ONE
+                    if has_ew:
+                        ev = ew[0, b, 0]
+                    out[b] = value(xv, yv, av, p0, p1) * ev * fscale[b]
+                    if want_grad:
+                        dx[0, b, 0] = coef[b] * grad(xv, yv, av, p0, p1) * ev
+            return
         nck = max(1, (n_inner + chunk - 1) // chunk)  # chunks per (row, outer) slice
         per_row = n_outer * nck  # partial sums per row
         span = max(1, n_outer * n_inner)
@@ -78,7 +96,10 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
             group = max(1, chunk // span)
         n_row_tasks = (n_rows + group - 1) // group
         n_tasks = n_row_tasks * (per_row if group == 1 else 1)
-        partial = np.empty((n_rows, per_row), dtype=np.float64)
+        # One partial per row (rows not cut into chunks): the task writes ``out`` itself;
+        # otherwise partial sums are combined in a fixed order below.
+        direct = per_row == 1
+        partial = np.empty((0 if direct else n_rows, per_row), dtype=np.float64)
         for t in prange(n_tasks):
             if group == 1:
                 b0 = t // per_row
@@ -122,12 +143,16 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
                                     gv = gv * ev
                                 dx[o, b, i] = gv
                         s += block_sum(buf, j1 - j0)
-                    partial[b, o * nck + ck] = s
-        for b in prange(n_rows):
-            s = 0.0
-            for r in range(per_row):
-                s += partial[b, r]
-            out[b] = s * fscale[b]
+                    if direct:
+                        out[b] = s * fscale[b]
+                    else:
+                        partial[b, o * nck + ck] = s
+        if not direct:
+            for b in prange(n_rows):
+                s = 0.0
+                for r in range(per_row):
+                    s += partial[b, r]
+                out[b] = s * fscale[b]
 
     variant = "parallel" if parallel else "serial"
     rowmean_kernel.__qualname__ = f"{value.__name__.removesuffix('_value')}_rowmean_{variant}_kernel"
