@@ -47,3 +47,15 @@ def source_fingerprint() -> int:
     for path in sorted(Path(__file__).resolve().parent.rglob("*.py")):
         digest.update(path.read_bytes())
     return int.from_bytes(digest.digest()[:7], "little")
+
+# CUDA launch shape. Threads per block (a power of two, at most 1024) and the
+# shared-memory reduction buffer size; the simulator runs every thread as a Python
+# thread, so it gets small blocks.
+CUDA_THREADS = 256
+CUDA_SIM_THREADS = 32
+# Fewest elements a thread handles before a row gets more threads.
+CUDA_ITEMS = 8
+# Blocks per multiprocessor a launch aims for (occupancy) and at most launches
+# (the rest is covered by grid-stride loops).
+CUDA_BLOCKS_PER_SM = 8
+CUDA_GRID_PER_SM = 32

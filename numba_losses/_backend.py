@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._device import is_device_array
+
 CPU = "cpu"
 CUDA = "cuda"
-
-
-def is_device_array(a: Any) -> bool:
-    """True for anything exposing ``__cuda_array_interface__`` (CuPy, numba, torch CUDA)."""
-    return hasattr(a, "__cuda_array_interface__")
 
 
 def select_backend(named: dict[str, Any]) -> str:
@@ -20,8 +17,6 @@ def select_backend(named: dict[str, Any]) -> str:
     ------
     ValueError
         When host and device arrays are mixed; nothing is copied implicitly.
-    NotImplementedError
-        For device arrays while this build has no CUDA backend.
     """
     if not any(is_device_array(a) for a in named.values()):
         return CPU
@@ -32,9 +27,7 @@ def select_backend(named: dict[str, Any]) -> str:
             f"inputs {', '.join(device)} are CUDA device arrays but {', '.join(host)} "
             "are host arrays; put all inputs on one side (no implicit copies are made)"
         )
-    raise NotImplementedError(
-        "CUDA device arrays were given, but this version of numba_losses has no CUDA backend yet; pass NumPy arrays"
-    )
+    return CUDA
 
 
 def _is_scalar(a: Any) -> bool:

@@ -20,7 +20,7 @@ from numba_losses.kernels._options import SERIAL_BELOW
 from numba_losses.kernels.cpu.rowmean import build_rowmean_kernel
 from numba_losses.kernels.registry import ELEMENTWISE
 
-from ._backend import select_backend
+from ._backend import CUDA, select_backend
 from ._validate import (
     as_host_array,
     broadcast_shape,
@@ -76,6 +76,75 @@ def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return g.sum(axis=axes).reshape(shape) if axes else g.reshape(shape)
 
 
+@dataclass(frozen=True)
+class RowPlan:
+    """How a call maps onto the row kernels, whatever the backend.
+
+    ``y`` is the label after MXNet's ``reshape_like``; ``full`` the broadcast
+    shape of all inputs; ``shape3`` the canonical ``(n_outer, n_rows, n_inner)``;
+    ``scale`` the row scale before ``sample_weight`` (``weight / K`` for a mean,
+    NaN for a mean over nothing); ``row_weight`` the sample weight as a 1-D
+    array broadcastable to ``(n_rows,)`` when it is constant inside rows, and
+    ``elementwise_weight`` whether it must instead be applied per element.
+    """
+
+    cdt: np.dtype
+    rdt: np.dtype
+    y: np.ndarray
+    full: tuple[int, ...]
+    shape3: tuple[int, int, int]
+    scale: float
+    row_weight: np.ndarray | None
+    elementwise_weight: bool
+    grows: bool
+
+
+def plan_rows(
+    x: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray | None,
+    sw: np.ndarray | None,
+    names: Names,
+    weight: float,
+    batch_axis: int,
+    reduce: str,
+    label_mode: str,
+) -> RowPlan:
+    """Validate shapes and dtypes and plan the reduction (reads no data: works on layouts)."""
+    cdt = compute_dtype(names.pred, x)
+    rdt = result_dtype(x, cdt)
+    if label_mode == "reshape":
+        y = reshape_like(names.label, y, x.shape, names.pred)
+    shapes = {names.pred: x.shape, names.label: y.shape}
+    if a is not None:
+        shapes[names.aux] = a.shape
+    if sw is not None:
+        shapes["sample_weight"] = sw.shape
+    full = x.shape if len(shapes) == 2 and y.shape == x.shape else broadcast_shape(shapes)
+
+    if reduce == "all":
+        ax = 0
+        shape3 = (1, 1, math.prod(full))
+    else:
+        ax = normalize_axis(batch_axis, len(full))
+        shape3 = (math.prod(full[:ax]), full[ax], math.prod(full[ax + 1 :]))
+    k = shape3[0] * shape3[2]
+    # Mean over K = 0 elements is 0/0 = NaN (SPEC section 1): scale by NaN.
+    scale = weight if reduce == "sum" else (weight / k if k else math.nan)
+    row_weight = None
+    elementwise = False
+    if sw is not None:
+        padded = sw.reshape((1,) * (len(full) - sw.ndim) + sw.shape)
+        per_row = all(n == 1 for d, n in enumerate(padded.shape) if d != ax)
+        if reduce == "all":
+            per_row = sw.size == 1
+        if per_row:
+            row_weight = padded.reshape(-1)
+        else:
+            elementwise = True
+    return RowPlan(cdt, rdt, y, full, shape3, scale, row_weight, elementwise, x.shape != full)
+
+
 def rowmean(
     term: str,
     pred: Any,
@@ -103,55 +172,33 @@ def rowmean(
     ``label_mode`` is ``"reshape"`` (MXNet ``reshape_like``) or
     ``"broadcast"``. Returns ``(out, dpred)``, either ``None`` when not asked for.
     """
-    select_backend(
+    backend = select_backend(
         {names.pred: pred, names.label: label, names.aux: aux, "sample_weight": sample_weight, "out_grad": out_grad}
     )
-    x = as_host_array(names.pred, pred)
-    cdt = compute_dtype(names.pred, x)
-    rdt = result_dtype(x, cdt)
-    y = as_host_array(names.label, label)
-    if label_mode == "reshape":
-        y = reshape_like(names.label, y, x.shape, names.pred)
-    shapes = {names.pred: x.shape, names.label: y.shape}
-    a = sw = None
-    if aux is not None:
-        a = as_host_array(names.aux, aux)
-        shapes[names.aux] = a.shape
-    if sample_weight is not None:
-        sw = as_host_array("sample_weight", sample_weight)
-        shapes["sample_weight"] = sw.shape
-    full = x.shape if len(shapes) == 2 and y.shape == x.shape else broadcast_shape(shapes)
+    if backend == CUDA:
+        from ._dispatch_cuda import rowmean_cuda
 
-    if reduce == "all":
-        ax = 0
-        n_outer, n_rows, n_inner = 1, 1, math.prod(full)
-    else:
-        ax = normalize_axis(batch_axis, len(full))
-        n_outer = math.prod(full[:ax])
-        n_rows = full[ax]
-        n_inner = math.prod(full[ax + 1 :])
-    shape3 = (n_outer, n_rows, n_inner)
-    k = n_outer * n_inner
+        return rowmean_cuda(
+            term, pred, label, names=names, aux=aux, sample_weight=sample_weight, weight=weight,
+            batch_axis=batch_axis, reduce=reduce, label_mode=label_mode, p0=p0, p1=p1, out_grad=out_grad,
+            want_value=want_value, want_grad=want_grad, out=out, grad_out=grad_out,
+        )  # fmt: skip
+    x = as_host_array(names.pred, pred)
+    y = as_host_array(names.label, label)
+    a = as_host_array(names.aux, aux) if aux is not None else None
+    sw = as_host_array("sample_weight", sample_weight) if sample_weight is not None else None
+    plan = plan_rows(x, y, a, sw, names, weight, batch_axis, reduce, label_mode)
+    cdt, rdt, full, shape3 = plan.cdt, plan.rdt, plan.full, plan.shape3
+    n_rows = shape3[1]
 
     x3 = _view3(x, full, shape3, cdt)
-    y3 = _view3(y, full, shape3, cdt)
+    y3 = _view3(plan.y, full, shape3, cdt)
     a3 = _view3(a, full, shape3, cdt, contiguous=True) if a is not None else None
-
-    # sample_weight: a per-row scale when constant inside rows, else elementwise.
-    # Mean over K = 0 elements is 0/0 = NaN (SPEC section 1): scale by NaN.
-    scale = weight if reduce == "sum" else (weight / k if k else math.nan)
     fscale = np.empty(n_rows, dtype=np.float64)
-    fscale.fill(scale)
-    ew3 = None
-    if sw is not None:
-        padded = sw.reshape((1,) * (len(full) - sw.ndim) + sw.shape)
-        per_row = all(n == 1 for d, n in enumerate(padded.shape) if d != ax)
-        if reduce == "all":
-            per_row = sw.size == 1
-        if per_row:
-            fscale *= padded.reshape(-1)
-        else:
-            ew3 = _view3(sw, full, shape3, cdt, contiguous=True)
+    fscale.fill(plan.scale)
+    if plan.row_weight is not None:
+        fscale *= plan.row_weight
+    ew3 = _view3(sw, full, shape3, cdt, contiguous=True) if plan.elementwise_weight else None
     out_shape = (n_rows,)
 
     coef = fscale
@@ -164,7 +211,7 @@ def rowmean(
         coef = fscale * g.astype(np.float64)
     coef = coef.astype(cdt, copy=False)  # the gradient is scaled in the compute dtype
 
-    grows = x.shape != full
+    grows = plan.grows
     out_c = _DUMMY1[cdt]
     if want_value:
         if out is not None:

@@ -1,0 +1,244 @@
+"""Device arrays: recognise them, describe their layout, view, allocate, find the stream.
+
+The dispatcher plans a CUDA call with the same NumPy code as a CPU call by
+working on a *layout array* per device input: a NumPy array with the device
+array's shape, strides and dtype. On a real GPU it is a "ghost" (a strided view
+of a one-element host buffer, never read); under Numba's simulator it is the
+simulated array's host data. Reshapes and broadcasts of a layout array give new
+shapes, strides and offsets, which :meth:`DeviceArray.view` turns back into a
+zero-copy Numba device view of the caller's memory.
+
+Outputs are allocated by the caller's own library (CuPy's memory pool, PyTorch's
+caching allocator, or Numba for Numba device arrays and other
+``__cuda_array_interface__`` producers) and returned as that library's array.
+Kernels are launched on the caller's current stream (CuPy's / PyTorch's,
+wrapped with :func:`numba.cuda.external_stream`); nothing synchronises the device.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def is_simulated_array(a: Any) -> bool:
+    """True for a device array of Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
+    t = type(a)
+    return t.__name__ == "FakeCUDAArray" and t.__module__.startswith("numba.cuda.simulator")
+
+
+def is_device_array(a: Any) -> bool:
+    """True for anything exposing ``__cuda_array_interface__`` (CuPy, numba, torch CUDA) or simulated."""
+    return hasattr(a, "__cuda_array_interface__") or is_simulated_array(a)
+
+
+def _library(a: Any) -> str:
+    mod = type(a).__module__.split(".")[0]
+    if mod in ("cupy", "torch"):
+        return mod
+    return "numba"
+
+
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    strides, step = [], itemsize
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+@dataclass
+class DeviceArray:
+    """One device input: its layout array, where its memory is, and who owns it."""
+
+    source: Any
+    layout: np.ndarray
+    ptr: int
+    device: int
+    library: str
+
+    @classmethod
+    def wrap(cls, name: str, a: Any) -> DeviceArray:
+        if is_simulated_array(a):
+            return cls(a, a._ary, a._ary.__array_interface__["data"][0], 0, "simulator")
+        try:
+            desc = a.__cuda_array_interface__
+            dtype = np.dtype(desc["typestr"])
+        except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
+            raise TypeError(f"{name}: unreadable __cuda_array_interface__ ({exc})") from exc
+        if desc.get("mask") is not None:
+            raise TypeError(f"{name}: masked device arrays are not supported")
+        shape = tuple(int(n) for n in desc["shape"])
+        strides = desc.get("strides") or _c_strides(shape, dtype.itemsize)
+        ghost = np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape=shape, strides=strides)
+        ptr = int(desc["data"][0] or 0)
+        return cls(a, ghost, ptr, _device_of(a, ptr), _library(a))
+
+    def view(self, layout_view: np.ndarray) -> Any:
+        """The Numba device array for ``layout_view`` (a reshape/broadcast of :attr:`layout`)."""
+        from numba import cuda
+
+        if self.library == "simulator":
+            return cuda.simulator.cudadrv.devicearray.FakeCUDAArray(layout_view)
+        offset = layout_view.__array_interface__["data"][0] - self.layout.__array_interface__["data"][0]
+        desc = {
+            "shape": layout_view.shape,
+            "strides": layout_view.strides,
+            "typestr": layout_view.dtype.str,
+            "data": (self.ptr + offset, False),
+            "version": 3,
+        }
+        return cuda.from_cuda_array_interface(desc, owner=self.source, sync=False)
+
+    def byte_range(self) -> tuple[int, int]:
+        """``[first, last)`` device addresses the array spans (for overlap checks)."""
+        lo, hi = np.lib.array_utils.byte_bounds(self.layout)
+        base = self.layout.__array_interface__["data"][0]
+        return self.ptr + lo - base, self.ptr + hi - base
+
+
+def _device_of(a: Any, ptr: int) -> int:
+    lib = _library(a)
+    if lib == "cupy":
+        return int(a.device.id)
+    if lib == "torch":
+        return int(a.device.index)
+    gpu_data = getattr(a, "gpu_data", None)
+    ctx = getattr(gpu_data, "context", None)
+    if ctx is not None:
+        return int(ctx.device.id)
+    return _pointer_device(ptr)
+
+
+def _pointer_device(ptr: int) -> int:
+    """Device ordinal of a device pointer (the current device when it cannot be asked)."""
+    from numba import cuda
+
+    try:
+        from cuda.bindings import driver as drv
+
+        err, dev = drv.cuPointerGetAttribute(drv.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr)
+        if int(err) == 0:
+            return int(dev)
+    except Exception:  # noqa: BLE001 - bindings absent or pointer unknown: assume current
+        pass
+    return int(cuda.get_current_device().id)
+
+
+def same_device(named: dict[str, DeviceArray]) -> int:
+    """The one device all inputs live on, or ``ValueError`` naming where each is."""
+    devices = {d.device for d in named.values()}
+    if len(devices) > 1:
+        where = ", ".join(f"{n} on cuda:{d.device}" for n, d in named.items())
+        raise ValueError(f"device inputs are on different GPUs ({where}); move them to one device")
+    return devices.pop()
+
+
+@dataclass
+class DeviceContext:
+    """Where a call runs: library of the caller (for outputs), device and stream."""
+
+    library: str
+    device: int
+    stream: Any
+
+    @classmethod
+    def of(cls, first: DeviceArray) -> DeviceContext:
+        return cls(first.library, first.device, _current_stream(first))
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[Any, Any]:
+        """A new array in the caller's library and its Numba device view: ``(native, numba)``."""
+        from numba import cuda
+
+        shape = tuple(shape)
+        if self.library == "cupy":
+            import cupy
+
+            with cupy.cuda.Device(self.device):
+                native = cupy.empty(shape, dtype=dtype)
+        elif self.library == "torch":
+            import torch
+
+            native = torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(dtype).name](), device=f"cuda:{self.device}")
+        else:
+            native = cuda.device_array(shape, dtype=dtype, stream=self.stream)
+            return native, native
+        return native, cuda.from_cuda_array_interface(native.__cuda_array_interface__, owner=native, sync=False)
+
+    def scalar_array(self, value: float, dtype: np.dtype) -> Any:
+        """A one-element Numba device array holding ``value`` (a dummy or a broadcast source)."""
+        return _constant(self.library == "simulator", self.device, np.dtype(dtype).name, value)
+
+
+_TORCH_DTYPES = {
+    "float16": lambda: __import__("torch").float16,
+    "float32": lambda: __import__("torch").float32,
+    "float64": lambda: __import__("torch").float64,
+}
+
+
+@functools.cache
+def _constant(simulated: bool, device: int, dtype: str, value: float) -> Any:
+    from numba import cuda
+
+    host = np.full((1,), value, dtype=dtype)
+    if simulated:
+        return cuda.to_device(host)
+    with cuda.gpus[device]:
+        return cuda.to_device(host)
+
+
+def _current_stream(first: DeviceArray) -> Any:
+    from numba import cuda
+
+    if first.library == "simulator":
+        return 0
+    if first.library == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(first.device):
+            ptr = cupy.cuda.get_current_stream().ptr
+    elif first.library == "torch":
+        import torch
+
+        ptr = torch.cuda.current_stream(first.device).cuda_stream
+    else:
+        stream = getattr(first.source, "stream", 0)
+        return stream if stream else cuda.default_stream()
+    return cuda.external_stream(ptr) if ptr else cuda.default_stream()
+
+
+@functools.cache
+def sm_count(device: int, simulated: bool) -> int:
+    """Multiprocessors of ``device`` (a small fixed number under the simulator)."""
+    if simulated:
+        return 2
+    from numba import cuda
+
+    with cuda.gpus[device]:
+        return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+
+
+def backends() -> list[str]:
+    """Human-readable list of what this process can run on (for the tour)."""
+    import os
+
+    out = [f"cpu ({os.cpu_count()} cores, numba threads {_numba_threads()})"]
+    try:
+        from numba import cuda
+    except ImportError:
+        return out
+    if cuda.config.ENABLE_CUDASIM:
+        out.append("cuda (numba simulator)")
+    elif cuda.is_available():
+        out.extend(f"cuda:{g.id} ({g.name.decode() if isinstance(g.name, bytes) else g.name})" for g in cuda.gpus)
+    return out
+
+
+def _numba_threads() -> int:
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS

@@ -1,0 +1,238 @@
+"""The dispatcher's CUDA half: device inputs to one fused kernel launch, zero copies.
+
+Planning (shapes, dtypes, broadcasting, the canonical layout) is shared with
+the CPU path through :func:`._dispatch.plan_rows`, run on the inputs' layout
+arrays (:mod:`._device`). Inputs are passed to the kernel as strided (possibly
+zero-stride) views of the caller's memory in their own dtype; the kernel
+converts on load, so float16 and integer inputs need no cast copies. Outputs
+are allocated by the caller's array library and returned as its arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ._device import DeviceArray, DeviceContext, is_device_array, same_device, sm_count
+from ._validate import as_host_array, check_buffer
+
+_SCALARS = (int, float, bool)
+
+
+def _wrap(name: str, a: Any, ctx: DeviceContext | None) -> DeviceArray:
+    if isinstance(a, _SCALARS):
+        assert ctx is not None
+        d = DeviceArray.wrap(name, ctx.scalar_array(float(a), np.float64))
+        d.layout = d.layout.reshape(())
+        return d
+    d = DeviceArray.wrap(name, a)
+    as_host_array(name, d.layout)  # dtype check, reads nothing
+    return d
+
+
+def _check_device_buffer(name: str, buf: Any, shape: tuple[int, ...], dtype: np.dtype) -> DeviceArray:
+    if not is_device_array(buf):
+        raise TypeError(f"{name} must be a device array (the inputs are), got {type(buf).__name__}")
+    d = DeviceArray.wrap(name, buf)
+    check_buffer(name, d.layout, shape, dtype)
+    return d
+
+
+def _overlaps(a: DeviceArray, b: DeviceArray) -> bool:
+    (a0, a1), (b0, b1) = a.byte_range(), b.byte_range()
+    return a0 < b1 and b0 < a1
+
+
+def _launch_1d(n: int, sms: int, threads: int) -> tuple[int, int]:
+    return max(1, min(math.ceil(n / threads), sms * 32)), threads
+
+
+def rowmean_cuda(
+    term: str,
+    pred: Any,
+    label: Any,
+    *,
+    names: Any,
+    aux: Any,
+    sample_weight: Any,
+    weight: float,
+    batch_axis: int,
+    reduce: str,
+    label_mode: str,
+    p0: float,
+    p1: float,
+    out_grad: Any,
+    want_value: bool,
+    want_grad: bool,
+    out: Any,
+    grad_out: Any,
+) -> tuple[Any, Any]:
+    """:func:`._dispatch.rowmean` for device arrays (same arguments, same results, device arrays out)."""
+    from numba_losses.kernels.cuda import SIMULATOR
+    from numba_losses.kernels.cuda.reduce import finish_rows_kernel, sum_middle_kernel
+    from numba_losses.kernels.cuda.rowmean import THREADS, build_rowmean_kernel, launch_plan, row_scales_kernel
+    from numba_losses.kernels.registry import ELEMENTWISE
+
+    from ._dispatch import plan_rows
+
+    dx_ = DeviceArray.wrap(names.pred, pred)
+    as_host_array(names.pred, dx_.layout)
+    ctx = DeviceContext.of(dx_)
+    inputs = {names.pred: dx_, names.label: _wrap(names.label, label, ctx)}
+    if aux is not None:
+        inputs[names.aux] = _wrap(names.aux, aux, ctx)
+    if sample_weight is not None:
+        inputs["sample_weight"] = _wrap("sample_weight", sample_weight, ctx)
+    if out_grad is not None and want_grad:
+        inputs["out_grad"] = _wrap("out_grad", out_grad, ctx)
+    same_device(inputs)
+    xd, yd = inputs[names.pred], inputs[names.label]
+    ad, swd = inputs.get(names.aux), inputs.get("sample_weight")
+    x = xd.layout
+    plan = plan_rows(
+        x, yd.layout, ad.layout if ad else None, swd.layout if swd else None,
+        names, weight, batch_axis, reduce, label_mode,
+    )  # fmt: skip
+    cdt, rdt, full, shape3 = plan.cdt, plan.rdt, plan.full, plan.shape3
+    n_rows = shape3[1]
+    out_shape = (n_rows,)
+    sms = sm_count(ctx.device, SIMULATOR)
+    stream = ctx.stream
+
+    def view3(d: DeviceArray, layout: np.ndarray) -> Any:
+        if layout.shape != full:
+            layout = np.broadcast_to(layout, full)
+        try:
+            return d.view(np.reshape(layout, shape3, copy=False))
+        except ValueError:  # no strided view of this broadcast in the row layout: copy it
+            return _gather(d, layout, ctx, sms, stream).reshape(shape3)
+
+    x3 = view3(xd, x)
+    y3 = view3(yd, plan.y)
+    dummy3 = _dummy3(ctx, cdt)
+    a3 = view3(ad, ad.layout) if ad is not None else None
+    ew3 = view3(swd, swd.layout) if plan.elementwise_weight else None
+
+    # Per-row scales on the device: fscale (float64) and the gradient coefficient.
+    fscale = ctx.empty(out_shape, np.float64)[1]
+    coef = ctx.empty(out_shape, cdt)[1]
+    one = ctx.scalar_array(1.0, np.float64)
+    rw = one
+    if plan.row_weight is not None:
+        rw = swd.view(np.broadcast_to(plan.row_weight, out_shape))
+    og = one
+    if "out_grad" in inputs:
+        ogd = inputs["out_grad"]
+        try:
+            og_layout = np.broadcast_to(ogd.layout, out_shape)
+        except ValueError:
+            raise ValueError(
+                f"out_grad has shape {ogd.layout.shape}, expected the output's shape {out_shape}"
+            ) from None
+        og = ogd.view(og_layout)
+    grid1 = _launch_1d(n_rows, sms, THREADS)
+    row_scales_kernel[grid1[0], grid1[1], stream](
+        np.float64(plan.scale), rw, og, plan.row_weight is not None, og is not one, fscale, coef
+    )
+
+    res_out = out_native = None
+    out_dev = None
+    if want_value and out is not None:
+        od = _check_device_buffer("out", out, out_shape, rdt)
+        out_native, out_dev = out, od.view(od.layout)
+    elif want_value:
+        out_native, out_dev = ctx.empty(out_shape, rdt)
+    else:  # gradient only: the fused kernel still writes row values
+        out_dev = ctx.empty(out_shape, cdt)[1]
+
+    grads_native = dx3 = None
+    scratch = None
+    if want_grad:
+        grows = plan.grows
+        if grad_out is not None:
+            gd = _check_device_buffer("grad_out", grad_out, x.shape, rdt)
+            if any(_overlaps(gd, d) for d in inputs.values()):
+                raise ValueError("grad_out must not share memory with the inputs (inputs are never written)")
+            grads_native = grad_out
+            target = gd.view(gd.layout)
+        else:
+            grads_native, target = ctx.empty(x.shape, rdt)
+        if grows:
+            scratch = ctx.empty(shape3, cdt)[1]
+            dx3 = scratch
+        else:
+            dx3 = target.reshape(shape3)
+    else:
+        dx3 = dummy3
+
+    value, grad = ELEMENTWISE[term]
+    k = shape3[0] * shape3[2]
+    group, nck, chunk, blocks = launch_plan(n_rows, k, sms)
+    partial = ctx.empty((n_rows, nck), np.float64)[1] if nck > 1 else _dummy2(ctx)
+    kernel = build_rowmean_kernel(value, grad, a3 is not None, ew3 is not None, want_grad, not SIMULATOR)
+    kernel[blocks, THREADS, stream](
+        x3, y3, a3 if a3 is not None else dummy3, ew3 if ew3 is not None else dummy3,
+        cdt.type(p0), cdt.type(p1), fscale, coef, out_dev, dx3, partial, group, nck, chunk,
+    )  # fmt: skip
+    if nck > 1:
+        g1 = _launch_1d(n_rows, sms, THREADS)
+        finish_rows_kernel[g1[0], g1[1], stream](partial, fscale, cdt.type(0), out_dev)
+    if want_value:
+        res_out = out_native
+    if want_grad and scratch is not None:
+        _sum_to(scratch.reshape(full), x.shape, target, ctx, sms, stream, sum_middle_kernel)
+    return res_out, grads_native if want_grad else None
+
+
+def _dummy3(ctx: DeviceContext, dtype: np.dtype) -> Any:
+    return ctx.scalar_array(0.0, dtype).reshape((1, 1, 1))
+
+
+def _dummy2(ctx: DeviceContext) -> Any:
+    return ctx.scalar_array(0.0, np.float64).reshape((1, 1))
+
+
+def _sum_to(src: Any, shape: tuple[int, ...], target: Any, ctx: DeviceContext, sms: int, stream: Any, kern) -> None:
+    """Sum the contiguous ``src`` (a broadcast shape) over broadcast axes into ``target`` (``shape``)."""
+    from numba_losses.kernels.cuda.rowmean import THREADS
+
+    full = tuple(src.shape)
+    lead = len(full) - len(shape)
+    padded = (1,) * lead + tuple(shape)
+    axes = [d for d in range(len(full)) if padded[d] == 1 and full[d] != 1]
+    cur, cur_shape = src, list(full)
+    for n, d in enumerate(axes):
+        before, mid, after = math.prod(cur_shape[:d]), cur_shape[d], math.prod(cur_shape[d + 1 :])
+        cur_shape[d] = 1
+        last = n == len(axes) - 1
+        dst = target.reshape((before, after)) if last else ctx.empty((before, after), np.float64)[1]
+        g = _launch_1d(before * after, sms, THREADS)
+        kern[g[0], g[1], stream](cur.reshape((before, mid, after)), dst)
+        cur = dst
+
+
+def _gather(d: DeviceArray, layout: np.ndarray, ctx: DeviceContext, sms: int, stream: Any) -> Any:
+    """A new contiguous device copy of ``layout`` (a view of ``d``), same dtype."""
+    from numba_losses.kernels.cuda.gather import gather_kernel
+    from numba_losses.kernels.cuda.rowmean import THREADS
+
+    item = layout.itemsize
+    if any(s % item for s in layout.strides):
+        raise ValueError("device arrays with strides that are not a multiple of the item size are not supported")
+    strides = tuple(s // item for s in layout.strides)
+    shape = layout.shape
+    lowest = layout
+    for ax, s in enumerate(strides):  # flip negative-stride axes: the data pointer moves to the lowest address
+        if s < 0:
+            lowest = np.flip(lowest, axis=ax)
+    base = sum((n - 1) * -s for n, s in zip(shape, strides, strict=True) if s < 0 and n > 0)
+    span = 1 + sum((n - 1) * abs(s) for n, s in zip(shape, strides, strict=True) if n > 0)
+    flat = np.lib.stride_tricks.as_strided(lowest, shape=(span,), strides=(item,))
+    size = math.prod(shape)
+    dst = ctx.empty((size,), layout.dtype)[1]
+    if size:
+        g = _launch_1d(size, sms, THREADS)
+        gather_kernel[g[0], g[1], stream](d.view(flat), base, shape, strides, dst)
+    return dst
