@@ -125,7 +125,7 @@ def _pointer_device(ptr: int) -> int:
             return int(dev)
     except Exception:  # noqa: BLE001 - bindings absent or pointer unknown: assume current
         pass
-    return int(cuda.get_current_device().id)
+    return int(getattr(cuda.get_current_device(), "id", 0))  # the simulator's device has no id
 
 
 def same_device(named: dict[str, DeviceArray]) -> int:

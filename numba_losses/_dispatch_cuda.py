@@ -11,6 +11,7 @@ are allocated by the caller's array library and returned as its arrays.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,18 @@ def _launch_1d(n: int, sms: int, threads: int) -> tuple[int, int]:
     return max(1, min(math.ceil(n / threads), sms * 32)), threads
 
 
-def rowmean_cuda(
+def rowmean_cuda(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """:func:`._dispatch.rowmean` for device arrays (same arguments, same results, device arrays out)."""
+    from numba_losses.kernels.cuda import SIMULATOR
+
+    if SIMULATOR:  # the simulator computes with NumPy scalars in its own threads: silence
+        with warnings.catch_warnings():  # their IEEE warnings (0 * inf, ...), as a GPU would
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return _rowmean_cuda(*args, **kwargs)
+    return _rowmean_cuda(*args, **kwargs)
+
+
+def _rowmean_cuda(
     term: str,
     pred: Any,
     label: Any,
@@ -69,7 +81,6 @@ def rowmean_cuda(
     out: Any,
     grad_out: Any,
 ) -> tuple[Any, Any]:
-    """:func:`._dispatch.rowmean` for device arrays (same arguments, same results, device arrays out)."""
     from numba_losses.kernels.cuda import SIMULATOR
     from numba_losses.kernels.cuda.reduce import finish_rows_kernel, sum_middle_kernel
     from numba_losses.kernels.cuda.rowmean import THREADS, build_rowmean_kernel, launch_plan, row_scales_kernel

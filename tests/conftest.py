@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+
+def _gpu_present() -> bool:
+    """Whether the CUDA driver loads and sees a device (asked without importing Numba)."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except OSError:
+        return False
+
+
+# Without a GPU the CUDA tests run in Numba's simulator. This must be decided before
+# Numba is imported; an explicit NUMBA_ENABLE_CUDASIM from the environment wins.
+GPU = _gpu_present()
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not GPU:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -1,0 +1,135 @@
+"""Compile every CUDA kernel of the package to PTX; print one JSON report.
+
+Run by ``tests/test_ptx.py`` in a subprocess with the simulator off (the test
+session itself may run with ``NUMBA_ENABLE_CUDASIM=1``). Needs numba-cuda with
+NVVM (the ``cuda`` extra), no GPU: ``compile_device`` asks for the current
+device's compute capability, so that lookup is replaced by a stand-in with the
+target cc (DESIGN.md); the compilation itself is real NVVM.
+
+What is compiled, for compute capabilities 8.0 and 9.0 and the float32,
+float64 and float16-input paths:
+
+* for every loss term, the row kernel with every optional input and the
+  gradient (the superset of all variants' code), once with the warp-shuffle
+  group sum and once with the shared-memory one;
+* for every loss term, the forward-only row kernel (float32, sm_90);
+* every helper kernel (row scales, partial sums, broadcast sums, gather).
+
+Usage: ``python tests/ptx_all.py [--jobs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from unittest import mock
+
+CCS = [(8, 0), (9, 0)]
+# (compute dtype, input/output dtype): float16 inputs are computed in float32.
+PATHS = [("float32", "float32"), ("float64", "float64"), ("float32", "float16")]
+
+
+class _Device:
+    def __init__(self, cc):
+        self.compute_capability = cc
+
+
+def _jobs():
+    from numba_losses.kernels.registry import ELEMENTWISE
+
+    jobs = []
+    for term in sorted(ELEMENTWISE):
+        for cc in CCS:
+            for path in PATHS:
+                for shuffle in (True, False):
+                    jobs.append(("rowmean", term, cc, path, shuffle, True))
+        jobs.append(("rowmean", term, (9, 0), PATHS[0], True, False))
+    for name in ("row_scales", "finish_rows", "sum_middle", "gather"):
+        for cc in CCS:
+            for path in PATHS:
+                jobs.append((name, None, cc, path, True, True))
+    return jobs
+
+
+def _compile(job):
+    from numba import cuda, types
+    from numba.cuda import dispatcher
+
+    from numba_losses.kernels.cuda.gather import gather_kernel
+    from numba_losses.kernels.cuda.reduce import finish_rows_kernel, sum_middle_kernel
+    from numba_losses.kernels.cuda.rowmean import build_rowmean_kernel, row_scales_kernel
+    from numba_losses.kernels.registry import ELEMENTWISE
+
+    kind, term, cc, (cdt, iodt), shuffle, full = job
+    c = getattr(types, cdt)
+    io = getattr(types, iodt)
+    f64 = types.float64
+    i64 = types.int64
+    a3 = io[:, :, ::1]
+    s3 = io[:, :, :]  # strided views of the caller's arrays
+    if kind == "rowmean":
+        value, grad = ELEMENTWISE[term]
+        fn = build_rowmean_kernel(value, grad, full, full, full, shuffle).py_func
+        sig = (s3, s3, a3, a3, c, c, f64[::1], c[::1], io[::1], a3, f64[:, ::1], i64, i64, i64)
+    elif kind == "row_scales":
+        fn = row_scales_kernel.py_func
+        sig = (f64, io[:], io[:], types.boolean, types.boolean, f64[::1], c[::1])
+    elif kind == "finish_rows":
+        fn = finish_rows_kernel.py_func
+        sig = (f64[:, ::1], f64[::1], c, io[::1])
+    elif kind == "sum_middle":
+        fn = sum_middle_kernel.py_func
+        sig = (c[:, :, ::1], io[:, ::1])
+    else:
+        fn = gather_kernel.py_func
+        sig = (io[::1], i64, types.UniTuple(i64, 3), types.UniTuple(i64, 3), c[::1])
+    t0 = time.perf_counter()
+    try:
+        with mock.patch.object(dispatcher, "get_current_device", return_value=_Device(cc)):
+            ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
+    except Exception as exc:  # noqa: BLE001 - reported, the test fails on it
+        return {"job": _label(job), "ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    checks = {
+        "target": f".target sm_{cc[0]}{cc[1]}" in ptx,
+        "entry": ".entry" in ptx,
+    }
+    if kind == "rowmean":
+        checks["shuffle"] = ("shfl.sync" in ptx) == shuffle
+    return {"job": _label(job), "ok": all(checks.values()), "checks": checks, "seconds": time.perf_counter() - t0}
+
+
+def _label(job):
+    kind, term, cc, (cdt, iodt), shuffle, full = job
+    parts = [kind]
+    if term:
+        parts.append(term)
+    parts += [f"sm_{cc[0]}{cc[1]}", iodt if iodt == cdt else f"{iodt}->{cdt}"]
+    if kind == "rowmean":
+        parts += ["shuffle" if shuffle else "shared", "fwd+grad" if full else "fwd"]
+    return "/".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    args = parser.parse_args()
+    jobs = _jobs()
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(_compile, jobs, chunksize=4))
+    report = {
+        "compiled": sum(r["ok"] for r in results),
+        "total": len(results),
+        "seconds": time.perf_counter() - t0,
+        "failures": [r for r in results if not r["ok"]],
+    }
+    json.dump(report, sys.stdout)
+    return 0 if not report["failures"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""The CUDA backend: golden cases, agreement with the CPU, layouts, dtypes, errors.
+
+Runs for real on a GPU (CuPy arrays when CuPy is installed, else Numba device
+arrays) and in Numba's simulator elsewhere (``tests/conftest.py`` switches it
+on when no GPU is found; shapes stay small there). The simulator exercises the
+shared-memory group sum; the shuffle path is compiled to PTX by
+``test_ptx.py`` and runs here on a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import numba_losses as nl
+from numba_losses._device import DeviceArray, is_device_array, same_device
+from tests.conftest import SIMULATED
+from tests.test_golden import _arrays, _assert_close, _cases, _tolerance
+
+cuda = pytest.importorskip("numba.cuda")
+if not SIMULATED and not cuda.is_available():
+    pytest.skip("no CUDA device and the simulator is off", allow_module_level=True)
+
+HAS_CUPY = not SIMULATED and importlib.util.find_spec("cupy") is not None
+HAS_TORCH_CUDA = False
+if not SIMULATED and importlib.util.find_spec("torch") is not None:
+    import torch
+
+    HAS_TORCH_CUDA = torch.cuda.is_available()
+
+
+def dev(a, library=None):
+    """A device copy of a NumPy array (CuPy on a GPU with CuPy, else Numba); scalars pass through."""
+    if not isinstance(a, np.ndarray):
+        return a
+    library = library or ("cupy" if HAS_CUPY else "numba")
+    if library == "cupy":
+        import cupy
+
+        return cupy.asarray(a)
+    if library == "torch":
+        return torch.from_numpy(np.ascontiguousarray(a)).cuda()
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def host(a):
+    if hasattr(a, "get"):
+        return a.get()
+    if hasattr(a, "copy_to_host"):
+        return a.copy_to_host()
+    if type(a).__module__.startswith("torch"):
+        return a.cpu().numpy()
+    return np.asarray(a)
+
+
+# ------------------------------------------------------------------------------ golden
+@pytest.mark.parametrize("case", list(_cases()))
+def test_golden_case_on_cuda(case):
+    z = _arrays(case["file"])
+    args = [z[case["inputs"][n]] for n in case["positional"]]
+    kwargs = {n: z[case["inputs"][n]] for n in case["keyword_arrays"]}
+    kwargs.update(case["keyword_scalars"])
+    head = z[case["head"]] if case["head"] else None
+    expected_out = z[case["expected_output"]]
+    expected_grads = [z[case["expected_grads"][n]] for n in case["differentiable"]]
+    rtol, atol = _tolerance(case)
+    allow_scalar = bool(case.get("allow_scalar_output"))
+    dargs = [dev(a) for a in args]
+    dkwargs = {k: dev(v) for k, v in kwargs.items()}
+
+    loss = getattr(nl, case["loss"])(**case["ctor_kwargs"])
+    out = loss(*dargs, **dkwargs)
+    assert is_device_array(out)
+    _assert_close(host(out), expected_out, rtol, atol, allow_scalar)
+    out, grads = loss.forward_backward(*dargs, out_grad=dev(head), **dkwargs)
+    _assert_close(host(out), expected_out, rtol, atol, allow_scalar, "forward_backward out")
+    for name, g, e in zip(case["differentiable"], grads, expected_grads, strict=True):
+        assert is_device_array(g)
+        _assert_close(host(g), e, rtol, atol, what=f"grad[{name}]")
+    for a, d in zip(args, dargs, strict=True):
+        np.testing.assert_array_equal(host(d), a)  # inputs untouched
+
+
+# ------------------------------------------------------------------- agreement with CPU
+RNG = np.random.default_rng(7)
+
+
+def _data(shape, dtype=np.float32):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+def _both(loss, args, kwargs=None, dargs=None, out_grad=None):
+    """forward_backward on the CPU and on the device; returns both (out, grads) as NumPy."""
+    kwargs = kwargs or {}
+    c_out, c_g = loss.forward_backward(*args, out_grad=out_grad, **kwargs)
+    dargs = dargs if dargs is not None else [dev(a) for a in args]
+    d_out, d_g = loss.forward_backward(*dargs, out_grad=dev(out_grad), **{k: dev(v) for k, v in kwargs.items()})
+    return (c_out, c_g), (host(d_out), tuple(host(g) for g in d_g))
+
+
+def _assert_same(cpu, gpu, rtol=2e-6, atol=1e-7):
+    (co, cg), (go, gg) = cpu, gpu
+    assert go.dtype == co.dtype and go.shape == co.shape
+    np.testing.assert_allclose(go.astype(np.float64), co.astype(np.float64), rtol=rtol, atol=atol)
+    for c, g in zip(cg, gg, strict=True):
+        assert g.dtype == c.dtype and g.shape == c.shape
+        np.testing.assert_allclose(g.astype(np.float64), c.astype(np.float64), rtol=rtol, atol=atol)
+
+
+LOSSES = [
+    nl.L2Loss(),
+    nl.L1Loss(weight=0.5),
+    nl.HuberLoss(rho=0.7),
+    nl.HingeLoss(margin=1.5),
+    nl.SquaredHingeLoss(),
+    nl.LogisticLoss(),
+    nl.SigmoidBCELoss(),
+    nl.SigmoidBCELoss(from_sigmoid=True),
+    nl.PoissonNLLLoss(),
+    nl.PoissonNLLLoss(from_logits=False, compute_full=True),
+    nl.KLDivLoss(),
+]
+
+
+def _inputs_for(loss, shape, dtype=np.float32):
+    x = _data(shape, dtype)
+    y = _data(shape, dtype)
+    name = type(loss).__name__
+    if name in ("HingeLoss", "SquaredHingeLoss", "LogisticLoss"):
+        y = np.sign(y).astype(dtype)
+    elif name == "SigmoidBinaryCrossEntropyLoss":
+        y = (y > 0).astype(dtype)
+        if loss._from_sigmoid:
+            x = 1 / (1 + np.exp(-x))
+    elif name == "PoissonNLLLoss":
+        y = np.abs(y).round().astype(dtype)
+        x = np.abs(x) + np.asarray(0.1, dtype)
+    return x, y
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda v: repr(v))
+@pytest.mark.parametrize("shape", [(3, 5), (1, 200), (7,), (2, 3, 4)])
+def test_matches_cpu(loss, shape):
+    x, y = _inputs_for(loss, shape)
+    cpu, gpu = _both(loss, [x, y], out_grad=_data(np.shape(loss(x, y))))
+    _assert_same(cpu, gpu, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_dtypes_follow_cpu(dtype):
+    x, y = _data((4, 6), dtype), _data((4, 6), dtype)
+    cpu, gpu = _both(nl.HuberLoss(), [x, y])
+    tol = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-14}[dtype]
+    _assert_same(cpu, gpu, rtol=tol, atol=tol)
+
+
+def test_integer_and_bool_labels_are_converted_on_load():
+    x = _data((4, 5))
+    cpu, gpu = _both(nl.HingeLoss(), [x, (x > 0).astype(np.int64) * 2 - 1])
+    _assert_same(cpu, gpu)
+    cpu, gpu = _both(nl.SigmoidBCELoss(), [x, x > 0])
+    _assert_same(cpu, gpu)
+
+
+@pytest.mark.parametrize("batch_axis", [0, 1, 2, -1])
+def test_batch_axis(batch_axis):
+    x, y = _data((3, 4, 5)), _data((3, 4, 5))
+    _assert_same(*_both(nl.L1Loss(batch_axis=batch_axis), [x, y], out_grad=None))
+
+
+def test_long_rows_split_into_chunks_and_short_rows_grouped():
+    from numba_losses.kernels.cuda.rowmean import THREADS, launch_plan
+
+    sms = 2 if SIMULATED else cuda.get_current_device().MULTIPROCESSOR_COUNT
+    k = THREADS * 64
+    assert launch_plan(1, k, sms)[1] > 1  # several chunks: the partial-sum path
+    x, y = _data((1, k), np.float64), _data((1, k), np.float64)
+    _assert_same(*_both(nl.L2Loss(), [x, y]), rtol=1e-13, atol=1e-15)
+    x, y = _data((300, 3)), _data((300, 3))
+    _assert_same(*_both(nl.L2Loss(), [x, y]))
+
+
+def test_strided_views_read_in_place():
+    x, y = _data((6, 8)), _data((6, 8))
+    dx, dy = dev(x), dev(y)
+    for sl in [(slice(None), slice(None, None, 2)), (slice(None, None, -1), slice(None)), (slice(1, 5), slice(2, 7))]:
+        cpu, gpu = _both(nl.L2Loss(), [x[sl], y[sl]], dargs=[dx[sl], dy[sl]])
+        _assert_same(cpu, gpu)
+    cpu, gpu = _both(nl.L2Loss(batch_axis=1), [x.T, y.T], dargs=[dx.T, dy.T])
+    _assert_same(cpu, gpu)
+
+
+def test_sample_weight_per_row_elementwise_and_growing():
+    x, y = _data((4, 5)), _data((4, 5))
+    for sw in [_data((4, 1)), _data((4, 5)), _data((5,)), 0.25]:
+        _assert_same(*_both(nl.L1Loss(), [x, y, sw]))
+    # sample_weight with more dimensions than pred: gradient summed back on the device
+    x1, y1 = _data((4, 1)), _data((4, 1))
+    _assert_same(*_both(nl.L2Loss(), [x1, y1, _data((3, 4, 5))]), rtol=1e-5, atol=1e-6)
+    _assert_same(*_both(nl.L2Loss(), [x, y, _data((2, 1, 5))]), rtol=1e-5, atol=1e-6)
+
+
+def test_pos_weight_and_out_grad_broadcast():
+    x, y = _data((4, 5)), (_data((4, 5)) > 0).astype(np.float32)
+    pw = np.abs(_data((5,)))
+    _assert_same(*_both(nl.SigmoidBCELoss(), [x, y], {"pos_weight": pw}, out_grad=_data((1,))))
+
+
+def test_out_and_grad_out_buffers_are_written():
+    x, y = _data((4, 5)), _data((4, 5))
+    out = dev(np.zeros(4, np.float32))
+    grad = dev(np.zeros((4, 5), np.float32))
+    o, (g,) = nl.L2Loss().forward_backward(dev(x), dev(y), out=out, grad_out=grad)
+    assert o is out and g is grad
+    c_o, (c_g,) = nl.L2Loss().forward_backward(x, y)
+    np.testing.assert_allclose(host(out), c_o, rtol=1e-6)
+    np.testing.assert_allclose(host(grad), c_g, rtol=1e-6)
+    dx = dev(x)
+    with pytest.raises(ValueError, match="share memory"):
+        nl.L2Loss().forward_backward(dx, dev(y), grad_out=dx)
+    with pytest.raises(ValueError, match="shape"):
+        nl.L2Loss()(dev(x), dev(y), out=dev(np.zeros(5, np.float32)))
+    with pytest.raises(TypeError, match="device array"):
+        nl.L2Loss()(dev(x), dev(y), out=np.zeros(4, np.float32))
+
+
+def test_backward_only():
+    x, y = _data((4, 5)), _data((4, 5))
+    (g,) = nl.LogisticLoss().backward(dev(x), dev(np.sign(y)))
+    (c,) = nl.LogisticLoss().backward(x, np.sign(y))
+    np.testing.assert_allclose(host(g), c, rtol=1e-6)
+
+
+# -------------------------------------------------------------------------- errors
+def test_mixed_host_and_device_inputs_raise():
+    x = _data((2, 3))
+    with pytest.raises(ValueError, match="host arrays"):
+        nl.L2Loss()(dev(x), x)
+    with pytest.raises(ValueError, match="host arrays"):
+        nl.L2Loss()(dev(x), dev(x), x[:, :1])
+
+
+def test_same_errors_as_cpu_for_bad_shapes_and_dtypes():
+    x = _data((2, 3))
+    for args in [(x, _data((2, 4))), (x.astype(np.complex64), x)]:
+        with pytest.raises((ValueError, TypeError)) as cpu_err:
+            nl.L2Loss()(*args)
+        with pytest.raises(cpu_err.type) as gpu_err:
+            nl.L2Loss()(*[dev(a) for a in args])
+        assert str(gpu_err.value) == str(cpu_err.value)
+
+
+class _FakeCAI:
+    """A foreign producer: only ``__cuda_array_interface__``, on a given device."""
+
+    def __init__(self, shape, strides, ptr, typestr="<f4"):
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "strides": strides,
+            "typestr": typestr,
+            "data": (ptr, False),
+            "version": 3,
+        }
+
+
+def test_layout_of_a_foreign_array_and_its_byte_range():
+    d = DeviceArray.wrap("pred", _FakeCAI((4, 5), None, 4096))
+    assert d.layout.shape == (4, 5) and d.layout.strides == (20, 4) and d.layout.dtype == np.float32
+    assert d.byte_range() == (4096, 4096 + 80)
+    t = DeviceArray.wrap("pred", _FakeCAI((5, 4), (4, 20), 4096))  # a transposed view
+    assert t.byte_range() == (4096, 4096 + 80)
+
+
+def test_inputs_on_two_devices_raise():
+    a = DeviceArray(None, np.zeros(1), 0, 0, "numba")
+    b = DeviceArray(None, np.zeros(1), 0, 1, "numba")
+    with pytest.raises(ValueError, match=r"pred on cuda:0, label on cuda:1"):
+        same_device({"pred": a, "label": b})
+
+
+# ----------------------------------------------------------------- caller's array types
+@pytest.mark.skipif(SIMULATED, reason="the simulator has Numba device arrays only")
+def test_numba_device_arrays_in_numba_out():
+    x = _data((4, 5))
+    o = nl.L2Loss()(cuda.to_device(x), cuda.to_device(x))
+    assert cuda.is_cuda_array(o) and type(o).__module__.startswith("numba")
+
+
+@pytest.mark.skipif(not HAS_CUPY, reason="needs CuPy on a GPU")
+def test_cupy_in_cupy_out_on_the_current_stream():
+    import cupy
+
+    x = _data((64, 33))
+    with cupy.cuda.Stream(non_blocking=True) as s:
+        o, (g,) = nl.L2Loss().forward_backward(cupy.asarray(x), cupy.asarray(x * 0.5))
+        s.synchronize()
+    assert isinstance(o, cupy.ndarray) and isinstance(g, cupy.ndarray)
+    c_o, (c_g,) = nl.L2Loss().forward_backward(x, x * 0.5)
+    np.testing.assert_allclose(o.get(), c_o, rtol=1e-6)
+    np.testing.assert_allclose(g.get(), c_g, rtol=1e-6)
+
+
+@pytest.mark.skipif(not HAS_TORCH_CUDA, reason="needs PyTorch with CUDA")
+def test_torch_in_torch_out():
+    x = _data((8, 3))
+    o, (g,) = nl.L1Loss().forward_backward(dev(x, "torch"), dev(x * 2, "torch"))
+    assert isinstance(o, torch.Tensor) and o.is_cuda and isinstance(g, torch.Tensor)
+    np.testing.assert_allclose(o.cpu().numpy(), nl.L1Loss()(x, x * 2), rtol=1e-6)
