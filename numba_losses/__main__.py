@@ -80,6 +80,66 @@ def _time_per_call(fn: Callable[[], object], budget: float = 0.05) -> float:
             return elapsed / n
 
 
+def _cuda_backend() -> tuple[str | None, str]:
+    """``(kind, description)``: kind is "gpu", "simulator" or None (no CUDA backend here)."""
+    try:
+        from numba import cuda
+    except ImportError:
+        return None, "cuda: numba-cuda not installed (pip install -e '.[cuda]')"
+    if cuda.config.ENABLE_CUDASIM:
+        return "simulator", "cuda: numba simulator (NUMBA_ENABLE_CUDASIM=1; small shapes, no timings)"
+    if not cuda.is_available():
+        return None, "cuda: no GPU found (NUMBA_ENABLE_CUDASIM=1 runs the CUDA kernels in Numba's simulator)"
+    names = ", ".join(f"cuda:{g.id} {_name(g)}" for g in cuda.gpus)
+    return "gpu", f"cuda: {names}"
+
+
+def _name(gpu) -> str:
+    with gpu:
+        n = gpu.name
+    return n.decode() if isinstance(n, bytes) else str(n)
+
+
+def _to_device(a: np.ndarray):
+    from numba import cuda
+
+    try:
+        import cupy
+
+        if not cuda.config.ENABLE_CUDASIM:
+            return cupy.asarray(a)
+    except ImportError:
+        pass
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def _to_host(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else a.copy_to_host()
+
+
+def _device_check(loss: nl.Loss, inputs: tuple[np.ndarray, ...]) -> float:
+    """Largest relative difference between the device's and the CPU's forward_backward."""
+    c_out, c_grads = loss.forward_backward(*inputs)
+    d_out, d_grads = loss.forward_backward(*(_to_device(a) for a in inputs))
+    err = 0.0
+    for c, d in zip((c_out, *c_grads), (d_out, *d_grads), strict=True):
+        d = _to_host(d)
+        err = max(err, float(np.max(np.abs(d - c) / (np.abs(c) + 1e-30), initial=0.0)))
+    return err
+
+
+def _device_time(loss: nl.Loss, big: tuple[np.ndarray, ...]) -> float:
+    from numba import cuda
+
+    dev = tuple(_to_device(a) for a in big)
+
+    def call():
+        loss.forward_backward(*dev)
+        cuda.synchronize()
+
+    return _time_per_call(call)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the tour; return the process exit status."""
     parser = argparse.ArgumentParser(prog="python -m numba_losses", description=__doc__.splitlines()[0])
@@ -87,10 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     print(f"numba_losses {nl.__version__}  numba {numba.__version__}  numpy {np.__version__}")
-    print(
-        f"backends: cpu ({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER}); "
-        "cuda: not in this version"
-    )
+    cuda_kind, cuda_desc = _cuda_backend()
+    print(f"backends: cpu ({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER}); {cuda_desc}")
     print("first run compiles each kernel once (a few seconds each); later runs load them from the cache\n")
 
     rng = np.random.default_rng(0)
@@ -110,21 +168,34 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             print(exc, file=sys.stderr)
         big = tuple(a.astype(np.float32) for a in sample(rng, tuple(args.shape)))
-        value = float(np.mean(loss(*big)))
+        value = float(np.mean(loss(*small)))
         out = np.empty(loss(*big).shape, np.float32)
         grad = np.empty(big[0].shape, np.float32)
         t_fb = _time_per_call(
             lambda loss=loss, big=big, out=out, grad=grad: loss.forward_backward(*big, out=out, grad_out=grad)
         )
         rows.append((name, "cpu", value, err, t_fb * 1e6, status))
+        if cuda_kind is not None:
+            # the device result against the CPU's (float64), the gradient check above covering both
+            d_err = _device_check(loss, small)
+            d_status = "ok" if d_err < 1e-9 else "FAIL"
+            failures += d_status != "ok"
+            d_value = float(np.mean(_to_host(loss(*(_to_device(a) for a in small)))))
+            t_dev = _device_time(loss, big) * 1e6 if cuda_kind == "gpu" else float("nan")
+            rows.append((name, "cuda" if cuda_kind == "gpu" else "cudasim", d_value, d_err, t_dev, d_status))
     if sys.stderr.isatty():
         print(" " * 60, end="\r", file=sys.stderr)
 
-    header = ("loss", "backend", "mean value", "grad error", f"fwd+bwd {args.shape[0]}x{args.shape[1]} f32 (us)", "")
+    header = ("loss", "backend", "value (4x6)", "grad error*", f"fwd+bwd {args.shape[0]}x{args.shape[1]} f32 (us)", "")
     print(f"{header[0]:30s} {header[1]:7s} {header[2]:>12s} {header[3]:>11s} {header[4]:>28s}")
     for name, backend, value, err, t, status in rows:
-        print(f"{name:30s} {backend:7s} {value:12.6g} {err:11.2e} {t:28.1f} {status}")
-    print(f"\ngradient checks: {len(rows) - failures} of {len(rows)} within tolerance")
+        shown = f"{t:28.1f}" if t == t else f"{'-':>28s}"
+        print(f"{name:30s} {backend:7s} {value:12.6g} {err:11.2e} {shown} {status}")
+    print(
+        "\n* cpu: float64 finite differences (check_gradient); cuda: largest relative difference from the CPU's"
+        " float64 value and gradient"
+    )
+    print(f"checks: {len(rows) - failures} of {len(rows)} within tolerance")
     return 1 if failures else 0
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 
-
 def _gpu_present() -> bool:
     """Whether the CUDA driver loads and sees a device (asked without importing Numba)."""
     try:
