@@ -48,6 +48,7 @@ def source_fingerprint() -> int:
         digest.update(path.read_bytes())
     return int.from_bytes(digest.digest()[:7], "little")
 
+
 # CUDA launch shape. Threads per block (a power of two, at most 1024) and the
 # shared-memory reduction buffer size; the simulator runs every thread as a Python
 # thread, so it gets small blocks.

@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"numba_losses {nl.__version__}  numba {numba.__version__}  numpy {np.__version__}")
     cuda_kind, cuda_desc = _cuda_backend()
-    print(f"backends: cpu ({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER}); {cuda_desc}")
+    print(
+        f"backends: cpu ({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER}); {cuda_desc}"
+    )
     print("first run compiles each kernel once (a few seconds each); later runs load them from the cache\n")
 
     rng = np.random.default_rng(0)

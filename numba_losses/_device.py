@@ -17,6 +17,7 @@ wrapped with :func:`numba.cuda.external_stream`); nothing synchronises the devic
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,14 @@ class DeviceContext:
     def of(cls, first: DeviceArray) -> DeviceContext:
         return cls(first.library, first.device, _current_stream(first))
 
+    def activate(self) -> Any:
+        """A context that makes this call's device current (a no-op with one GPU or the simulator)."""
+        if self.library == "simulator" or _gpu_count() < 2:
+            return contextlib.nullcontext()
+        from numba import cuda
+
+        return cuda.gpus[self.device]
+
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[Any, Any]:
         """A new array in the caller's library and its Numba device view: ``(native, numba)``."""
         from numba import cuda
@@ -209,6 +218,13 @@ def _current_stream(first: DeviceArray) -> Any:
         stream = getattr(first.source, "stream", 0)
         return stream if stream else cuda.default_stream()
     return cuda.external_stream(ptr) if ptr else cuda.default_stream()
+
+
+@functools.cache
+def _gpu_count() -> int:
+    from numba import cuda
+
+    return len(cuda.gpus)
 
 
 @functools.cache

@@ -61,9 +61,18 @@ def rowmean_cuda(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return _rowmean_cuda(*args, **kwargs)
 
 
-def _rowmean_cuda(
+def _rowmean_cuda(term: str, pred: Any, label: Any, *, names: Any, **kwargs: Any) -> tuple[Any, Any]:
+    xd = DeviceArray.wrap(names.pred, pred)
+    as_host_array(names.pred, xd.layout)
+    ctx = DeviceContext.of(xd)
+    with ctx.activate():
+        return _launch(term, xd, ctx, label, names=names, **kwargs)
+
+
+def _launch(
     term: str,
-    pred: Any,
+    xd: DeviceArray,
+    ctx: DeviceContext,
     label: Any,
     *,
     names: Any,
@@ -88,10 +97,7 @@ def _rowmean_cuda(
 
     from ._dispatch import plan_rows
 
-    dx_ = DeviceArray.wrap(names.pred, pred)
-    as_host_array(names.pred, dx_.layout)
-    ctx = DeviceContext.of(dx_)
-    inputs = {names.pred: dx_, names.label: _wrap(names.label, label, ctx)}
+    inputs = {names.pred: xd, names.label: _wrap(names.label, label, ctx)}
     if aux is not None:
         inputs[names.aux] = _wrap(names.aux, aux, ctx)
     if sample_weight is not None:

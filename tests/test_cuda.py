@@ -308,3 +308,18 @@ def test_torch_in_torch_out():
     o, (g,) = nl.L1Loss().forward_backward(dev(x, "torch"), dev(x * 2, "torch"))
     assert isinstance(o, torch.Tensor) and o.is_cuda and isinstance(g, torch.Tensor)
     np.testing.assert_allclose(o.cpu().numpy(), nl.L1Loss()(x, x * 2), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------- benchmark
+def test_gpu_benchmark_script_runs_every_path():
+    """``asv_bench/compare_cuda.py --smoke``: every loss through every timed path, tiny shapes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "asv_bench" / "compare_cuda.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--smoke"], capture_output=True, text=True, env=dict(os.environ), timeout=600
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -101,10 +101,13 @@ def test_softplus_and_sigmoid_of_minus_abs():
             a[i] = vmath.softplus_neg(abs(x[i]))
             b[i] = vmath.sigmoid_neg_abs(x[i])
 
-    x = np.concatenate([
-        [-800.0, -30.0, -1.0, 0.0, 1e-300, 0.5, 19.9, 20.0, 20.5, 800.0, np.inf, np.nan],
-        np.linspace(-40, 40, 100_001), [np.log(np.sqrt(2) - 1) + d for d in (-1e-15, 0.0, 1e-15)],
-    ])
+    x = np.concatenate(
+        [
+            [-800.0, -30.0, -1.0, 0.0, 1e-300, 0.5, 19.9, 20.0, 20.5, 800.0, np.inf, np.nan],
+            np.linspace(-40, 40, 100_001),
+            [np.log(np.sqrt(2) - 1) + d for d in (-1e-15, 0.0, 1e-15)],
+        ]
+    )
     a, b = np.empty_like(x), np.empty_like(x)
     both(x, a, b)
     with np.errstate(over="ignore"):
