@@ -17,7 +17,7 @@ import pytest
 import numba_losses as nl
 from numba_losses._device import DeviceArray, is_device_array, same_device
 from tests.conftest import SIMULATED
-from tests.test_golden import _arrays, _assert_close, _cases, _tolerance
+from tests.test_golden import _assert_close, _cases, load_case
 
 cuda = pytest.importorskip("numba.cuda")
 if not SIMULATED and not cuda.is_available():
@@ -58,15 +58,9 @@ def host(a):
 # ------------------------------------------------------------------------------ golden
 @pytest.mark.parametrize("case", list(_cases()))
 def test_golden_case_on_cuda(case):
-    z = _arrays(case["file"])
-    args = [z[case["inputs"][n]] for n in case["positional"]]
-    kwargs = {n: z[case["inputs"][n]] for n in case["keyword_arrays"]}
-    kwargs.update(case["keyword_scalars"])
-    head = z[case["head"]] if case["head"] else None
-    expected_out = z[case["expected_output"]]
-    expected_grads = [z[case["expected_grads"][n]] for n in case["differentiable"]]
-    rtol, atol = _tolerance(case)
-    allow_scalar = bool(case.get("allow_scalar_output"))
+    c = load_case(case)
+    args, kwargs, head, expected_out, expected_grads = c.args, c.kwargs, c.head, c.expected_out, c.expected_grads
+    rtol, atol, allow_scalar = c.rtol, c.atol, c.allow_scalar
     dargs = [dev(a) for a in args]
     dkwargs = {k: dev(v) for k, v in kwargs.items()}
 

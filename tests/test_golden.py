@@ -8,6 +8,7 @@ are not collected; every case of an implemented loss must pass.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -56,17 +57,40 @@ def _assert_close(got, expected, rtol, atol, allow_scalar=False, what="out"):
     )
 
 
-@pytest.mark.parametrize("case", list(_cases()))
-def test_golden_case(case):
+@dataclass
+class Loaded:
+    """One golden case's inputs, expectations and tolerances."""
+
+    args: list
+    kwargs: dict
+    head: np.ndarray | None
+    expected_out: np.ndarray
+    expected_grads: list
+    rtol: float
+    atol: float
+    allow_scalar: bool
+
+
+def load_case(case) -> Loaded:
     z = _arrays(case["file"])
-    args = [z[case["inputs"][n]] for n in case["positional"]]
     kwargs = {n: z[case["inputs"][n]] for n in case["keyword_arrays"]}
     kwargs.update(case["keyword_scalars"])
-    head = z[case["head"]] if case["head"] else None
-    expected_out = z[case["expected_output"]]
-    expected_grads = [z[case["expected_grads"][n]] for n in case["differentiable"]]
-    rtol, atol = _tolerance(case)
-    allow_scalar = bool(case.get("allow_scalar_output"))
+    return Loaded(
+        [z[case["inputs"][n]] for n in case["positional"]],
+        kwargs,
+        z[case["head"]] if case["head"] else None,
+        z[case["expected_output"]],
+        [z[case["expected_grads"][n]] for n in case["differentiable"]],
+        *_tolerance(case),
+        bool(case.get("allow_scalar_output")),
+    )
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+def test_golden_case(case):
+    c = load_case(case)
+    args, kwargs, head, expected_out, expected_grads = c.args, c.kwargs, c.head, c.expected_out, c.expected_grads
+    rtol, atol, allow_scalar = c.rtol, c.atol, c.allow_scalar
     before = [a.copy() for a in args]
 
     loss = getattr(nl, case["loss"])(**case["ctor_kwargs"])

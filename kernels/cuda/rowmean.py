@@ -66,13 +66,8 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle):
 
     Parameters
     ----------
-    value, grad : register_jitable functions ``f(x, y, a, p0, p1)``
-        The term and its derivative w.r.t. ``x``.
-    has_aux, has_ew : bool
-        Whether the auxiliary input / the elementwise weight are real arrays
-        (otherwise a dummy is passed and never read).
-    want_grad : bool
-        Whether to write the gradient as well as the row values.
+    value, grad, has_aux, has_ew, want_grad
+        As for the CPU factory, :func:`numba_losses.kernels.cpu.rowmean.build_rowmean_kernel`.
     shuffle : bool
         Warp-shuffle group sums (real GPUs) or the shared-memory tree (simulator).
 
@@ -80,10 +75,11 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle):
     -------
     numba CUDA dispatcher
         ``kernel[blocks, THREADS, stream](x, y, aux, ew, p0, p1, fscale, coef,
-        out, dx, partial, group, nck, chunk)``. ``p0``, ``p1`` and ``coef`` are
-        in the compute dtype, ``fscale`` and ``partial`` (``(n_rows, nck)``)
-        float64. Writes ``out[b]`` when ``nck == 1``, else ``partial[b, :]``,
-        and ``dx`` if ``want_grad``.
+        out, dx, partial, group, nck, chunk)`` with the launch shape of
+        :func:`launch_plan`. ``p0``, ``p1`` and ``coef`` are in the compute
+        dtype, ``fscale`` and ``partial`` (``(n_rows, nck)``) float64; the
+        other arrays may have any real dtype. Writes ``out[b]`` when
+        ``nck == 1``, else ``partial[b, :]``, and ``dx`` if ``want_grad``.
     """
     threads = THREADS
     group_sum = group_sum_shuffle if shuffle else group_sum_shared
