@@ -46,6 +46,18 @@ def test_import_compiles_nothing():
     assert out.split() == ["0", "0"]
 
 
+def test_import_needs_no_cuda():
+    """The CUDA stack (numba.cuda, the driver) is imported on the first device array only."""
+    out = _python("""
+        import sys
+        import numpy as np
+        import numba_losses as nl
+        nl.L2Loss()(np.ones((2, 3)), np.zeros((2, 3)))
+        print(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "cupy", "torch"))))
+    """)
+    assert out.strip() == "[]"
+
+
 _DETERMINISM = """
     import numpy as np, numba_losses as nl
     rng = np.random.default_rng(7)
