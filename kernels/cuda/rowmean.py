@@ -84,6 +84,36 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle):
     threads = THREADS
     group_sum = group_sum_shuffle if shuffle else group_sum_shared
 
+    @cuda.jit(device=True, inline="always")
+    def load(x, y, aux, ew, e, b, n_outer, n_inner, p0):
+        """Element ``e`` of row ``b``: its position and inputs in the compute dtype."""
+        o = 0
+        i = e
+        if n_outer > 1:
+            o = e // n_inner
+            i = e - o * n_inner
+        one = like(p0, 1.0)
+        av = one
+        if has_aux:
+            av = like(p0, aux[o, b, i])
+        ev = one
+        if has_ew:
+            ev = like(p0, ew[o, b, i])
+        return o, i, like(p0, x[o, b, i]), like(p0, y[o, b, i]), av, ev
+
+    @cuda.jit(device=True, inline="always")
+    def term(xv, yv, av, ev, p0, p1, cb, dx, o, b, i):
+        """The weighted term (returned) and its gradient (stored)."""
+        if want_grad:
+            gv = cb * grad(xv, yv, av, p0, p1)
+            if has_ew:
+                gv = gv * ev
+            dx[o, b, i] = gv
+        v = value(xv, yv, av, p0, p1)
+        if has_ew:
+            v = v * ev
+        return v
+
     def rowmean_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx, partial, group, nck, chunk):
         sh = cuda.shared.array(threads, float64)
         n_outer, n_rows, n_inner = x.shape
@@ -94,7 +124,6 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle):
         n_tasks = n_rows * nck
         stride = per_block * cuda.gridDim.x
         n_iter = (n_tasks + stride - 1) // stride  # the same for every thread: group sums synchronise
-        one = like(p0, 1.0)
         for it in range(n_iter):
             t = (it * cuda.gridDim.x + cuda.blockIdx.x) * per_block + tid // group
             s = float64(0.0)
@@ -105,28 +134,23 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle):
                 ck = t - b * nck
                 cb = coef[b]
                 e1 = min(ck * chunk + chunk, k)
-                for e in range(ck * chunk + lane, e1, group):
-                    o = 0
-                    i = e
-                    if n_outer > 1:
-                        o = e // n_inner
-                        i = e - o * n_inner
-                    xv = like(p0, x[o, b, i])
-                    yv = like(p0, y[o, b, i])
-                    av = one
-                    if has_aux:
-                        av = like(p0, aux[o, b, i])
-                    v = value(xv, yv, av, p0, p1)
-                    ev = one
-                    if has_ew:
-                        ev = like(p0, ew[o, b, i])
-                        v = v * ev
-                    s += v
-                    if want_grad:
-                        gv = cb * grad(xv, yv, av, p0, p1)
-                        if has_ew:
-                            gv = gv * ev
-                        dx[o, b, i] = gv
+                e = ck * chunk + lane
+                # Four elements per step, all loaded before any gradient is stored: the
+                # loads are independent, so each thread keeps four in flight.
+                while e + 3 * group < e1:
+                    o0, i0, x0, y0, a0, w0 = load(x, y, aux, ew, e, b, n_outer, n_inner, p0)
+                    o1, i1, x1, y1, a1, w1 = load(x, y, aux, ew, e + group, b, n_outer, n_inner, p0)
+                    o2, i2, x2, y2, a2, w2 = load(x, y, aux, ew, e + 2 * group, b, n_outer, n_inner, p0)
+                    o3, i3, x3, y3, a3, w3 = load(x, y, aux, ew, e + 3 * group, b, n_outer, n_inner, p0)
+                    s += term(x0, y0, a0, w0, p0, p1, cb, dx, o0, b, i0)
+                    s += term(x1, y1, a1, w1, p0, p1, cb, dx, o1, b, i1)
+                    s += term(x2, y2, a2, w2, p0, p1, cb, dx, o2, b, i2)
+                    s += term(x3, y3, a3, w3, p0, p1, cb, dx, o3, b, i3)
+                    e += 4 * group
+                while e < e1:
+                    o0, i0, x0, y0, a0, w0 = load(x, y, aux, ew, e, b, n_outer, n_inner, p0)
+                    s += term(x0, y0, a0, w0, p0, p1, cb, dx, o0, b, i0)
+                    e += group
             s = group_sum(s, sh, tid, lane, group)
             if lane == 0 and t < n_tasks:
                 if nck == 1:
