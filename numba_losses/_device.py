@@ -189,7 +189,7 @@ _TORCH_DTYPES = {
 }
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _constant(simulated: bool, device: int, dtype: str, value: float) -> Any:
     from numba import cuda
 

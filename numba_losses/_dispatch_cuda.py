@@ -100,6 +100,8 @@ def _launch(
     inputs = {names.pred: xd, names.label: _wrap(names.label, label, ctx)}
     if aux is not None:
         inputs[names.aux] = _wrap(names.aux, aux, ctx)
+    if isinstance(sample_weight, _SCALARS):  # a number: part of the row scale, no device constant
+        weight, sample_weight = weight * float(sample_weight), None
     if sample_weight is not None:
         inputs["sample_weight"] = _wrap("sample_weight", sample_weight, ctx)
     if out_grad is not None and want_grad:
