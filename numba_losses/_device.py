@@ -33,7 +33,10 @@ def is_simulated_array(a: Any) -> bool:
 
 def is_device_array(a: Any) -> bool:
     """True for anything exposing ``__cuda_array_interface__`` (CuPy, numba, torch CUDA) or simulated."""
-    return hasattr(a, "__cuda_array_interface__") or is_simulated_array(a)
+    try:
+        return hasattr(a, "__cuda_array_interface__") or is_simulated_array(a)
+    except Exception:  # noqa: BLE001 - e.g. a CUDA tensor that requires grad: refused by DeviceArray.wrap
+        return True
 
 
 def _library(a: Any) -> str:

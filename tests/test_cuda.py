@@ -317,3 +317,14 @@ def test_gpu_benchmark_script_runs_every_path():
         [sys.executable, str(script), "--smoke"], capture_output=True, text=True, env=dict(os.environ), timeout=600
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_a_device_array_whose_interface_raises_is_refused_clearly():
+    class Guarded:  # like a PyTorch CUDA tensor with requires_grad=True
+        @property
+        def __cuda_array_interface__(self):
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
+
+    assert is_device_array(Guarded())
+    with pytest.raises(TypeError, match="pred: unreadable __cuda_array_interface__.*requires grad"):
+        nl.L2Loss()(Guarded(), Guarded())
