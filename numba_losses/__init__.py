@@ -19,6 +19,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._loss import Loss  # noqa: E402
+from .custom import UserCompileError, elementwise_loss  # noqa: E402
 from .elementwise import (  # noqa: E402
     ElementwiseLoss,
     HingeLoss,
@@ -33,6 +34,7 @@ from .elementwise import (  # noqa: E402
     SquaredHingeLoss,
 )
 from .gradcheck import GradientCheckError, check_gradient  # noqa: E402
+from .makeloss import MakeLoss, make_loss  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -51,4 +53,8 @@ __all__ = [
     "KLDivLoss",
     "check_gradient",
     "GradientCheckError",
+    "MakeLoss",
+    "make_loss",
+    "elementwise_loss",
+    "UserCompileError",
 ]

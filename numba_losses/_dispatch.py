@@ -76,6 +76,14 @@ def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return g.sum(axis=axes).reshape(shape) if axes else g.reshape(shape)
 
 
+Term = str | tuple[Any, Any]
+
+
+def term_pair(term: Term) -> tuple[Any, Any]:
+    """The ``(value, grad)`` scalar pair of a registry name, or a user-made pair as is."""
+    return ELEMENTWISE[term] if isinstance(term, str) else term
+
+
 @dataclass(frozen=True)
 class RowPlan:
     """How a call maps onto the row kernels, whatever the backend.
@@ -146,7 +154,7 @@ def plan_rows(
 
 
 def rowmean(
-    term: str,
+    term: Term,
     pred: Any,
     label: Any,
     *,
@@ -165,7 +173,7 @@ def rowmean(
     out: np.ndarray | None = None,
     grad_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Run elementwise term ``term`` of the registry with MXNet's weighting and reduction.
+    """Run elementwise term ``term`` (a registry name or a user-made pair) with MXNet's weighting and reduction.
 
     ``reduce`` is ``"mean"`` (mean over non-batch axes), ``"sum"`` (sum over
     them) or ``"all"`` (mean over every element, output shape ``(1,)``).
@@ -227,7 +235,7 @@ def rowmean(
             grad_in_place = rdt == cdt and not grows
         dx3 = grad_out.reshape(shape3) if grad_in_place else np.empty(shape3, dtype=cdt)
 
-    value, grad = ELEMENTWISE[term]
+    value, grad = term_pair(term)
     # Gradient-only calls run the fused forward+backward kernel (the row sums are
     # cheap next to the gradient): one compiled variant fewer per loss and dtype.
     if want_grad and not want_value:
@@ -239,6 +247,7 @@ def rowmean(
         ew3 is not None,
         want_grad,
         x3.size >= SERIAL_BELOW,
+        isinstance(term, str),  # built-in terms are cached on disk, user-written ones are not
     )
     kernel(
         x3,

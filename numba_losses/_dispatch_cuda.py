@@ -61,7 +61,7 @@ def rowmean_cuda(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return _rowmean_cuda(*args, **kwargs)
 
 
-def _rowmean_cuda(term: str, pred: Any, label: Any, *, names: Any, **kwargs: Any) -> tuple[Any, Any]:
+def _rowmean_cuda(term: Any, pred: Any, label: Any, *, names: Any, **kwargs: Any) -> tuple[Any, Any]:
     xd = DeviceArray.wrap(names.pred, pred)
     as_host_array(names.pred, xd.layout)
     ctx = DeviceContext.of(xd)
@@ -70,7 +70,7 @@ def _rowmean_cuda(term: str, pred: Any, label: Any, *, names: Any, **kwargs: Any
 
 
 def _launch(
-    term: str,
+    term: Any,
     xd: DeviceArray,
     ctx: DeviceContext,
     label: Any,
@@ -93,9 +93,8 @@ def _launch(
     from numba_losses.kernels.cuda import SIMULATOR
     from numba_losses.kernels.cuda.reduce import finish_rows_kernel, sum_middle_kernel
     from numba_losses.kernels.cuda.rowmean import THREADS, build_rowmean_kernel, launch_plan, row_scales_kernel
-    from numba_losses.kernels.registry import ELEMENTWISE
 
-    from ._dispatch import plan_rows
+    from ._dispatch import plan_rows, term_pair
 
     inputs = {names.pred: xd, names.label: _wrap(names.label, label, ctx)}
     if aux is not None:
@@ -186,11 +185,13 @@ def _launch(
     else:
         dx3 = dummy3
 
-    value, grad = ELEMENTWISE[term]
+    value, grad = term_pair(term)
     k = shape3[0] * shape3[2]
     group, nck, chunk, blocks = launch_plan(n_rows, k, sms)
     partial = ctx.empty((n_rows, nck), np.float64)[1] if nck > 1 else _dummy2(ctx)
-    kernel = build_rowmean_kernel(value, grad, a3 is not None, ew3 is not None, want_grad, not SIMULATOR)
+    kernel = build_rowmean_kernel(
+        value, grad, a3 is not None, ew3 is not None, want_grad, not SIMULATOR, isinstance(term, str)
+    )
     kernel[blocks, THREADS, stream](
         x3, y3, a3 if a3 is not None else dummy3, ew3 if ew3 is not None else dummy3,
         cdt.type(p0), cdt.type(p1), fscale, coef, out_dev, dx3, partial, group, nck, chunk,

@@ -44,6 +44,7 @@ class Loss:
     _n_required: int = 2
     _differentiable: tuple[str, ...] = ("pred",)
     _scalar_inputs: dict[str, Any] = {}
+    _output_ndim: int | None = None  # when fixed: lets MakeLoss(normalization='batch') fuse its pass
 
     def __init__(self, weight: float | None, batch_axis: int, **kwargs: Any) -> None:
         self._weight = weight

@@ -47,6 +47,7 @@ class ElementwiseLoss(Loss):
 
     _reduce = "mean"
     _label_mode = "reshape"
+    _output_ndim = 1
     _names = Names()
 
     def _term(self, inputs: dict[str, Any]) -> tuple[str, float, float, Any]:

@@ -13,7 +13,9 @@ float64 and float16-input paths:
   gradient (the superset of all variants' code), once with the warp-shuffle
   group sum and once with the shared-memory one;
 * for every loss term, the forward-only row kernel (float32, sm_90);
-* every helper kernel (row scales, partial sums, broadcast sums, gather).
+* a user-made term through ``elementwise_loss``'s adapter (float32, both targets);
+* every helper kernel (row scales, partial sums, broadcast sums, gather,
+  MakeLoss's valid count and fill).
 
 Usage: ``python tests/ptx_all.py [--jobs N]``.
 """
@@ -29,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from unittest import mock
 
 CCS = [(8, 0), (9, 0)]
+HELPERS = ("row_scales", "finish_rows", "sum_middle", "gather", "count_greater", "fill")
 # (compute dtype, input/output dtype): float16 inputs are computed in float32.
 PATHS = [("float32", "float32"), ("float64", "float64"), ("float32", "float16")]
 
@@ -48,7 +51,9 @@ def _jobs():
                 for shuffle in (True, False):
                     jobs.append(("rowmean", term, cc, path, shuffle, True))
         jobs.append(("rowmean", term, (9, 0), PATHS[0], True, False))
-    for name in ("row_scales", "finish_rows", "sum_middle", "gather"):
+    for cc in CCS:
+        jobs.append(("rowmean", "user_l1", cc, PATHS[0], True, True))
+    for name in HELPERS:
         for cc in CCS:
             for path in PATHS:
                 jobs.append((name, None, cc, path, True, True))
@@ -60,6 +65,7 @@ def _compile(job):
     from numba.cuda import dispatcher
 
     from numba_losses.kernels.cuda.gather import gather_kernel
+    from numba_losses.kernels.cuda.makeloss import count_greater_kernel, fill_kernel
     from numba_losses.kernels.cuda.reduce import finish_rows_kernel, sum_middle_kernel
     from numba_losses.kernels.cuda.rowmean import build_rowmean_kernel, row_scales_kernel
     from numba_losses.kernels.registry import ELEMENTWISE
@@ -72,7 +78,7 @@ def _compile(job):
     a3 = io[:, :, ::1]
     s3 = io[:, :, :]  # strided views of the caller's arrays
     if kind == "rowmean":
-        value, grad = ELEMENTWISE[term]
+        value, grad = ELEMENTWISE[term] if term in ELEMENTWISE else _user_l1()
         fn = build_rowmean_kernel(value, grad, full, full, full, shuffle).py_func
         sig = (s3, s3, a3, a3, c, c, f64[::1], c[::1], io[::1], a3, f64[:, ::1], i64, i64, i64)
     elif kind == "row_scales":
@@ -84,9 +90,15 @@ def _compile(job):
     elif kind == "sum_middle":
         fn = sum_middle_kernel.py_func
         sig = (c[:, :, ::1], io[:, ::1])
-    else:
+    elif kind == "gather":
         fn = gather_kernel.py_func
         sig = (io[::1], i64, types.UniTuple(i64, 3), types.UniTuple(i64, 3), c[::1])
+    elif kind == "count_greater":
+        fn = count_greater_kernel.py_func
+        sig = (io[::1], io, i64[::1])
+    else:
+        fn = fill_kernel.py_func
+        sig = (io[::1], io)
     t0 = time.perf_counter()
     try:
         with mock.patch.object(dispatcher, "get_current_device", return_value=_Device(cc)):
@@ -100,6 +112,23 @@ def _compile(job):
     if kind == "rowmean":
         checks["shuffle"] = ("shfl.sync" in ptx) == shuffle
     return {"job": _label(job), "ok": all(checks.values()), "checks": checks, "seconds": time.perf_counter() - t0}
+
+
+def _user_l1():
+    """A user-made term (``elementwise_loss``'s adapter around plain Python functions)."""
+    from numba_losses.kernels.user_terms import make_term
+
+    def l1(pred, label):
+        return abs(label - pred)
+
+    def l1_grad(pred, label):
+        if pred > label:  # sign(pred - label); numba-cuda has no np.sign
+            return 1.0
+        if pred < label:
+            return -1.0
+        return 0.0
+
+    return make_term(l1, l1_grad, 0, "user_l1")
 
 
 def _label(job):

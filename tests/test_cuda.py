@@ -77,6 +77,34 @@ def test_golden_case_on_cuda(case):
         np.testing.assert_array_equal(host(d), a)  # inputs untouched
 
 
+@pytest.mark.parametrize("case", list(_cases("makeloss")))
+def test_golden_makeloss_case_on_cuda(case):
+    c = load_case(case)
+    m = nl.MakeLoss(getattr(nl, case["loss"])(**case["ctor_kwargs"]), **case["make_loss_kwargs"])
+    out, grads = m.forward_backward(*[dev(a) for a in c.args], **{k: dev(v) for k, v in c.kwargs.items()})
+    _assert_close(host(out), c.expected_out, c.rtol, c.atol, c.allow_scalar)
+    for name, g, e in zip(case["differentiable"], grads, c.expected_grads, strict=True):
+        assert is_device_array(g)
+        _assert_close(host(g), e, c.rtol, c.atol, what=f"grad[{name}]")
+
+
+@pytest.mark.parametrize("case", list(_cases("make_loss_raw")))
+def test_golden_make_loss_case_on_cuda(case):
+    c = load_case(case)
+    x = dev(c.args[0])
+    y, head = nl.make_loss(x, **case["make_loss_kwargs"])
+    assert is_device_array(y) and is_device_array(head)
+    _assert_close(host(y), c.expected_out, c.rtol, c.atol)
+    _assert_close(host(head), c.expected_grads[0], c.rtol, c.atol, what="head")
+
+
+def test_make_loss_valid_count_on_strided_device_data():
+    x = np.array([[0.5, -1.0, 2.0], [np.nan, 0.25, 3.0]], np.float32)
+    y, head = nl.make_loss(dev(x)[:, ::2], grad_scale=2.0, normalization="valid", valid_thresh=0.25)
+    np.testing.assert_array_equal(host(y), x[:, ::2])
+    np.testing.assert_array_equal(host(head), np.full((2, 2), np.float32(2.0) / np.float32(3)))
+
+
 # ------------------------------------------------------------------- agreement with CPU
 RNG = np.random.default_rng(7)
 

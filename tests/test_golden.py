@@ -25,10 +25,10 @@ PENDING_CTOR = {("KLDivLoss", "from_logits", False)}
 _DEFAULT_TOL = {"float64": (1e-9, 1e-11), "float32": (2e-5, 1e-6)}
 
 
-def _cases():
+def _cases(kind="loss"):
     manifest = json.loads((GOLDEN / "manifest.json").read_text())
     for case in manifest["cases"]:
-        if case["kind"] != "loss" or case["canonical_loss"] in PENDING:
+        if case["kind"] != kind or case["canonical_loss"] in PENDING:
             continue
         if any(case["canonical_loss"] == n and case["ctor_kwargs"].get(k, not v) == v for n, k, v in PENDING_CTOR):
             continue
@@ -120,3 +120,25 @@ def test_every_implemented_loss_has_golden_cases():
         "PoissonNLLLoss",
         "KLDivLoss",
     } <= ids
+
+
+@pytest.mark.parametrize("case", list(_cases("makeloss")))
+def test_golden_makeloss_case(case):
+    """MakeLoss around a loss: output unchanged, gradients under MakeLoss's head (any out_grad ignored)."""
+    c = load_case(case)
+    m = nl.MakeLoss(getattr(nl, case["loss"])(**case["ctor_kwargs"]), **case["make_loss_kwargs"])
+    extra = {"out_grad": c.head} if c.head is not None else {}
+    out, grads = m.forward_backward(*c.args, **extra, **c.kwargs)
+    _assert_close(out, c.expected_out, c.rtol, c.atol, c.allow_scalar)
+    for name, g, e in zip(case["differentiable"], grads, c.expected_grads, strict=True):
+        _assert_close(g, e, c.rtol, c.atol, what=f"grad[{name}]")
+    _assert_close(m(*c.args, **c.kwargs), c.expected_out, c.rtol, c.atol, c.allow_scalar, "forward")
+
+
+@pytest.mark.parametrize("case", list(_cases("make_loss_raw")))
+def test_golden_make_loss_case(case):
+    c = load_case(case)
+    y, head = nl.make_loss(c.args[0], **case["make_loss_kwargs"])
+    _assert_close(y, c.expected_out, c.rtol, c.atol)
+    _assert_close(head, c.expected_grads[0], c.rtol, c.atol, what="head")
+    assert y is not c.args[0]

@@ -35,7 +35,7 @@ _ONE = np.float32(1.0)  # promotes exactly to float64 data; keeps float32 loops 
 
 
 @functools.cache
-def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
+def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel, cache=CACHE):
     """Compile-on-first-call kernel for one loss term and variant.
 
     Parameters
@@ -49,6 +49,9 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
         Whether to write the gradient as well as the row values.
     parallel : bool
         ``prange`` over tasks (threads) or a serial loop for small inputs.
+    cache : bool
+        Keep the compiled kernel in Numba's on-disk cache (off for user-written
+        terms, whose functions may not be importable by a later process).
 
     Returns
     -------
@@ -161,5 +164,5 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
         parallel=parallel,
         fastmath=set(CPU_FASTMATH),
         error_model=ERROR_MODEL,
-        cache=CACHE,
+        cache=cache,
     )(rowmean_kernel)

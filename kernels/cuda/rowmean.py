@@ -61,12 +61,12 @@ def launch_plan(n_rows: int, k: int, sm_count: int, threads: int = THREADS) -> t
 
 
 @functools.cache
-def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle):
+def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle, cache=CACHE):
     """Compile-on-first-launch CUDA kernel for one loss term and variant.
 
     Parameters
     ----------
-    value, grad, has_aux, has_ew, want_grad
+    value, grad, has_aux, has_ew, want_grad, cache
         As for the CPU factory, :func:`numba_losses.kernels.cpu.rowmean.build_rowmean_kernel`.
     shuffle : bool
         Warp-shuffle group sums (real GPUs) or the shared-memory tree (simulator).
@@ -161,7 +161,7 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle):
     variant = "shuffle" if shuffle else "shared"
     rowmean_kernel.__qualname__ = f"{value.__name__.removesuffix('_value')}_rowmean_cuda_{variant}_kernel"
     rowmean_kernel.__name__ = rowmean_kernel.__qualname__
-    return cuda.jit(**_JIT)(rowmean_kernel)
+    return cuda.jit(cache=cache and not SIMULATOR)(rowmean_kernel)
 
 
 @cuda.jit(**_JIT)

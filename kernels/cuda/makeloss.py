@@ -1,0 +1,44 @@
+"""Kernels of MakeLoss on the GPU: count the valid elements, fill the head gradient.
+
+On the CPU, NumPy's ``count_nonzero`` and ``full`` already run at memory
+speed, so :mod:`numba_losses.makeloss` uses them directly; this file has no
+CPU twin.
+"""
+
+from numba import cuda, int64
+
+from .._options import CACHE
+from . import SIMULATOR
+from .rowmean import THREADS
+
+_JIT = {"cache": CACHE and not SIMULATOR}
+
+
+@cuda.jit(**_JIT)
+def count_greater_kernel(src, thr, count):
+    """``count[0] += #{i : src[i] > thr}`` (strict; NaN is not counted), one atomic add per block."""
+    sh = cuda.shared.array(THREADS, int64)
+    tid = cuda.threadIdx.x
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    c = 0
+    for i in range(start, src.shape[0], step):
+        if src[i] > thr:
+            c += 1
+    sh[tid] = c
+    cuda.syncthreads()
+    off = THREADS // 2
+    while off > 0:
+        if tid < off:
+            sh[tid] += sh[tid + off]
+        cuda.syncthreads()
+        off //= 2
+    if tid == 0:
+        cuda.atomic.add(count, 0, sh[0])
+
+
+@cuda.jit(**_JIT)
+def fill_kernel(dst, value):
+    """``dst[:] = value`` (converted to ``dst``'s dtype)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dst.shape[0], step):
+        dst[i] = value

@@ -1,0 +1,48 @@
+"""Loss terms written by users, adapted to the kernels' scalar signature.
+
+:func:`make_term` turns two plain scalar Python functions, ``value(pred,
+label, *params)`` and ``grad(pred, label, *params)`` (the derivative w.r.t.
+``pred``), into a pair with the signature of :mod:`.scalar`,
+``f(x, y, a, p0, p1)``, that both kernel factories (CPU and CUDA) inline
+exactly like the built-in terms. At most two float parameters (the kernels'
+``p0`` and ``p1`` slots).
+"""
+
+from numba.extending import register_jitable
+
+MAX_PARAMS = 2
+
+
+def make_term(value_fn, grad_fn, n_params: int, name: str):
+    """``(value, grad)`` in the kernels' signature, calling ``value_fn`` / ``grad_fn``."""
+    if not 0 <= n_params <= MAX_PARAMS:
+        raise ValueError(f"a user loss takes at most {MAX_PARAMS} float parameters, got {n_params}")
+    uv = register_jitable(value_fn)
+    ug = register_jitable(grad_fn)
+    if n_params == 0:
+
+        def value(x, y, a, p0, p1):
+            return uv(x, y)
+
+        def grad(x, y, a, p0, p1):
+            return ug(x, y)
+
+    elif n_params == 1:
+
+        def value(x, y, a, p0, p1):
+            return uv(x, y, p0)
+
+        def grad(x, y, a, p0, p1):
+            return ug(x, y, p0)
+
+    else:
+
+        def value(x, y, a, p0, p1):
+            return uv(x, y, p0, p1)
+
+        def grad(x, y, a, p0, p1):
+            return ug(x, y, p0, p1)
+
+    value.__name__ = value.__qualname__ = f"{name}_value"
+    grad.__name__ = grad.__qualname__ = f"{name}_grad"
+    return register_jitable(forceinline=True)(value), register_jitable(forceinline=True)(grad)

@@ -1,0 +1,161 @@
+"""User-made losses (elementwise_loss) and MakeLoss around them, on the CPU and CUDA.
+
+The CUDA half runs on device arrays: a real GPU when there is one, else Numba's
+simulator (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import numba_losses as nl
+from tests.test_cuda import dev, host
+
+
+def l1_value(pred, label):
+    return abs(label - pred)
+
+
+def l1_grad(pred, label):
+    if pred > label:  # sign(pred - label); numba-cuda has no np.sign
+        return 1.0
+    if pred < label:
+        return -1.0
+    return 0.0
+
+
+def huber_value(pred, label, rho):
+    d = abs(label - pred)
+    if d > rho:
+        return d - 0.5 * rho
+    return 0.5 / rho * d * d
+
+
+def huber_grad(pred, label, rho):
+    d = pred - label
+    if d > rho:
+        return 1.0
+    if d < -rho:
+        return -1.0
+    return d / rho
+
+
+def xent_value(out, label):  # the cross-entropy of MXNet's MakeLoss page
+    return -(label * math.log(out) + (1 - label) * math.log(1 - out))
+
+
+def xent_grad(out, label):
+    return -(label / out - (1 - label) / (1 - out))
+
+
+RNG = np.random.default_rng(3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_user_l1_is_bit_identical_to_the_builtin(dtype, target):
+    MyL1 = nl.elementwise_loss(l1_value, l1_grad)
+    x = RNG.standard_normal((5, 7)).astype(dtype)
+    y = RNG.standard_normal((5, 7)).astype(dtype)
+    sw = RNG.random((5, 1)).astype(dtype)
+    args = [x, y, sw] if target == "cpu" else [dev(x), dev(y), dev(sw)]
+    mine = MyL1(weight=0.5).forward_backward(*args)
+    ref = nl.L1Loss(weight=0.5).forward_backward(*args)
+    np.testing.assert_array_equal(host(mine[0]), host(ref[0]))
+    np.testing.assert_array_equal(host(mine[1][0]), host(ref[1][0]))
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_user_loss_with_a_parameter_matches_the_builtin_huber(target):
+    MyHuber = nl.elementwise_loss(huber_value, huber_grad, name="MyHuber", params={"rho": 1.0})
+    assert MyHuber.__name__ == "MyHuber"
+    x = RNG.standard_normal((4, 6))
+    y = RNG.standard_normal((4, 6))
+    args = [x, y] if target == "cpu" else [dev(x), dev(y)]
+    out, (g,) = MyHuber(rho=0.7, batch_axis=1).forward_backward(*args)
+    r_out, (r_g,) = nl.HuberLoss(rho=0.7, batch_axis=1).forward_backward(x, y)
+    np.testing.assert_allclose(host(out), r_out, rtol=1e-14)
+    np.testing.assert_allclose(host(g), r_g, rtol=1e-14)
+
+
+def test_user_loss_passes_the_gradient_check_and_a_wrong_derivative_is_caught():
+    MyHuber = nl.elementwise_loss(huber_value, huber_grad, params=("rho",))
+    x, y = RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))
+    assert max(nl.check_gradient(MyHuber(rho=0.5), x, y).values()) < 1e-6
+    Wrong = nl.elementwise_loss(huber_value, lambda p, lab, rho: 2.0 * huber_grad(p, lab, rho), params=("rho",))
+    with pytest.raises(nl.GradientCheckError):
+        nl.check_gradient(Wrong(rho=0.5), x, y)
+
+
+def test_mxnet_makeloss_page_example_with_batch_normalization():
+    """-(label log(out) + (1-label) log(1-out)) through MakeLoss(normalization='batch')."""
+    XEnt = nl.elementwise_loss(xent_value, xent_grad, name="CrossEntropy")
+    out = RNG.uniform(0.05, 0.95, (8, 3))
+    label = (RNG.random((8, 3)) > 0.5).astype(np.float64)
+    m = nl.MakeLoss(XEnt(), normalization="batch", grad_scale=0.5)
+    value, (g,) = m.forward_backward(out, label, out_grad=np.full(8, 123.0))  # head ignored
+    expected = np.mean(-(label * np.log(out) + (1 - label) * np.log(1 - out)), axis=1)
+    np.testing.assert_allclose(value, expected, rtol=1e-13)
+    # 1-D loss output: B = 1, every row's gradient scaled by grad_scale
+    np.testing.assert_allclose(g, 0.5 * -(label / out - (1 - label) / (1 - out)) / 3, rtol=1e-13)
+    d_value, (d_g,) = m.forward_backward(dev(out), dev(label))
+    np.testing.assert_allclose(host(d_value), expected, rtol=1e-13)
+    np.testing.assert_allclose(host(d_g), g, rtol=1e-13)
+
+
+def test_parameters_are_checked():
+    P = nl.elementwise_loss(huber_value, huber_grad, params=("rho",))
+    with pytest.raises(TypeError, match="needs the parameter 'rho'"):
+        P()
+    with pytest.raises(TypeError, match="unexpected parameter"):
+        P(rho=1.0, margin=2.0)
+    with pytest.raises(ValueError, match="at most 2"):
+        nl.elementwise_loss(l1_value, l1_grad, params=("a", "b", "c"))
+
+
+def test_a_function_numba_cannot_compile_is_named_at_first_use():
+    def bad_value(pred, label):
+        return {"not": pred}  # a dict of floats: not a number
+
+    Bad = nl.elementwise_loss(bad_value, l1_grad)
+    with pytest.raises(nl.UserCompileError, match="bad_value"):
+        Bad()(np.ones((2, 3)), np.zeros((2, 3)))
+
+
+def test_makeloss_rejects_unknown_normalization_and_non_losses():
+    with pytest.raises(ValueError, match="'null', 'batch', 'valid'"):
+        nl.MakeLoss(nl.L2Loss(), normalization="mean")
+    with pytest.raises(ValueError, match="'null', 'batch', 'valid'"):
+        nl.make_loss(np.ones(3), normalization="sum")
+    with pytest.raises(TypeError, match="wraps a numba_losses Loss"):
+        nl.MakeLoss(lambda x: x)
+    with pytest.raises(TypeError, match="float16, float32 or float64"):
+        nl.make_loss(np.ones(3, dtype=np.int32))
+
+
+def test_make_loss_valid_count_saturates_like_the_data_dtype():
+    # float16 stops counting at 2048: MXNet's reduction accumulates in the data dtype
+    x = np.ones(3000, dtype=np.float16)
+    _, head = nl.make_loss(x, normalization="valid")
+    assert head[0] == np.float16(1) / np.float16(2048)
+    _, head = nl.make_loss(x.astype(np.float32), normalization="valid")
+    assert head[0] == np.float32(1) / np.float32(3000)
+
+
+def test_makeloss_is_fused_for_null_and_batch():
+    calls = []
+
+    class Spy(nl.L2Loss):
+        def _run(self, inputs, **kw):
+            calls.append((kw["want_value"], kw["want_grad"]))
+            return super()._run(inputs, **kw)
+
+    x, y = RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))
+    nl.MakeLoss(Spy(), normalization="batch").forward_backward(x, y)
+    assert calls == [(True, True)]  # one fused pass
+    calls.clear()
+    nl.MakeLoss(Spy(), normalization="valid").forward_backward(x, y)
+    assert calls == [(True, False), (False, True)]  # forward, count, backward
