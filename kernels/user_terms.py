@@ -5,10 +5,14 @@ label, *params)`` and ``grad(pred, label, *params)`` (the derivative w.r.t.
 ``pred``), into a pair with the signature of :mod:`.scalar`,
 ``f(x, y, a, p0, p1)``, that both kernel factories (CPU and CUDA) inline
 exactly like the built-in terms. At most two float parameters (the kernels'
-``p0`` and ``p1`` slots).
+``p0`` and ``p1`` slots). Results are rounded to the compute dtype (Python
+float literals in a user's function promote float32 arithmetic to float64;
+the rounding keeps the kernel's own loop in float32).
 """
 
 from numba.extending import register_jitable
+
+from .vmath import like
 
 MAX_PARAMS = 2
 
@@ -22,26 +26,26 @@ def make_term(value_fn, grad_fn, n_params: int, name: str):
     if n_params == 0:
 
         def value(x, y, a, p0, p1):
-            return uv(x, y)
+            return like(x, uv(x, y))
 
         def grad(x, y, a, p0, p1):
-            return ug(x, y)
+            return like(x, ug(x, y))
 
     elif n_params == 1:
 
         def value(x, y, a, p0, p1):
-            return uv(x, y, p0)
+            return like(x, uv(x, y, p0))
 
         def grad(x, y, a, p0, p1):
-            return ug(x, y, p0)
+            return like(x, ug(x, y, p0))
 
     else:
 
         def value(x, y, a, p0, p1):
-            return uv(x, y, p0, p1)
+            return like(x, uv(x, y, p0, p1))
 
         def grad(x, y, a, p0, p1):
-            return ug(x, y, p0, p1)
+            return like(x, ug(x, y, p0, p1))
 
     value.__name__ = value.__qualname__ = f"{name}_value"
     grad.__name__ = grad.__qualname__ = f"{name}_grad"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import CASES, LARGE, SMALL, best_ms, make_inputs, traffic_bytes, triad
+from .common import CASES, LARGE, SMALL, USER_MADE, best_ms, make_inputs, traffic_bytes, triad
 
 LOSSES = list(CASES)
 WARM_SHAPE = (256, 256)  # above the library's serial threshold: warms the parallel kernels
@@ -110,3 +110,23 @@ class PeakMemory:
 
     def peakmem_numpy_forward_backward(self, loss):
         self.numpy_loss(self.x, self.y, True)
+
+
+class UserMadeLoss:
+    """A loss written with ``elementwise_loss`` against the built-in one (same kernel factory)."""
+
+    params = (list(USER_MADE), [LARGE, SMALL])
+    param_names = ["loss", "shape"]
+
+    def setup(self, loss, shape):
+        self.builtin = CASES[loss].make_loss()
+        self.user = USER_MADE[loss]()
+        self.x, self.y = make_inputs(loss, shape)
+        self.out, (self.grad,) = self.builtin.forward_backward(self.x, self.y)
+        self.user.forward_backward(self.x, self.y)  # compiles the user kernel
+
+    def time_builtin_forward_backward_out(self, loss, shape):
+        self.builtin.forward_backward(self.x, self.y, out=self.out, grad_out=self.grad)
+
+    def time_user_forward_backward_out(self, loss, shape):
+        self.user.forward_backward(self.x, self.y, out=self.out, grad_out=self.grad)

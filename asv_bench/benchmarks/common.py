@@ -347,3 +347,44 @@ def best_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best * 1e3
+
+
+# -- user-made losses (elementwise_loss) ------------------------------------------
+def user_l1_value(pred: float, label: float) -> float:
+    """L1 written by a user: ``|label - pred|``."""
+    return abs(label - pred)
+
+
+def user_l1_grad(pred: float, label: float) -> float:
+    """Its derivative ``sign(pred - label)`` (branches: numba-cuda has no ``np.sign``)."""
+    if pred > label:
+        return 1.0
+    if pred < label:
+        return -1.0
+    return 0.0
+
+
+def user_huber_value(pred: float, label: float, rho: float) -> float:
+    """Huber written by a user."""
+    d = abs(label - pred)
+    if d > rho:
+        return d - 0.5 * rho
+    return 0.5 / rho * d * d
+
+
+def user_huber_grad(pred: float, label: float, rho: float) -> float:
+    """Its derivative, ``clip((pred - label) / rho, -1, 1)``."""
+    d = pred - label
+    if d > rho:
+        return 1.0
+    if d < -rho:
+        return -1.0
+    return d / rho
+
+
+USER_MADE = {
+    "L1Loss": lambda: nl.elementwise_loss(user_l1_value, user_l1_grad, name="UserL1")(),
+    "HuberLoss": lambda: nl.elementwise_loss(user_huber_value, user_huber_grad, name="UserHuber", params=("rho",))(
+        rho=1.0
+    ),
+}
