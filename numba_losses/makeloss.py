@@ -210,19 +210,24 @@ class MakeLoss:
         """The wrapped loss's output (MakeLoss's forward is the identity)."""
         return self.loss(*args, **kwargs)
 
-    def forward_backward(self, *args: Any, out_grad: Any = None, **kwargs: Any) -> tuple[Any, tuple[Any, ...]]:
-        """Output and gradients under the MakeLoss head gradient; ``out_grad`` is ignored."""
+    def forward_backward(
+        self, *args: Any, out_grad: Any = None, out: Any = None, grad_out: Any = None, **kwargs: Any
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """Output and gradients under the MakeLoss head gradient; ``out_grad`` is ignored.
+
+        ``out`` / ``grad_out`` buffers are passed on to the wrapped loss.
+        """
         del out_grad  # MXNet's MakeLoss does not read the head gradient
         pred = args[0] if args else kwargs.get(self.loss._inputs[0])
         dtype = _result_dtype(pred)
         if self.normalization == "null" or (self.normalization == "batch" and self.loss._output_ndim == 1):
             c = head_constant((1,), dtype, self.normalization, self.grad_scale)
-            return self.loss.forward_backward(*args, out_grad=float(c), **kwargs)
-        out = self.loss(*args, **kwargs)
-        count = count_valid(out, self.valid_thresh) if self.normalization == "valid" else None
-        c = head_constant(tuple(out.shape), dtype, self.normalization, self.grad_scale, count)
-        return out, self.loss.backward(*args, out_grad=float(c), **kwargs)
+            return self.loss.forward_backward(*args, out_grad=float(c), out=out, grad_out=grad_out, **kwargs)
+        value = self.loss(*args, out=out, **kwargs)
+        count = count_valid(value, self.valid_thresh) if self.normalization == "valid" else None
+        c = head_constant(tuple(value.shape), dtype, self.normalization, self.grad_scale, count)
+        return value, self.loss.backward(*args, out_grad=float(c), grad_out=grad_out, **kwargs)
 
-    def backward(self, *args: Any, out_grad: Any = None, **kwargs: Any) -> tuple[Any, ...]:
+    def backward(self, *args: Any, out_grad: Any = None, grad_out: Any = None, **kwargs: Any) -> tuple[Any, ...]:
         """Gradients only (same arguments as :meth:`forward_backward`)."""
-        return self.forward_backward(*args, out_grad=out_grad, **kwargs)[1]
+        return self.forward_backward(*args, out_grad=out_grad, grad_out=grad_out, **kwargs)[1]

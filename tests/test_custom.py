@@ -159,3 +159,15 @@ def test_makeloss_is_fused_for_null_and_batch():
     calls.clear()
     nl.MakeLoss(Spy(), normalization="valid").forward_backward(x, y)
     assert calls == [(True, False), (False, True)]  # forward, count, backward
+
+
+@pytest.mark.parametrize("normalization", ["null", "valid"])
+def test_makeloss_passes_buffers_to_the_wrapped_loss(normalization):
+    x, y = RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))
+    out, grad = np.empty(3), np.empty((3, 4))
+    m = nl.MakeLoss(nl.L1Loss(), normalization=normalization, valid_thresh=0.5)
+    o, (g,) = m.forward_backward(x, y, out=out, grad_out=grad)
+    assert o is out and g is grad
+    ref_o, (ref_g,) = m.forward_backward(x, y)
+    np.testing.assert_array_equal(out, ref_o)
+    np.testing.assert_array_equal(grad, ref_g)
