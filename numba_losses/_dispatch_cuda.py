@@ -94,7 +94,7 @@ def _launch(
     from numba_losses.kernels.cuda.reduce import finish_rows_kernel, sum_middle_kernel
     from numba_losses.kernels.cuda.rowmean import THREADS, build_rowmean_kernel, launch_plan, row_scales_kernel
 
-    from ._dispatch import plan_rows, term_pair
+    from ._dispatch import cache_args, plan_rows, term_pair
 
     inputs = {names.pred: xd, names.label: _wrap(names.label, label, ctx)}
     if aux is not None:
@@ -190,7 +190,7 @@ def _launch(
     group, nck, chunk, blocks = launch_plan(n_rows, k, sms)
     partial = ctx.empty((n_rows, nck), np.float64)[1] if nck > 1 else _dummy2(ctx)
     kernel = build_rowmean_kernel(
-        value, grad, a3 is not None, ew3 is not None, want_grad, not SIMULATOR, isinstance(term, str)
+        value, grad, a3 is not None, ew3 is not None, want_grad, not SIMULATOR, *cache_args(term)
     )
     kernel[blocks, THREADS, stream](
         x3, y3, a3 if a3 is not None else dummy3, ew3 if ew3 is not None else dummy3,
