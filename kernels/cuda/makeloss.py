@@ -9,6 +9,7 @@ from numba import cuda, int64
 
 from .._options import CACHE
 from . import SIMULATOR
+from .reduce import group_sum_shared
 from .rowmean import THREADS
 
 _JIT = {"cache": CACHE and not SIMULATOR}
@@ -24,16 +25,9 @@ def count_greater_kernel(src, thr, count):
     for i in range(start, src.shape[0], step):
         if src[i] > thr:
             c += 1
-    sh[tid] = c
-    cuda.syncthreads()
-    off = THREADS // 2
-    while off > 0:
-        if tid < off:
-            sh[tid] += sh[tid + off]
-        cuda.syncthreads()
-        off //= 2
+    total = group_sum_shared(c, sh, tid, tid, THREADS)  # the whole block is one group
     if tid == 0:
-        cuda.atomic.add(count, 0, sh[0])
+        cuda.atomic.add(count, 0, total)
 
 
 @cuda.jit(**_JIT)
