@@ -22,3 +22,12 @@ ELEMENTWISE = {
     "poisson_prob_full": (s.poisson_prob_full_value, s.poisson_prob_grad),
     "kldiv_logits": (s.kldiv_logits_value, s.kldiv_logits_grad),
 }
+
+
+def is_builtin(value, grad) -> bool:
+    """Whether ``(value, grad)`` is a pair of this table (not a user-written term).
+
+    Kernel factories keep only built-in terms in Numba's on-disk cache: a user's
+    functions may not be importable by a later process.
+    """
+    return (value, grad) in ELEMENTWISE.values()

@@ -153,6 +153,17 @@ class DeviceContext:
     def of(cls, first: DeviceArray) -> DeviceContext:
         return cls(first.library, first.device, _current_stream(first))
 
+    @property
+    def sms(self) -> int:
+        """Multiprocessors of this call's device (sizes the launches)."""
+        return sm_count(self.device, self.library == "simulator")
+
+    def launch(self, kernel: Any, n: int, *args: Any) -> None:
+        """Launch a grid-stride ``kernel`` over ``n`` items on this call's stream."""
+        from numba_losses.kernels.cuda import THREADS, grid_blocks
+
+        kernel[grid_blocks(n, self.sms), THREADS, self.stream](*args)
+
     def activate(self) -> Any:
         """A context that makes this call's device current (a no-op with one GPU or the simulator)."""
         if self.library == "simulator" or _gpu_count() < 2:
@@ -174,7 +185,7 @@ class DeviceContext:
         elif self.library == "torch":
             import torch
 
-            native = torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(dtype).name](), device=f"cuda:{self.device}")
+            native = torch.empty(shape, dtype=getattr(torch, np.dtype(dtype).name), device=f"cuda:{self.device}")
         else:
             native = cuda.device_array(shape, dtype=dtype, stream=self.stream)
             return native, native
@@ -183,13 +194,6 @@ class DeviceContext:
     def scalar_array(self, value: float, dtype: np.dtype) -> Any:
         """A one-element Numba device array holding ``value`` (a dummy or a broadcast source)."""
         return _constant(self.library == "simulator", self.device, np.dtype(dtype).name, value)
-
-
-_TORCH_DTYPES = {
-    "float16": lambda: __import__("torch").float16,
-    "float32": lambda: __import__("torch").float32,
-    "float64": lambda: __import__("torch").float64,
-}
 
 
 @functools.lru_cache(maxsize=64)
@@ -220,7 +224,15 @@ def _current_stream(first: DeviceArray) -> Any:
     else:
         stream = getattr(first.source, "stream", 0)
         return stream if stream else cuda.default_stream()
-    return cuda.external_stream(ptr) if ptr else cuda.default_stream()
+    return _external_stream(ptr) if ptr else cuda.default_stream()
+
+
+@functools.lru_cache(maxsize=32)
+def _external_stream(ptr: int) -> Any:
+    """Numba's wrapper of a foreign stream handle (reused: wrapping is per call otherwise)."""
+    from numba import cuda
+
+    return cuda.external_stream(ptr)
 
 
 @functools.cache
@@ -239,25 +251,3 @@ def sm_count(device: int, simulated: bool) -> int:
 
     with cuda.gpus[device]:
         return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
-
-
-def backends() -> list[str]:
-    """Human-readable list of what this process can run on (for the tour)."""
-    import os
-
-    out = [f"cpu ({os.cpu_count()} cores, numba threads {_numba_threads()})"]
-    try:
-        from numba import cuda
-    except ImportError:
-        return out
-    if cuda.config.ENABLE_CUDASIM:
-        out.append("cuda (numba simulator)")
-    elif cuda.is_available():
-        out.extend(f"cuda:{g.id} ({g.name.decode() if isinstance(g.name, bytes) else g.name})" for g in cuda.gpus)
-    return out
-
-
-def _numba_threads() -> int:
-    import numba
-
-    return numba.config.NUMBA_NUM_THREADS

@@ -84,15 +84,6 @@ def term_pair(term: Term) -> tuple[Any, Any]:
     return ELEMENTWISE[term] if isinstance(term, str) else term
 
 
-def cache_args(term: Term) -> tuple[bool, ...]:
-    """Extra factory argument: ``(False,)`` (no on-disk cache) for user-written terms.
-
-    Built-in terms use the factory default, so every caller shares one memoised
-    kernel object per variant (``functools.cache`` keys on the exact arguments).
-    """
-    return () if isinstance(term, str) else (False,)
-
-
 @dataclass(frozen=True)
 class RowPlan:
     """How a call maps onto the row kernels, whatever the backend.
@@ -256,7 +247,6 @@ def rowmean(
         ew3 is not None,
         want_grad,
         x3.size >= SERIAL_BELOW,
-        *cache_args(term),
     )
     kernel(
         x3,

@@ -16,21 +16,25 @@ from typing import Any
 
 import numpy as np
 
-from ._device import DeviceArray, DeviceContext, is_device_array, same_device, sm_count
+from ._device import DeviceArray, DeviceContext, is_device_array, same_device
 from ._validate import as_host_array, check_buffer
 
 _SCALARS = (int, float, bool)
 
 
-def _wrap(name: str, a: Any, ctx: DeviceContext | None) -> DeviceArray:
+def _checked(name: str, a: Any) -> DeviceArray:
+    d = DeviceArray.wrap(name, a)
+    as_host_array(name, d.layout)  # the CPU path's dtype check, on the layout: reads nothing
+    return d
+
+
+def _wrap(name: str, a: Any, ctx: DeviceContext) -> DeviceArray:
+    """A device input, or a Python number as a 0-d view of a device constant."""
     if isinstance(a, _SCALARS):
-        assert ctx is not None
         d = DeviceArray.wrap(name, ctx.scalar_array(float(a), np.float64))
         d.layout = d.layout.reshape(())
         return d
-    d = DeviceArray.wrap(name, a)
-    as_host_array(name, d.layout)  # dtype check, reads nothing
-    return d
+    return _checked(name, a)
 
 
 def _check_device_buffer(name: str, buf: Any, shape: tuple[int, ...], dtype: np.dtype) -> DeviceArray:
@@ -46,10 +50,6 @@ def _overlaps(a: DeviceArray, b: DeviceArray) -> bool:
     return a0 < b1 and b0 < a1
 
 
-def _launch_1d(n: int, sms: int, threads: int) -> tuple[int, int]:
-    return max(1, min(math.ceil(n / threads), sms * 32)), threads
-
-
 def rowmean_cuda(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     """:func:`._dispatch.rowmean` for device arrays (same arguments, same results, device arrays out)."""
     from numba_losses.kernels.cuda import SIMULATOR
@@ -62,8 +62,7 @@ def rowmean_cuda(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def _rowmean_cuda(term: Any, pred: Any, label: Any, *, names: Any, **kwargs: Any) -> tuple[Any, Any]:
-    xd = DeviceArray.wrap(names.pred, pred)
-    as_host_array(names.pred, xd.layout)
+    xd = _checked(names.pred, pred)
     ctx = DeviceContext.of(xd)
     with ctx.activate():
         return _launch(term, xd, ctx, label, names=names, **kwargs)
@@ -90,11 +89,11 @@ def _launch(
     out: Any,
     grad_out: Any,
 ) -> tuple[Any, Any]:
-    from numba_losses.kernels.cuda import SIMULATOR
-    from numba_losses.kernels.cuda.reduce import finish_rows_kernel, sum_middle_kernel
-    from numba_losses.kernels.cuda.rowmean import THREADS, build_rowmean_kernel, launch_plan, row_scales_kernel
+    from numba_losses.kernels.cuda import SIMULATOR, THREADS
+    from numba_losses.kernels.cuda.reduce import finish_rows_kernel
+    from numba_losses.kernels.cuda.rowmean import build_rowmean_kernel, launch_plan, row_scales_kernel
 
-    from ._dispatch import cache_args, plan_rows, term_pair
+    from ._dispatch import plan_rows, term_pair
 
     inputs = {names.pred: xd, names.label: _wrap(names.label, label, ctx)}
     if aux is not None:
@@ -106,7 +105,7 @@ def _launch(
     if out_grad is not None and want_grad:
         inputs["out_grad"] = _wrap("out_grad", out_grad, ctx)
     same_device(inputs)
-    xd, yd = inputs[names.pred], inputs[names.label]
+    yd = inputs[names.label]
     ad, swd = inputs.get(names.aux), inputs.get("sample_weight")
     x = xd.layout
     plan = plan_rows(
@@ -116,8 +115,6 @@ def _launch(
     cdt, rdt, full, shape3 = plan.cdt, plan.rdt, plan.full, plan.shape3
     n_rows = shape3[1]
     out_shape = (n_rows,)
-    sms = sm_count(ctx.device, SIMULATOR)
-    stream = ctx.stream
 
     def view3(d: DeviceArray, layout: np.ndarray) -> Any:
         if layout.shape != full:
@@ -125,7 +122,7 @@ def _launch(
         try:
             return d.view(np.reshape(layout, shape3, copy=False))
         except ValueError:  # no strided view of this broadcast in the row layout: copy it
-            return _gather(d, layout, ctx, sms, stream).reshape(shape3)
+            return _gather(d, layout, ctx).reshape(shape3)
 
     x3 = view3(xd, x)
     y3 = view3(yd, plan.y)
@@ -150,13 +147,12 @@ def _launch(
                 f"out_grad has shape {ogd.layout.shape}, expected the output's shape {out_shape}"
             ) from None
         og = ogd.view(og_layout)
-    grid1 = _launch_1d(n_rows, sms, THREADS)
-    row_scales_kernel[grid1[0], grid1[1], stream](
-        np.float64(plan.scale), rw, og, plan.row_weight is not None, og is not one, fscale, coef
-    )
+    ctx.launch(
+        row_scales_kernel, n_rows, np.float64(plan.scale), rw, og, plan.row_weight is not None, og is not one,
+        fscale, coef,
+    )  # fmt: skip
 
-    res_out = out_native = None
-    out_dev = None
+    out_native = None
     if want_value and out is not None:
         od = _check_device_buffer("out", out, out_shape, rdt)
         out_native, out_dev = out, od.view(od.layout)
@@ -165,10 +161,9 @@ def _launch(
     else:  # gradient only: the fused kernel still writes row values
         out_dev = ctx.empty(out_shape, cdt)[1]
 
-    grads_native = dx3 = None
-    scratch = None
+    grads_native = scratch = None
+    dx3 = dummy3
     if want_grad:
-        grows = plan.grows
         if grad_out is not None:
             gd = _check_device_buffer("grad_out", grad_out, x.shape, rdt)
             if any(_overlaps(gd, d) for d in inputs.values()):
@@ -177,33 +172,25 @@ def _launch(
             target = gd.view(gd.layout)
         else:
             grads_native, target = ctx.empty(x.shape, rdt)
-        if grows:
-            scratch = ctx.empty(shape3, cdt)[1]
-            dx3 = scratch
+        if plan.grows:  # computed on the broadcast shape, then summed back into ``target``
+            scratch = dx3 = ctx.empty(shape3, cdt)[1]
         else:
             dx3 = target.reshape(shape3)
-    else:
-        dx3 = dummy3
 
     value, grad = term_pair(term)
     k = shape3[0] * shape3[2]
-    group, nck, chunk, blocks = launch_plan(n_rows, k, sms)
+    group, nck, chunk, blocks = launch_plan(n_rows, k, ctx.sms)
     partial = ctx.empty((n_rows, nck), np.float64)[1] if nck > 1 else _dummy2(ctx)
-    kernel = build_rowmean_kernel(
-        value, grad, a3 is not None, ew3 is not None, want_grad, not SIMULATOR, *cache_args(term)
-    )
-    kernel[blocks, THREADS, stream](
+    kernel = build_rowmean_kernel(value, grad, a3 is not None, ew3 is not None, want_grad, not SIMULATOR)
+    kernel[blocks, THREADS, ctx.stream](
         x3, y3, a3 if a3 is not None else dummy3, ew3 if ew3 is not None else dummy3,
         cdt.type(p0), cdt.type(p1), fscale, coef, out_dev, dx3, partial, group, nck, chunk,
     )  # fmt: skip
     if nck > 1:
-        g1 = _launch_1d(n_rows, sms, THREADS)
-        finish_rows_kernel[g1[0], g1[1], stream](partial, fscale, cdt.type(0), out_dev)
-    if want_value:
-        res_out = out_native
-    if want_grad and scratch is not None:
-        _sum_to(scratch.reshape(full), x.shape, target, ctx, sms, stream, sum_middle_kernel)
-    return res_out, grads_native if want_grad else None
+        ctx.launch(finish_rows_kernel, n_rows, partial, fscale, cdt.type(0), out_dev)
+    if scratch is not None:
+        _sum_to(scratch.reshape(full), x.shape, target, ctx)
+    return out_native, grads_native
 
 
 def _dummy3(ctx: DeviceContext, dtype: np.dtype) -> Any:
@@ -214,9 +201,9 @@ def _dummy2(ctx: DeviceContext) -> Any:
     return ctx.scalar_array(0.0, np.float64).reshape((1, 1))
 
 
-def _sum_to(src: Any, shape: tuple[int, ...], target: Any, ctx: DeviceContext, sms: int, stream: Any, kern) -> None:
+def _sum_to(src: Any, shape: tuple[int, ...], target: Any, ctx: DeviceContext) -> None:
     """Sum the contiguous ``src`` (a broadcast shape) over broadcast axes into ``target`` (``shape``)."""
-    from numba_losses.kernels.cuda.rowmean import THREADS
+    from numba_losses.kernels.cuda.reduce import sum_middle_kernel
 
     full = tuple(src.shape)
     lead = len(full) - len(shape)
@@ -228,15 +215,13 @@ def _sum_to(src: Any, shape: tuple[int, ...], target: Any, ctx: DeviceContext, s
         cur_shape[d] = 1
         last = n == len(axes) - 1
         dst = target.reshape((before, after)) if last else ctx.empty((before, after), np.float64)[1]
-        g = _launch_1d(before * after, sms, THREADS)
-        kern[g[0], g[1], stream](cur.reshape((before, mid, after)), dst)
+        ctx.launch(sum_middle_kernel, before * after, cur.reshape((before, mid, after)), dst)
         cur = dst
 
 
-def _gather(d: DeviceArray, layout: np.ndarray, ctx: DeviceContext, sms: int, stream: Any) -> Any:
-    """A new contiguous device copy of ``layout`` (a view of ``d``), same dtype."""
+def _gather(d: DeviceArray, layout: np.ndarray, ctx: DeviceContext, dst: Any = None) -> Any:
+    """A contiguous 1-D copy of ``layout`` (a view of ``d``) into ``dst`` (new, same dtype, when None)."""
     from numba_losses.kernels.cuda.gather import gather_kernel
-    from numba_losses.kernels.cuda.rowmean import THREADS
 
     item = layout.itemsize
     if any(s % item for s in layout.strides):
@@ -251,8 +236,8 @@ def _gather(d: DeviceArray, layout: np.ndarray, ctx: DeviceContext, sms: int, st
     span = 1 + sum((n - 1) * abs(s) for n, s in zip(shape, strides, strict=True) if n > 0)
     flat = np.lib.stride_tricks.as_strided(lowest, shape=(span,), strides=(item,))
     size = math.prod(shape)
-    dst = ctx.empty((size,), layout.dtype)[1]
+    if dst is None:
+        dst = ctx.empty((size,), layout.dtype)[1]
     if size:
-        g = _launch_1d(size, sms, THREADS)
-        gather_kernel[g[0], g[1], stream](d.view(flat), base, shape, strides, dst)
+        ctx.launch(gather_kernel, size, d.view(flat), base, shape, strides, dst)
     return dst

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ._device import DeviceArray, DeviceContext, is_device_array, sm_count
+from ._device import DeviceArray, DeviceContext, is_device_array
 from ._loss import Loss
+from ._validate import compute_dtype, result_dtype
 
 NORMALIZATIONS = ("null", "batch", "valid")
 
@@ -72,32 +73,24 @@ def count_valid(data: Any, valid_thresh: float) -> int:
     if not is_device_array(data):
         a = np.asarray(data)
         return int(np.count_nonzero(a > _threshold(a.dtype, valid_thresh)))
-    from numba_losses.kernels.cuda import SIMULATOR
-    from numba_losses.kernels.cuda.makeloss import count_greater_kernel, fill_kernel
-    from numba_losses.kernels.cuda.rowmean import THREADS
+    from ._dispatch_cuda import _gather
 
     d = DeviceArray.wrap("data", data)
     ctx = DeviceContext.of(d)
     with ctx.activate():
-        flat = _flat(d, ctx)
-        counts = ctx.empty((1,), np.int64)[1]
-        sms = sm_count(ctx.device, SIMULATOR)
-        fill_kernel[1, 1, ctx.stream](counts, 0)
-        blocks = max(1, min(-(-flat.shape[0] // THREADS), sms * 8))
-        if flat.shape[0]:
-            count_greater_kernel[blocks, THREADS, ctx.stream](flat, _threshold(d.layout.dtype, valid_thresh), counts)
-        return int(counts.copy_to_host(stream=ctx.stream)[0])  # waits for this stream only
+        flat = d.view(d.layout.reshape(-1)) if d.layout.flags.c_contiguous else _gather(d, d.layout, ctx)
+        return _device_count(flat, _threshold(d.layout.dtype, valid_thresh), ctx)
 
 
-def _flat(d: DeviceArray, ctx: DeviceContext) -> Any:
-    """A contiguous 1-D Numba view of a device array (a gathered copy if it is strided)."""
-    if d.layout.flags.c_contiguous:
-        return d.view(d.layout.reshape(-1))
-    from numba_losses.kernels.cuda import SIMULATOR
+def _device_count(flat: Any, thr: np.generic, ctx: DeviceContext) -> int:
+    """``count_valid`` of a contiguous 1-D Numba device array: a device reduction, read back on the stream."""
+    from numba_losses.kernels.cuda.makeloss import count_greater_kernel, fill_kernel
 
-    from ._dispatch_cuda import _gather
-
-    return _gather(d, d.layout, ctx, sm_count(ctx.device, SIMULATOR), ctx.stream)
+    counts = ctx.empty((1,), np.int64)[1]
+    ctx.launch(fill_kernel, 1, counts, 0)
+    if flat.shape[0]:
+        ctx.launch(count_greater_kernel, flat.shape[0], flat, thr, counts)
+    return int(counts.copy_to_host(stream=ctx.stream)[0])  # waits for this stream only
 
 
 def make_loss(
@@ -135,35 +128,30 @@ def make_loss(
         count = count_valid(a, valid_thresh) if normalization == "valid" else None
         c = head_constant(a.shape, dtype, normalization, grad_scale, count)
         return a.copy(), np.full(a.shape, c, dtype=dtype)
-    from numba_losses.kernels.cuda import SIMULATOR
     from numba_losses.kernels.cuda.makeloss import fill_kernel
-    from numba_losses.kernels.cuda.rowmean import THREADS
+
+    from ._dispatch_cuda import _gather
 
     d = DeviceArray.wrap("data", data)
     dtype = _float_dtype("data", d.layout.dtype)
-    count = count_valid(data, valid_thresh) if normalization == "valid" else None
-    c = head_constant(d.layout.shape, dtype, normalization, grad_scale, count)
+    shape, n = d.layout.shape, d.layout.size
     ctx = DeviceContext.of(d)
     with ctx.activate():
-        n = d.layout.size
-        blocks = max(1, min(-(-n // THREADS), sm_count(ctx.device, SIMULATOR) * 32))
-        copy_native, copy_view = ctx.empty(d.layout.shape, dtype)
-        head_native, head_view = ctx.empty(d.layout.shape, dtype)
+        copy_native, copy_view = ctx.empty(shape, dtype)
+        flat_copy = copy_view.reshape(n)
+        _gather(d, d.layout, ctx, dst=flat_copy)  # any strides; the count then reads the contiguous copy
+        count = _device_count(flat_copy, _threshold(dtype, valid_thresh), ctx) if normalization == "valid" else None
+        c = head_constant(shape, dtype, normalization, grad_scale, count)
+        head_native, head_view = ctx.empty(shape, dtype)
         if n:
-            from numba_losses.kernels.cuda.gather import gather_kernel
-
-            src = _flat(d, ctx)
-            shape, strides = (n,), (1,)
-            gather_kernel[blocks, THREADS, ctx.stream](src, 0, shape, strides, copy_view.reshape(n))
-            fill_kernel[blocks, THREADS, ctx.stream](head_view.reshape(n), c)
+            ctx.launch(fill_kernel, n, head_view.reshape(n), c)
     return copy_native, head_native
 
 
 def _result_dtype(a: Any) -> np.dtype:
-    dt = DeviceArray.wrap("pred", a).layout.dtype if is_device_array(a) else np.asarray(a).dtype
-    if dt in (np.float16, np.float32):
-        return np.dtype(dt)
-    return np.dtype(np.float64)
+    """Dtype of a loss's output for ``pred`` = ``a`` (the dispatcher's rule)."""
+    layout = DeviceArray.wrap("pred", a).layout if is_device_array(a) else np.asarray(a)
+    return result_dtype(layout, compute_dtype("pred", layout))
 
 
 class MakeLoss:

@@ -29,13 +29,14 @@ import numpy as np
 from numba import njit, prange
 
 from .._options import BLOCK, CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
+from ..registry import is_builtin
 from .reduce import block_sum
 
 _ONE = np.float32(1.0)  # promotes exactly to float64 data; keeps float32 loops in float32
 
 
 @functools.cache
-def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel, cache=CACHE):
+def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
     """Compile-on-first-call kernel for one loss term and variant.
 
     Parameters
@@ -49,9 +50,6 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel, cach
         Whether to write the gradient as well as the row values.
     parallel : bool
         ``prange`` over tasks (threads) or a serial loop for small inputs.
-    cache : bool
-        Keep the compiled kernel in Numba's on-disk cache (off for user-written
-        terms, whose functions may not be importable by a later process).
 
     Returns
     -------
@@ -164,5 +162,5 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel, cach
         parallel=parallel,
         fastmath=set(CPU_FASTMATH),
         error_model=ERROR_MODEL,
-        cache=cache,
+        cache=CACHE and is_builtin(value, grad),  # user-written terms are compiled per process
     )(rowmean_kernel)

@@ -7,6 +7,18 @@ small blocks and the shared-memory reduction path (the simulator has no warp
 shuffles).
 """
 
+import math
+
 from numba import cuda
 
+from .._options import CUDA_GRID_PER_SM, CUDA_SIM_THREADS, CUDA_THREADS
+
 SIMULATOR = bool(cuda.config.ENABLE_CUDASIM)
+# Threads per block of every kernel (the shared-memory reductions are sized by it).
+THREADS = CUDA_SIM_THREADS if SIMULATOR else CUDA_THREADS
+
+
+def grid_blocks(n: int, sm_count: int) -> int:
+    """Blocks of :data:`THREADS` for a grid-stride loop over ``n`` items: enough to
+    give every item a thread, at most ``CUDA_GRID_PER_SM`` per multiprocessor."""
+    return max(1, min(math.ceil(n / THREADS), sm_count * CUDA_GRID_PER_SM))

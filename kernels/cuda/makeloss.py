@@ -8,9 +8,8 @@ CPU twin.
 from numba import cuda, int64
 
 from .._options import CACHE
-from . import SIMULATOR
+from . import SIMULATOR, THREADS
 from .reduce import group_sum_shared
-from .rowmean import THREADS
 
 _JIT = {"cache": CACHE and not SIMULATOR}
 

@@ -29,12 +29,12 @@ import math
 
 from numba import cuda, float64
 
-from .._options import CACHE, CUDA_BLOCKS_PER_SM, CUDA_GRID_PER_SM, CUDA_ITEMS, CUDA_SIM_THREADS, CUDA_THREADS
+from .._options import CACHE, CUDA_BLOCKS_PER_SM, CUDA_GRID_PER_SM, CUDA_ITEMS
+from ..registry import is_builtin
 from ..vmath import like
-from . import SIMULATOR
+from . import SIMULATOR, THREADS
 from .reduce import group_sum_shared, group_sum_shuffle
 
-THREADS = CUDA_SIM_THREADS if SIMULATOR else CUDA_THREADS
 _JIT = {"cache": CACHE and not SIMULATOR}
 
 
@@ -61,12 +61,12 @@ def launch_plan(n_rows: int, k: int, sm_count: int, threads: int = THREADS) -> t
 
 
 @functools.cache
-def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle, cache=CACHE):
+def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle):
     """Compile-on-first-launch CUDA kernel for one loss term and variant.
 
     Parameters
     ----------
-    value, grad, has_aux, has_ew, want_grad, cache
+    value, grad, has_aux, has_ew, want_grad
         As for the CPU factory, :func:`numba_losses.kernels.cpu.rowmean.build_rowmean_kernel`.
     shuffle : bool
         Warp-shuffle group sums (real GPUs) or the shared-memory tree (simulator).
@@ -161,7 +161,7 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle, cache
     variant = "shuffle" if shuffle else "shared"
     rowmean_kernel.__qualname__ = f"{value.__name__.removesuffix('_value')}_rowmean_cuda_{variant}_kernel"
     rowmean_kernel.__name__ = rowmean_kernel.__qualname__
-    return cuda.jit(cache=cache and not SIMULATOR)(rowmean_kernel)
+    return cuda.jit(cache=_JIT["cache"] and is_builtin(value, grad))(rowmean_kernel)
 
 
 @cuda.jit(**_JIT)
