@@ -15,7 +15,11 @@ float64 and float16-input paths:
 * for every loss term, the forward-only row kernel (float32, sm_90);
 * a user-made term through ``elementwise_loss``'s adapter (float32, both targets);
 * every helper kernel (row scales, partial sums, broadcast sums, gather,
-  MakeLoss's valid count and fill).
+  MakeLoss's valid count and fill);
+* the kernels of the structured losses, listed by the ``tests/ptx_*.py``
+  modules named in ``EXTRA`` (each has ``jobs()``, a list of hashable job
+  descriptions, and ``build(job) -> (py_func, signature, cc, checks)`` where
+  ``checks`` maps a name to a substring the PTX must contain).
 
 Usage: ``python tests/ptx_all.py [--jobs N]``.
 """
@@ -31,6 +35,8 @@ from concurrent.futures import ProcessPoolExecutor
 from unittest import mock
 
 CCS = [(8, 0), (9, 0)]
+# Modules beside this script that list more kernels (see the module docstring).
+EXTRA = ("ptx_softmax", "ptx_pairwise", "ptx_sdml")
 HELPERS = ("row_scales", "finish_rows", "sum_middle", "gather", "count_greater", "fill")
 # (compute dtype, input/output dtype): float16 inputs are computed in float32.
 PATHS = [("float32", "float32"), ("float64", "float64"), ("float32", "float16")]
@@ -57,10 +63,40 @@ def _jobs():
         for cc in CCS:
             for path in PATHS:
                 jobs.append((name, None, cc, path, True, True))
+    for module in _extra_modules():
+        jobs += [("extra", module.__name__, job) for job in module.jobs()]
     return jobs
 
 
+def _extra_modules():
+    import importlib
+    import importlib.util
+
+    return [importlib.import_module(name) for name in EXTRA if importlib.util.find_spec(name) is not None]
+
+
+def _compile_extra(job):
+    import importlib
+
+    from numba import cuda
+    from numba.cuda import dispatcher
+
+    _, module, inner = job
+    fn, sig, cc, want = importlib.import_module(module).build(inner)
+    t0 = time.perf_counter()
+    try:
+        with mock.patch.object(dispatcher, "get_current_device", return_value=_Device(cc)):
+            ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
+    except Exception as exc:  # noqa: BLE001 - reported, the test fails on it
+        return {"job": _label(job), "ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    checks = {"target": f".target sm_{cc[0]}{cc[1]}" in ptx, "entry": ".entry" in ptx}
+    checks.update({name: text in ptx for name, text in want.items()})
+    return {"job": _label(job), "ok": all(checks.values()), "checks": checks, "seconds": time.perf_counter() - t0}
+
+
 def _compile(job):
+    if job[0] == "extra":
+        return _compile_extra(job)
     from numba import cuda, types
     from numba.cuda import dispatcher
 
@@ -124,6 +160,8 @@ def _user_l1():
 
 
 def _label(job):
+    if job[0] == "extra":
+        return f"{job[1]}/" + "/".join(str(part) for part in job[2])
     kind, term, cc, (cdt, iodt), shuffle, full = job
     parts = [kind]
     if term:
@@ -137,8 +175,9 @@ def _label(job):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--only", help="compile only the jobs whose label contains this text")
     args = parser.parse_args()
-    jobs = _jobs()
+    jobs = [job for job in _jobs() if not args.only or args.only in _label(job)]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(_compile, jobs, chunksize=4))
