@@ -21,6 +21,8 @@ ELEMENTWISE = {
     "poisson_prob": (s.poisson_prob_value, s.poisson_prob_grad),
     "poisson_prob_full": (s.poisson_prob_full_value, s.poisson_prob_grad),
     "kldiv_logits": (s.kldiv_logits_value, s.kldiv_logits_grad),
+    # weighting / reduction of a loss computed by a structured kernel (softmax family)
+    "identity": (s.identity_value, s.identity_grad),
 }
 
 

@@ -279,6 +279,19 @@ def poisson_prob_full_value(x, y, a, p0, p1):
     return poisson_prob_value(x, y, a, p0, p1) + _stirling(y)
 
 
+# ---------------------------------------------------------------- identity
+@register_jitable(forceinline=True)
+def identity_value(x, y, a, p0, p1):
+    r""":math:`\ell = x`: MXNet's weighting and reduction of an already computed loss (softmax family)."""
+    return x
+
+
+@register_jitable(forceinline=True)
+def identity_grad(x, y, a, p0, p1):
+    r""":math:`\partial\ell/\partial x = 1`."""
+    return like(x, 1.0)
+
+
 # ---------------------------------------------------------------- KL divergence
 @register_jitable(forceinline=True)
 def kldiv_logits_value(x, y, a, p0, p1):

@@ -345,8 +345,10 @@ class KLDivLoss(ElementwiseLoss):
     Parameters
     ----------
     from_logits : bool, default True
-        ``False`` (log-softmax of ``pred`` along ``axis`` first) arrives with the
-        softmax family and raises ``NotImplementedError`` for now.
+        ``False``: ``pred`` holds logits and :math:`x` above is
+        :math:`\log\mathrm{softmax}(\mathrm{pred})` along ``axis``; the
+        gradient is then :math:`u - \mathrm{softmax}(\mathrm{pred}) \sum_{axis} u`
+        with :math:`u` the gradient w.r.t. :math:`x`.
     axis : int, default -1
         Class axis for the log-softmax (``from_logits=False`` only).
     weight : float or None, default None
@@ -362,10 +364,30 @@ class KLDivLoss(ElementwiseLoss):
         self, from_logits: bool = True, axis: int = -1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any
     ) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        if not from_logits:
-            raise NotImplementedError("KLDivLoss(from_logits=False) is not implemented yet")
         self._from_logits = from_logits
         self._axis = axis
 
     def _term(self, inputs):
         return "kldiv_logits", 0.0, 0.0, None
+
+    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
+        if self._from_logits:
+            return super()._run(
+                inputs, want_value=want_value, want_grad=want_grad, out_grad=out_grad, out=out, grad_out=grad_out
+            )
+        from ._dispatch_softmax import kldiv_softmax
+
+        value, dpred = kldiv_softmax(
+            inputs["pred"],
+            inputs["label"],
+            inputs["sample_weight"],
+            axis=self._axis,
+            weight=self._global_weight(),
+            batch_axis=self._batch_axis,
+            out_grad=out_grad,
+            want_value=want_value,
+            want_grad=want_grad,
+            out=out,
+            grad_out=single_grad_out(grad_out),
+        )
+        return value, ((dpred,) if want_grad else None)

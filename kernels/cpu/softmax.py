@@ -1,0 +1,283 @@
+r"""Softmax cross-entropy and log-softmax CPU kernels.
+
+Rows are the positions of the class axis: with ``pred`` of shape
+``(outer, C, inner)`` around the class axis there are ``outer * inner``
+positions, each a row of ``C`` logits. Two layouts, chosen by the factories'
+``contiguous`` flag:
+
+* ``contiguous``: the class axis is last (``inner == 1``); arrays are 2-D
+  ``(positions, C)`` and rows are contiguous, so the inner loops vectorise;
+* strided: arrays are the 3-D views ``(outer, inner, C)`` of the
+  ``(outer, C, inner)`` data (a transposed view, no copy); row ``t`` is
+  ``a[t // inner, t % inner]``.
+
+For one row :math:`x` with target :math:`q` (one-hot or the dense label,
+smoothed, see :mod:`..softmax_math`) the fused kernel computes, reading the
+row from memory once (the second pass finds it in cache),
+
+.. math::
+
+    m = \max_k x_k, \quad \sigma = \log \sum_k e^{x_k - m}, \quad
+    \ell = -\sum_k q_k (x_k - m - \sigma), \quad
+    \mathrm{dx}_k = c \big(p_k \textstyle\sum_j q_j - q_k\big),
+    \quad p_k = e^{(x_k - m) - \sigma}
+
+(``from_logits``: :math:`\ell = -\sum_k q_k x_k`, :math:`\mathrm{dx}_k = -c q_k`).
+The max and the sum of exponentials come from one blocked pass (an "online"
+softmax): each block of ``BLOCK`` logits is scanned for its maximum, the
+running sum is rescaled when the maximum grows, then the block's exponentials
+(vectorisable :func:`..vmath.vexp`) are summed in float64 lanes. NaN and
+``+inf`` logits make the row NaN, as MXNet's ``log_softmax`` does.
+"""
+
+import functools
+import math
+
+import numpy as np
+from numba import njit, prange
+from numba.extending import register_jitable
+
+from .._options import CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
+from ..softmax_math import pick_float, pick_int, smoothing
+from ..vmath import like, vexp
+from .reduce import block_sum
+
+# Logits per block of the online max / sum-of-exponentials pass (fits in L1 twice).
+BLOCK = 256
+
+
+@register_jitable(forceinline=True)
+def _row_contiguous(a, t, inner):
+    return a[t]
+
+
+@register_jitable(forceinline=True)
+def _row_strided(a, t, inner):
+    o = t // inner
+    return a[o, t - o * inner]
+
+
+@register_jitable(forceinline=True)
+def row_log_sum_exp(xr, buf):
+    """``(m, log(sum(exp(x - m))))`` of one row, ``m`` its maximum, in one blocked pass.
+
+    ``m`` is in the row's dtype, the log-sum in float64; ``buf`` is scratch of
+    ``BLOCK`` elements in the row's dtype.
+    """
+    n = xr.shape[0]
+    m = like(xr[0], -np.inf)
+    s = 0.0
+    for j0 in range(0, n, BLOCK):
+        j1 = min(j0 + BLOCK, n)
+        bm = xr[j0]
+        for j in range(j0 + 1, j1):
+            v = xr[j]
+            bm = v if v > bm else bm
+        if bm > m:  # NaN never raises the maximum; it reaches the sum below
+            s = s * math.exp(float(m) - float(bm))
+            m = bm
+        for j in range(j0, j1):
+            buf[j - j0] = vexp(xr[j] - m)
+        s += block_sum(buf, j1 - j0)
+    return m, math.log(s)
+
+
+@register_jitable(forceinline=True)
+def _row_sums(xr, yr, dense, smooth, buf64):
+    """``(sum(y * x), sum(y), sum(x))`` in float64 (only the ones the variant needs)."""
+    n = xr.shape[0]
+    syx = 0.0
+    sy = 0.0
+    sx = 0.0
+    for j0 in range(0, n, BLOCK):
+        j1 = min(j0 + BLOCK, n)
+        if dense:
+            for j in range(j0, j1):
+                buf64[j - j0] = float(yr[j]) * float(xr[j])
+            syx += block_sum(buf64, j1 - j0)
+            for j in range(j0, j1):
+                buf64[j - j0] = yr[j]
+            sy += block_sum(buf64, j1 - j0)
+        if smooth:
+            for j in range(j0, j1):
+                buf64[j - j0] = xr[j]
+            sx += block_sum(buf64, j1 - j0)
+    return syx, sy, sx
+
+
+def _settings(parallel):
+    return {
+        "parallel": parallel,
+        "fastmath": set(CPU_FASTMATH),
+        "error_model": ERROR_MODEL,
+        "cache": CACHE,
+    }
+
+
+@functools.cache
+def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguous, parallel):
+    """Fused softmax cross-entropy: per-row loss and, if ``want_grad``, the gradient.
+
+    Parameters
+    ----------
+    sparse : bool
+        Class-id labels (one per row) or dense labels (one per logit).
+    from_logits : bool
+        ``pred`` already holds log-probabilities (no softmax).
+    int_label : bool
+        Sparse labels of an integer (or bool) dtype: int32 wrap-around pick rule.
+    want_grad, contiguous, parallel : bool
+        Write the gradient; row layout (see the module docstring); ``prange``.
+
+    Returns
+    -------
+    numba dispatcher
+        ``kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx)``:
+        ``x``, ``y`` (dense labels in the compute dtype and ``x``'s layout;
+        ``x`` itself for sparse labels) and ``dx`` in the row layout;
+        ``label`` the sparse labels, one per row (any real dtype); ``coef`` the
+        gradient scale per row (compute dtype); ``ignore`` (float64) the label
+        value whose rows get loss and gradient 0 when ``has_ignore``; ``eps``
+        the label smoothing. Writes ``loss`` (one per row, compute dtype).
+    """
+    get_row = _row_contiguous if contiguous else _row_strided
+    pick = pick_int if int_label else pick_float
+    dense = not sparse
+    cache_key = source_fingerprint() * 2 + int(parallel)
+
+    def softmax_ce_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx):
+        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+            return
+        n_rows = loss.shape[0]
+        n_classes = x.shape[-1]
+        smooth = eps != 0.0
+        per = max(1, CHUNK // max(n_classes, 1))
+        n_tasks = (n_rows + per - 1) // per
+        for task in prange(n_tasks):
+            buf = np.empty(BLOCK, dtype=x.dtype)
+            buf64 = np.empty(BLOCK, dtype=np.float64)
+            for t in range(task * per, min(task * per + per, n_rows)):
+                xr = get_row(x, t, inner)
+                yr = get_row(y, t, inner)  # sparse variants get ``y = x``, never read
+                cc = like(xr[0], 1.0)
+                if want_grad:
+                    cc = coef[t]
+                j = 0
+                if sparse:
+                    lab = label[t]
+                    if has_ignore and float(lab) == ignore:
+                        loss[t] = 0.0
+                        if want_grad:
+                            dr = get_row(dx, t, inner)
+                            for k in range(n_classes):
+                                dr[k] = 0.0
+                        continue
+                    j = pick(lab, n_classes)
+                q1, q0 = smoothing(eps, n_classes)
+                syx, sy, sx = _row_sums(xr, yr, dense, smooth, buf64)
+                if sparse:
+                    syx = float(xr[j])
+                    sy = 1.0
+                qsum = q1 * sy + eps  # sum of the smoothed target
+                m = like(xr[0], 0.0)
+                lsum = 0.0
+                if from_logits:
+                    val = -(q1 * syx)
+                    if smooth:
+                        val -= q0 * sx
+                else:
+                    m, lsum = row_log_sum_exp(xr, buf)
+                    lse = float(m) + lsum
+                    val = -(q1 * (syx - lse * sy))
+                    if smooth:
+                        val -= q0 * (sx - n_classes * lse)
+                loss[t] = val
+                if not want_grad:
+                    continue
+                dr = get_row(dx, t, inner)
+                c1 = like(cc, q1)
+                c0 = like(cc, q0)
+                if from_logits:
+                    for k in range(n_classes):
+                        tk = yr[k] if dense else like(cc, 0.0)
+                        dr[k] = -cc * (c1 * tk + c0)
+                    if sparse:
+                        dr[j] = -cc * (c1 + c0)
+                else:
+                    ls = like(cc, lsum)
+                    qs = like(cc, qsum)
+                    for k in range(n_classes):
+                        p = vexp((xr[k] - m) - ls)
+                        tk = yr[k] if dense else like(cc, 0.0)
+                        dr[k] = cc * (p * qs - (c1 * tk + c0))
+                    if sparse:  # the target's own slot, computed in one rounding
+                        p = vexp((xr[j] - m) - ls)
+                        dr[j] = cc * (p * qs - (c1 + c0))
+
+    variant = "parallel" if parallel else "serial"
+    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_{variant}_kernel"
+    softmax_ce_kernel.__qualname__ = softmax_ce_kernel.__name__ = name
+    return njit(**_settings(parallel))(softmax_ce_kernel)
+
+
+@functools.cache
+def build_log_softmax_kernel(contiguous, parallel):
+    """``lp = x - m - log(sum(exp(x - m)))`` along each row.
+
+    Returns ``kernel(x, inner, n_rows, lp)``, both arrays in the row layout.
+    """
+    get_row = _row_contiguous if contiguous else _row_strided
+    cache_key = source_fingerprint() * 2 + int(parallel)
+
+    def log_softmax_kernel(x, inner, n_rows, lp):
+        if cache_key < 0:
+            return
+        n_classes = x.shape[-1]
+        per = max(1, CHUNK // max(n_classes, 1))
+        for task in prange((n_rows + per - 1) // per):
+            buf = np.empty(BLOCK, dtype=x.dtype)
+            for t in range(task * per, min(task * per + per, n_rows)):
+                xr = get_row(x, t, inner)
+                m, lsum = row_log_sum_exp(xr, buf)
+                ls = like(xr[0], lsum)
+                lr = get_row(lp, t, inner)
+                for k in range(n_classes):
+                    lr[k] = (xr[k] - m) - ls
+
+    name = f"log_softmax_{'parallel' if parallel else 'serial'}"
+    log_softmax_kernel.__qualname__ = log_softmax_kernel.__name__ = name
+    return njit(**_settings(parallel))(log_softmax_kernel)
+
+
+@functools.cache
+def build_log_softmax_backward_kernel(contiguous, parallel):
+    """In place ``u <- u - exp(lp) * sum(u)`` along each row (log-softmax's backward).
+
+    Returns ``kernel(lp, inner, n_rows, u)``, both arrays in the row layout.
+    """
+    get_row = _row_contiguous if contiguous else _row_strided
+    cache_key = source_fingerprint() * 2 + int(parallel)
+
+    def log_softmax_backward_kernel(lp, inner, n_rows, u):
+        if cache_key < 0:
+            return
+        n_classes = lp.shape[-1]
+        per = max(1, CHUNK // max(n_classes, 1))
+        for task in prange((n_rows + per - 1) // per):
+            buf = np.empty(BLOCK, dtype=u.dtype)
+            for t in range(task * per, min(task * per + per, n_rows)):
+                ur = get_row(u, t, inner)
+                lr = get_row(lp, t, inner)
+                s = 0.0
+                for j0 in range(0, n_classes, BLOCK):
+                    j1 = min(j0 + BLOCK, n_classes)
+                    for j in range(j0, j1):
+                        buf[j - j0] = ur[j]
+                    s += block_sum(buf, j1 - j0)
+                sc = like(ur[0], s)
+                for k in range(n_classes):
+                    ur[k] = ur[k] - vexp(lr[k]) * sc
+
+    name = f"log_softmax_backward_{'parallel' if parallel else 'serial'}"
+    log_softmax_backward_kernel.__qualname__ = log_softmax_backward_kernel.__name__ = name
+    return njit(**_settings(parallel))(log_softmax_backward_kernel)

@@ -1,0 +1,108 @@
+r"""Softmax cross-entropy (gluon's ``SoftmaxCrossEntropyLoss``, alias ``SoftmaxCELoss``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._dispatch_softmax import softmax_ce
+from ._loss import Loss, single_grad_out
+
+__all__ = ["SoftmaxCrossEntropyLoss", "SoftmaxCELoss"]
+
+
+class SoftmaxCrossEntropyLoss(Loss):
+    r"""Softmax cross-entropy along ``axis``, averaged over the non-batch axes.
+
+    With :math:`\mathrm{lp} = \log\mathrm{softmax}(x)` along ``axis`` (or
+    :math:`x` itself when ``from_logits``):
+
+    .. math::
+
+        \ell = -\mathrm{lp}_{j}  \quad (\text{sparse label } j), \qquad
+        \ell = -\sum_k y_k\, \mathrm{lp}_k  \quad (\text{dense label } y),
+
+    then, as for every gluon loss, :math:`\mathrm{out}_b = \mathrm{mean}(w\, s\, \ell)`
+    over the axes other than ``batch_axis`` (:math:`\ell` keeps the class axis
+    with size 1, so a ``sample_weight`` of shape ``(N, 1)`` weights rows).
+
+    Gradient (head gradient :math:`g`, :math:`c = g\, w\, s / K`,
+    :math:`p = \mathrm{softmax}(x)`): :math:`c\,(p - \mathrm{onehot}(j))`
+    (sparse), :math:`c\,(p \sum_k y_k - y)` (dense, MXNet's form: it is not
+    :math:`p - y` unless :math:`y` sums to 1); :math:`-c\,\mathrm{onehot}(j)`
+    and :math:`-c\,y` with ``from_logits``.
+
+    Sparse labels follow MXNet's ``pick(mode='clip')``: truncated toward zero,
+    ids below 0 give class 0 and ids at or above :math:`C` give :math:`C - 1`;
+    NaN, infinite and out-of-int32 float labels give class 0; integer labels
+    are reduced modulo :math:`2^{32}` to int32 first. No label ever reads
+    outside ``pred``.
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The class axis of ``pred`` (any axis: handled by strides, no copy).
+    sparse_label : bool, default True
+        Labels are class ids (shape of ``pred`` without ``axis``, or with it of
+        size 1; any real dtype) or dense per-class weights (reshaped like ``pred``).
+    from_logits : bool, default False
+        ``pred`` already holds log-probabilities.
+    weight : float or None, default None
+    batch_axis : int, default 0
+    ignore_label : int or float, optional (keyword-only; not in MXNet)
+        Positions whose sparse label equals this value get loss 0 and gradient 0.
+        They still count in the mean over the non-batch axes (PyTorch's
+        ``ignore_index`` with ``reduction='none'``).
+    label_smoothing : float, default 0.0 (keyword-only; not in MXNet)
+        PyTorch's label smoothing :math:`\varepsilon \in [0, 1]`: the target
+        becomes :math:`q = (1 - \varepsilon)\, t + \varepsilon / C` (:math:`t`
+        the one-hot or dense label), :math:`\ell = -\sum_k q_k \mathrm{lp}_k` and
+        the gradient :math:`c\,(p \sum_k q_k - q)` (:math:`-c\,q` from logits).
+
+    Inputs: ``pred``, ``label``, ``sample_weight`` (optional, broadcast against
+    the loss of shape ``pred.shape`` with ``axis`` set to 1; it may grow it).
+    Outputs: ``(batch,)``.
+    """
+
+    _output_ndim = 1
+
+    def __init__(
+        self,
+        axis: int = -1,
+        sparse_label: bool = True,
+        from_logits: bool = False,
+        weight: float | None = None,
+        batch_axis: int = 0,
+        *,
+        ignore_label: int | float | None = None,
+        label_smoothing: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(weight, batch_axis, **kwargs)
+        self._axis = axis
+        self._sparse_label = sparse_label
+        self._from_logits = from_logits
+        self._ignore_label = ignore_label
+        self._label_smoothing = label_smoothing
+
+    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
+        value, dpred = softmax_ce(
+            inputs["pred"],
+            inputs["label"],
+            inputs["sample_weight"],
+            axis=self._axis,
+            sparse=bool(self._sparse_label),
+            from_logits=bool(self._from_logits),
+            weight=self._scalar_weight(),
+            batch_axis=self._batch_axis,
+            ignore_label=self._ignore_label,
+            label_smoothing=self._label_smoothing,
+            out_grad=out_grad,
+            want_value=want_value,
+            want_grad=want_grad,
+            out=out,
+            grad_out=single_grad_out(grad_out),
+        )
+        return value, ((dpred,) if want_grad else None)
+
+
+SoftmaxCELoss = SoftmaxCrossEntropyLoss
