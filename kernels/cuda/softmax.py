@@ -1,0 +1,276 @@
+r"""Softmax cross-entropy and log-softmax CUDA kernels (twins of :mod:`..cpu.softmax`).
+
+Arrays are 3-D views ``(outer, C, inner)`` of the caller's memory (any
+strides, any real dtype, converted on load); every ``(outer, inner)`` position
+is a row of ``C`` logits. A row is handled by a *group* of ``group``
+consecutive threads (a power of two, :func:`softmax_plan`): for a last class
+axis (``inner == 1``) the group's threads stride through the row, so
+neighbouring threads read neighbouring logits; otherwise ``group == 1`` and
+neighbouring threads take neighbouring positions, which are neighbours in
+memory. Blocks walk the rows with a grid-stride loop whose trip count is the
+same for every thread (the group reductions synchronise the block).
+
+Per row, as on the CPU: each thread keeps an online maximum and a sum of
+exponentials rescaled whenever its maximum grows; the group combines them
+(maximum first, then the rescaled sums, in shared memory) into
+:math:`m` and :math:`\sigma = \log\sum_k e^{x_k - m}`; the gradient pass
+re-reads the row (from L2 for rows the group just read) and writes
+:math:`c\,(p_k \sum q - q_k)`, :math:`p_k = e^{(x_k - m) - \sigma}`.
+NaN and ``+inf`` logits make the row NaN, as on the CPU and in MXNet.
+"""
+
+import functools
+import math
+
+from numba import cuda, float64
+
+from .._options import CACHE, CUDA_GRID_PER_SM, CUDA_ITEMS
+from ..softmax_math import pick_float, pick_int, smoothing
+from ..vmath import like
+from . import SIMULATOR, THREADS
+
+_JIT = {"cache": CACHE and not SIMULATOR}
+
+
+def softmax_plan(n_rows: int, n_classes: int, inner: int, sm_count: int, threads: int = THREADS) -> tuple[int, int]:
+    """``(group, blocks)``: threads per row and blocks of ``threads`` threads."""
+    group = 1
+    if inner == 1:
+        while group < threads and group * CUDA_ITEMS < n_classes:
+            group *= 2
+    per_block = threads // group
+    blocks = max(1, min(math.ceil(n_rows / per_block), sm_count * CUDA_GRID_PER_SM))
+    return group, blocks
+
+
+@cuda.jit(device=True, inline="always")
+def _group_max(v, sh, tid, lane, group):
+    """Maximum of ``v`` over the group (NaN-free inputs), returned to every lane."""
+    sh[tid] = v
+    cuda.syncthreads()
+    off = group // 2
+    while off > 0:
+        if lane < off:
+            w = sh[tid + off]
+            if w > sh[tid]:
+                sh[tid] = w
+        cuda.syncthreads()
+        off //= 2
+    total = sh[tid - lane]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True, inline="always")
+def _group_sum(v, sh, tid, lane, group):
+    """Sum of ``v`` over the group, returned to every lane (fixed tree order)."""
+    sh[tid] = v
+    cuda.syncthreads()
+    off = group // 2
+    while off > 0:
+        if lane < off:
+            sh[tid] += sh[tid + off]
+        cuda.syncthreads()
+        off //= 2
+    total = sh[tid - lane]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True, inline="always")
+def _online(x, o, i, start, group, proto):
+    """This thread's ``(max, sum of exp(x - max))`` over elements ``start::group`` of row ``(o, i)``."""
+    n = x.shape[1]
+    m = like(proto, -math.inf)
+    s = float64(0.0)
+    for k in range(start, n, group):
+        v = like(proto, x[o, k, i])
+        if v > m:
+            # exp(v - v) is 1, or NaN for v = +inf (as MXNet's x - max there)
+            s = s * math.exp(float64(m) - float64(v)) + math.exp(v - v)
+            m = v
+        elif v != -math.inf:  # -inf adds 0; NaN adds NaN
+            s += math.exp(v - m)
+    return m, s
+
+
+@cuda.jit(device=True, inline="always")
+def _log_sum_exp(x, o, i, active, lane, group, proto, sh, tid):
+    """Row ``(o, i)``'s maximum and log-sum of exponentials, on every lane of the group.
+
+    Every thread of the block calls it (it synchronises); inactive ones add nothing.
+    """
+    m, s = _online(x, o, i, lane if active else x.shape[1], group, proto)
+    gm = _group_max(float64(m), sh, tid, lane, group)
+    part = float64(0.0)
+    if s != 0.0:  # threads without elements (or with only -inf) add nothing
+        part = s * math.exp(float64(m) - gm)
+    total = _group_sum(part, sh, tid, lane, group)
+    lsum = -math.inf  # an all -inf row (NaN loss, as in MXNet); spelled out for the simulator's math.log
+    if total != 0.0:
+        lsum = math.log(total)
+    return like(proto, gm), lsum
+
+
+@functools.cache
+def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad):
+    """CUDA twin of :func:`numba_losses.kernels.cpu.softmax.build_softmax_ce_kernel`.
+
+    Returns
+    -------
+    numba CUDA dispatcher
+        ``kernel[blocks, THREADS, stream](x, label, y, coef, ignore, has_ignore,
+        eps, proto, loss, dx, group)``: ``x``, ``y`` (dense labels; ``x`` for
+        sparse ones) and ``dx`` of shape ``(outer, C, inner)``, ``label`` the
+        sparse labels ``(outer, inner)`` (any real dtype), ``coef`` and
+        ``loss`` one per row (row ``t = o * inner + i``), ``proto`` a zero of
+        the compute dtype.
+    """
+    threads = THREADS
+    pick = pick_int if int_label else pick_float
+    dense = not sparse
+
+    def softmax_ce_kernel(x, label, y, coef, ignore, has_ignore, eps, proto, loss, dx, group):
+        sh = cuda.shared.array(threads, float64)
+        outer, n_classes, inner = x.shape
+        n_rows = outer * inner
+        tid = cuda.threadIdx.x
+        lane = tid & (group - 1)
+        per_block = threads // group
+        stride = per_block * cuda.gridDim.x
+        n_iter = (n_rows + stride - 1) // stride
+        smooth = eps != 0.0
+        q1, q0 = smoothing(eps, n_classes)
+        for it in range(n_iter):
+            t = (it * cuda.gridDim.x + cuda.blockIdx.x) * per_block + tid // group
+            active = t < n_rows
+            o = 0
+            i = 0
+            if active:
+                o = t // inner
+                i = t - o * inner
+            j = 0
+            skip = False
+            if sparse and active:
+                lab = label[o, i]
+                skip = has_ignore and float64(lab) == ignore
+                j = pick(lab, n_classes)
+            # this thread's share of sum(y * x), sum(y), sum(x)
+            syx = float64(0.0)
+            sy = float64(0.0)
+            sx = float64(0.0)
+            if active and (dense or smooth):
+                for k in range(lane, n_classes, group):
+                    xv = like(proto, x[o, k, i])
+                    if dense:
+                        yv = like(proto, y[o, k, i])
+                        syx += float64(yv) * float64(xv)
+                        sy += yv
+                    if smooth:
+                        sx += xv
+            if dense:
+                syx = _group_sum(syx, sh, tid, lane, group)
+                sy = _group_sum(sy, sh, tid, lane, group)
+            if smooth:
+                sx = _group_sum(sx, sh, tid, lane, group)
+            if sparse:
+                sy = 1.0
+                if active:
+                    syx = float64(like(proto, x[o, j, i]))
+            m = proto
+            lsum = float64(0.0)
+            if not from_logits:
+                m, lsum = _log_sum_exp(x, o, i, active, lane, group, proto, sh, tid)
+            if not active:
+                continue
+            if lane == 0:
+                if from_logits:
+                    val = -(q1 * syx)
+                    if smooth:
+                        val -= q0 * sx
+                else:
+                    lse = float64(m) + lsum
+                    val = -(q1 * (syx - lse * sy))
+                    if smooth:
+                        val -= q0 * (sx - n_classes * lse)
+                if skip:
+                    val = 0.0
+                loss[t] = val
+            if not want_grad:
+                continue
+            cc = like(proto, coef[t])
+            c1 = like(proto, q1)
+            c0 = like(proto, q0)
+            qs = like(proto, q1 * sy + eps)
+            ls = like(proto, lsum)
+            for k in range(lane, n_classes, group):
+                tk = like(proto, 0.0)
+                if dense:
+                    tk = like(proto, y[o, k, i])
+                elif k == j:
+                    tk = like(proto, 1.0)
+                if skip:
+                    g = like(proto, 0.0)
+                elif from_logits:
+                    g = -cc * (c1 * tk + c0)
+                else:
+                    p = math.exp((like(proto, x[o, k, i]) - m) - ls)
+                    g = cc * (p * qs - (c1 * tk + c0))
+                dx[o, k, i] = g
+
+    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_cuda_kernel"
+    softmax_ce_kernel.__qualname__ = softmax_ce_kernel.__name__ = name
+    return cuda.jit(**_JIT)(softmax_ce_kernel)
+
+
+@cuda.jit(**_JIT)
+def log_softmax_kernel(x, proto, lp, group):
+    """``lp = x - m - log(sum(exp(x - m)))`` along axis 1 of ``(outer, C, inner)`` arrays."""
+    sh = cuda.shared.array(THREADS, float64)
+    outer, n_classes, inner = x.shape
+    n_rows = outer * inner
+    tid = cuda.threadIdx.x
+    lane = tid & (group - 1)
+    per_block = THREADS // group
+    stride = per_block * cuda.gridDim.x
+    for it in range((n_rows + stride - 1) // stride):
+        t = (it * cuda.gridDim.x + cuda.blockIdx.x) * per_block + tid // group
+        active = t < n_rows
+        o = 0
+        i = 0
+        if active:
+            o = t // inner
+            i = t - o * inner
+        m, lsum = _log_sum_exp(x, o, i, active, lane, group, proto, sh, tid)
+        if active:
+            ls = like(proto, lsum)
+            for k in range(lane, n_classes, group):
+                lp[o, k, i] = (like(proto, x[o, k, i]) - m) - ls
+
+
+@cuda.jit(**_JIT)
+def log_softmax_backward_kernel(lp, proto, u, group):
+    """In place ``u <- u - exp(lp) * sum(u)`` along axis 1 of ``(outer, C, inner)`` arrays."""
+    sh = cuda.shared.array(THREADS, float64)
+    outer, n_classes, inner = lp.shape
+    n_rows = outer * inner
+    tid = cuda.threadIdx.x
+    lane = tid & (group - 1)
+    per_block = THREADS // group
+    stride = per_block * cuda.gridDim.x
+    for it in range((n_rows + stride - 1) // stride):
+        t = (it * cuda.gridDim.x + cuda.blockIdx.x) * per_block + tid // group
+        active = t < n_rows
+        o = 0
+        i = 0
+        s = float64(0.0)
+        if active:
+            o = t // inner
+            i = t - o * inner
+            for k in range(lane, n_classes, group):
+                s += u[o, k, i]
+        s = _group_sum(s, sh, tid, lane, group)
+        if active:
+            sc = like(proto, s)
+            for k in range(lane, n_classes, group):
+                u[o, k, i] = like(proto, u[o, k, i]) - math.exp(like(proto, lp[o, k, i])) * sc

@@ -1,0 +1,60 @@
+"""PTX jobs for the softmax kernels (read by ``tests/ptx_all.py``).
+
+Every fused cross-entropy variant (sparse float / integer labels, dense labels,
+each with and without ``from_logits``) with its gradient, plus the log-softmax
+forward and backward kernels: on sm_90 for the float32, float64 and
+float16-input paths, on sm_80 for float32; and the forward-only variant once.
+"""
+
+from __future__ import annotations
+
+# (sparse, from_logits, int_label)
+CE_VARIANTS = [
+    (True, False, False),
+    (True, False, True),
+    (True, True, False),
+    (False, False, False),
+    (False, True, False),
+]
+PATHS = {"f32": ("float32", "float32"), "f64": ("float64", "float64"), "f16": ("float32", "float16")}
+
+
+def _targets():
+    return [((9, 0), p) for p in PATHS] + [((8, 0), "f32")]
+
+
+def jobs():
+    out = []
+    for cc, path in _targets():
+        out += [("ce", *variant, True, cc, path) for variant in CE_VARIANTS]
+        out += [("log_softmax", cc, path), ("log_softmax_backward", cc, path)]
+    out.append(("ce", True, False, False, False, (9, 0), "f32"))
+    return out
+
+
+def build(job):
+    from numba import types
+
+    from numba_losses.kernels.cuda.softmax import (
+        build_softmax_ce_kernel,
+        log_softmax_backward_kernel,
+        log_softmax_kernel,
+    )
+
+    kind = job[0]
+    cc, path = job[-2], job[-1]
+    cdt, iodt = PATHS[path]
+    c, io = getattr(types, cdt), getattr(types, iodt)
+    i64 = types.int64
+    if kind == "ce":
+        _, sparse, from_logits, int_label, want_grad, _, _ = job
+        fn = build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad).py_func
+        label = (types.int64 if int_label else io)[:, :] if sparse else c[:, ::1]
+        sig = (io[:, :, :], label, io[:, :, :], c[::1], types.float64, types.boolean, types.float64, c, c[::1],
+               io[:, :, ::1], i64)  # fmt: skip
+        # float32 exponentials go through libdevice's expf (built on ex2.approx)
+        checks = {"exp": "ex2.approx"} if cdt == "float32" and not from_logits else {}
+        return fn, sig, cc, checks
+    fn = (log_softmax_kernel if kind == "log_softmax" else log_softmax_backward_kernel).py_func
+    first = io[:, :, :] if kind == "log_softmax" else c[:, :, ::1]
+    return fn, (first, c, c[:, :, ::1], i64), cc, {}
