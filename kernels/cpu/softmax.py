@@ -18,7 +18,7 @@ row from memory once (the second pass finds it in cache),
 .. math::
 
     m = \max_k x_k, \quad \sigma = \log \sum_k e^{x_k - m}, \quad
-    \ell = -\sum_k q_k (x_k - m - \sigma), \quad
+    \ell = -\sum_k q_k \big((x_k - m) - \sigma\big), \quad
     \mathrm{dx}_k = c \big(p_k \textstyle\sum_j q_j - q_k\big),
     \quad p_k = e^{(x_k - m) - \sigma}
 
@@ -83,9 +83,14 @@ def row_log_sum_exp(xr, buf):
 
 
 @register_jitable(forceinline=True)
-def _row_sums(xr, yr, dense, smooth, buf64):
-    """``(sum(y * x), sum(y), sum(x))`` in float64 (only the ones the variant needs)."""
+def _row_sums(xr, yr, m, dense, smooth, buf64):
+    """``(sum(y * (x - m)), sum(y), sum(x - m))`` in float64 (only the ones the variant needs).
+
+    Shifting by the row maximum ``m`` keeps the loss exact when the logits are
+    huge next to their spread (``-1e30`` everywhere still gives ``log C``).
+    """
     n = xr.shape[0]
+    mf = float(m)
     syx = 0.0
     sy = 0.0
     sx = 0.0
@@ -93,14 +98,14 @@ def _row_sums(xr, yr, dense, smooth, buf64):
         j1 = min(j0 + BLOCK, n)
         if dense:
             for j in range(j0, j1):
-                buf64[j - j0] = float(yr[j]) * float(xr[j])
+                buf64[j - j0] = float(yr[j]) * (float(xr[j]) - mf)
             syx += block_sum(buf64, j1 - j0)
             for j in range(j0, j1):
                 buf64[j - j0] = yr[j]
             sy += block_sum(buf64, j1 - j0)
         if smooth:
             for j in range(j0, j1):
-                buf64[j - j0] = xr[j]
+                buf64[j - j0] = float(xr[j]) - mf
             sx += block_sum(buf64, j1 - j0)
     return syx, sy, sx
 
@@ -174,23 +179,18 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                         continue
                     j = pick(lab, n_classes)
                 q1, q0 = smoothing(eps, n_classes)
-                syx, sy, sx = _row_sums(xr, yr, dense, smooth, buf64)
+                m = like(xr[0], 0.0)  # log-probabilities are (x - m) - lsum
+                lsum = 0.0
+                if not from_logits:
+                    m, lsum = row_log_sum_exp(xr, buf)
+                syx, sy, sx = _row_sums(xr, yr, m, dense, smooth, buf64)
                 if sparse:
-                    syx = float(xr[j])
+                    syx = float(xr[j]) - float(m)
                     sy = 1.0
                 qsum = q1 * sy + eps  # sum of the smoothed target
-                m = like(xr[0], 0.0)
-                lsum = 0.0
-                if from_logits:
-                    val = -(q1 * syx)
-                    if smooth:
-                        val -= q0 * sx
-                else:
-                    m, lsum = row_log_sum_exp(xr, buf)
-                    lse = float(m) + lsum
-                    val = -(q1 * (syx - lse * sy))
-                    if smooth:
-                        val -= q0 * (sx - n_classes * lse)
+                val = -(q1 * (syx - lsum * sy))
+                if smooth:
+                    val -= q0 * (sx - n_classes * lsum)
                 loss[t] = val
                 if not want_grad:
                     continue

@@ -155,16 +155,22 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad):
                 lab = label[o, i]
                 skip = has_ignore and float64(lab) == ignore
                 j = pick(lab, n_classes)
-            # this thread's share of sum(y * x), sum(y), sum(x)
+            m = proto  # log-probabilities are (x - m) - lsum
+            lsum = float64(0.0)
+            if not from_logits:
+                m, lsum = _log_sum_exp(x, o, i, active, lane, group, proto, sh, tid)
+            # this thread's share of sum(y * (x - m)), sum(y), sum(x - m): shifted by the
+            # maximum, so huge logits with a small spread lose nothing
             syx = float64(0.0)
             sy = float64(0.0)
             sx = float64(0.0)
+            mf = float64(m)
             if active and (dense or smooth):
                 for k in range(lane, n_classes, group):
-                    xv = like(proto, x[o, k, i])
+                    xv = float64(like(proto, x[o, k, i])) - mf
                     if dense:
                         yv = like(proto, y[o, k, i])
-                        syx += float64(yv) * float64(xv)
+                        syx += float64(yv) * xv
                         sy += yv
                     if smooth:
                         sx += xv
@@ -176,23 +182,13 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad):
             if sparse:
                 sy = 1.0
                 if active:
-                    syx = float64(like(proto, x[o, j, i]))
-            m = proto
-            lsum = float64(0.0)
-            if not from_logits:
-                m, lsum = _log_sum_exp(x, o, i, active, lane, group, proto, sh, tid)
+                    syx = float64(like(proto, x[o, j, i])) - mf
             if not active:
                 continue
             if lane == 0:
-                if from_logits:
-                    val = -(q1 * syx)
-                    if smooth:
-                        val -= q0 * sx
-                else:
-                    lse = float64(m) + lsum
-                    val = -(q1 * (syx - lse * sy))
-                    if smooth:
-                        val -= q0 * (sx - n_classes * lse)
+                val = -(q1 * (syx - lsum * sy))
+                if smooth:
+                    val -= q0 * (sx - n_classes * lsum)
                 if skip:
                     val = 0.0
                 loss[t] = val

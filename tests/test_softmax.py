@@ -1,0 +1,458 @@
+"""SoftmaxCrossEntropyLoss and KLDivLoss(from_logits=False) against an independent NumPy evaluation.
+
+The reference below is written from SPEC sections 5 and 6 in float64 NumPy
+(log-softmax by ``max`` shift, MXNet's pick rule, weighting and mean), plus
+PyTorch's ``cross_entropy`` for the label-smoothing / ignore extensions when
+PyTorch is installed. Gradients are also checked by central differences.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import numba_losses as nl
+from tests.conftest import SIMULATED
+
+RTOL = {np.float32: 2e-5, np.float64: 1e-10}
+
+
+# ----------------------------------------------------------------------------- reference
+def pick_ref(label, n_classes):
+    """MXNet's class id (SPEC section 5), in plain NumPy."""
+    lab = np.asarray(label)
+    if lab.dtype.kind == "f":
+        v = lab.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(v) & (v >= -(2.0**31)) & (v < 2.0**31)
+        j = np.where(ok, np.trunc(np.where(ok, v, 0.0)), -(2.0**31)).astype(np.int64)
+    else:
+        j = lab.astype(np.int64) & 0xFFFFFFFF
+        j = np.where(j >= 2**31, j - 2**32, j)
+    return np.clip(j, 0, n_classes - 1)
+
+
+def _log_softmax(x, ax):
+    m = x.max(axis=ax, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return x - m - np.log(np.exp(x - m).sum(axis=ax, keepdims=True))
+
+
+def _mean_nb(w, batch_axis, reduce="mean"):
+    if w.ndim == 1:
+        return w
+    moved = np.moveaxis(w, batch_axis, 0).reshape(w.shape[batch_axis], -1)
+    return moved.mean(axis=1) if reduce == "mean" else moved.sum(axis=1)
+
+
+def _unbroadcast(g, shape):
+    lead = g.ndim - len(shape)
+    g = g.sum(axis=tuple(range(lead))) if lead else g
+    axes = tuple(d for d, n in enumerate(shape) if n == 1 and g.shape[d] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def _head_scale(keep_shape, sw, weight, batch_axis, head):
+    """d out / d loss-before-weighting, shape ``keep_shape`` (MXNet's weighting and mean)."""
+    wshape = np.broadcast_shapes(keep_shape, np.shape(sw)) if sw is not None else keep_shape
+    k = math.prod(wshape) // wshape[batch_axis] if len(wshape) > 1 else 1
+    hb = np.ones(wshape[batch_axis]) if head is None else np.asarray(head, np.float64)
+    hshape = [1] * len(wshape)
+    hshape[batch_axis] = wshape[batch_axis]
+    h = np.broadcast_to(hb.reshape(hshape) / k * (1.0 if weight is None else weight), wshape)
+    if sw is not None:
+        h = h * np.asarray(sw, np.float64)
+    return _unbroadcast(h, keep_shape)
+
+
+def ref_softmax_ce(x, label, sw=None, *, axis=-1, sparse=True, from_logits=False, weight=None, batch_axis=0,
+                   ignore=None, eps=0.0, head=None):  # fmt: skip
+    """(out, dx) in float64."""
+    x = np.asarray(x, np.float64)
+    ax = axis % x.ndim
+    n = x.shape[ax]
+    keep = x.shape[:ax] + (1,) + x.shape[ax + 1 :]
+    lp = x if from_logits else _log_softmax(x, ax)
+    if sparse:
+        lab = np.asarray(label).reshape(keep)
+        j = pick_ref(lab, n)
+        t = (np.arange(n).reshape([-1 if d == ax else 1 for d in range(x.ndim)]) == j).astype(np.float64)
+    else:
+        t = np.asarray(label, np.float64).reshape(x.shape)
+    q = (1 - eps) * t + eps / n
+    with np.errstate(invalid="ignore"):
+        ell = -(q * lp).sum(axis=ax, keepdims=True)
+        if eps == 0.0 and sparse:  # MXNet picks the element: -inf elsewhere does not poison it
+            ell = -np.take_along_axis(lp, np.broadcast_to(j, keep), axis=ax)
+    mask = np.zeros(keep, bool)
+    if ignore is not None:
+        mask = np.asarray(label).reshape(keep).astype(np.float64) == ignore
+        ell = np.where(mask, 0.0, ell)
+    w = ell if sw is None else ell * np.asarray(sw, np.float64)
+    w = w * (1.0 if weight is None else weight)
+    out = _mean_nb(w, batch_axis)
+    c = _head_scale(keep, sw, weight, batch_axis, head)
+    if from_logits:
+        dx = -c * q
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            dx = c * (np.exp(lp) * q.sum(axis=ax, keepdims=True) - q)
+    dx = np.where(mask, 0.0, dx)
+    return out, dx
+
+
+def ref_kldiv_softmax(x, y, sw=None, *, axis=-1, weight=None, batch_axis=0, head=None):
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    ax = axis % x.ndim
+    lp = _log_softmax(x, ax)
+    ell = y * (np.log(y + 1e-12) - lp)
+    w = ell if sw is None else ell * np.asarray(sw, np.float64)
+    w = w * (1.0 if weight is None else weight)
+    out = _mean_nb(w, batch_axis % w.ndim, "sum")
+    full = w.shape
+    hb = np.ones(full[batch_axis % len(full)]) if head is None else np.asarray(head, np.float64)
+    hshape = [1] * len(full)
+    hshape[batch_axis % len(full)] = -1
+    u = -np.broadcast_to(hb.reshape(hshape), full) * (1.0 if weight is None else weight) * np.broadcast_to(y, full)
+    if sw is not None:
+        u = u * np.asarray(sw, np.float64)
+    u = _unbroadcast(u, x.shape).reshape(x.shape)
+    return out, u - np.exp(lp) * u.sum(axis=ax, keepdims=True)
+
+
+def _check(got_out, got_dx, ref_out, ref_dx, dtype):
+    rtol = RTOL[dtype]
+    atol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got_out, ref_out, rtol=rtol, atol=atol, equal_nan=True)
+    np.testing.assert_allclose(got_dx, ref_dx, rtol=rtol, atol=atol, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- SPEC values
+def test_spec_check_values():
+    loss = nl.SoftmaxCELoss()
+    np.testing.assert_allclose(loss(np.array([[1.0, 10], [8, 2]]), np.array([0, 1])), [9.000123, 6.0024757], rtol=1e-6)
+    x = np.array([[0.0, 2], [1, 4]], np.float32)
+    np.testing.assert_allclose(loss(x, np.array([0, 1])), [2.12692809, 0.04858733], rtol=1e-6)
+    sw = np.array([[0.5], [1.0]], np.float32)
+    np.testing.assert_allclose(loss(x, np.array([0, 1]), sw), [1.06346405, 0.04858733], rtol=1e-6)
+    assert nl.SoftmaxCELoss is nl.SoftmaxCrossEntropyLoss
+
+
+def test_pick_rule_clips_truncates_and_wraps():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((12, 5))
+    labels = np.array([-3, 7, 2.9, -0.7, np.nan, np.inf, -np.inf, 1e10, 2.0**31, 3e9, 2147483520.0, 4.0])
+    for dtype in (np.float16, np.float32, np.float64):
+        lab = labels.astype(dtype)
+        out = nl.SoftmaxCELoss()(x, lab)
+        ref, _ = ref_softmax_ce(x, lab)
+        np.testing.assert_allclose(out, ref, rtol=1e-12)
+    assert list(pick_ref(labels.astype(np.float32), 5)) == [0, 4, 2, 0, 0, 0, 0, 0, 0, 0, 4, 4]
+    ints = np.array([2**32 + 2, 2**40, -1, 2**31, 3, 2**31 - 1] * 2, np.int64)
+    out, (dx,) = nl.SoftmaxCELoss().forward_backward(x, ints)
+    ref, rdx = ref_softmax_ce(x, ints)
+    assert list(pick_ref(ints, 5))[:6] == [2, 0, 0, 0, 3, 4]
+    _check(out, dx, ref, rdx, np.float64)
+    for dtype in (np.int8, np.uint8, np.int32, np.uint32, np.uint64, np.bool_):
+        lab = (np.arange(12) % 7).astype(dtype)
+        _check(*nl.SoftmaxCELoss().forward_backward(x, lab)[:1], nl.SoftmaxCELoss().backward(x, lab)[0],
+               *ref_softmax_ce(x, lab), np.float64)  # fmt: skip
+
+
+def test_dense_gradient_is_p_times_label_sum_minus_label():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 6))
+    y = rng.random((4, 6)) * 3  # rows do not sum to 1
+    _, (dx,) = nl.SoftmaxCELoss(sparse_label=False).forward_backward(x, y)
+    p = np.exp(x) / np.exp(x).sum(1, keepdims=True)
+    np.testing.assert_allclose(dx, p * y.sum(1, keepdims=True) - y, rtol=1e-12)
+
+
+def test_kldiv_from_probabilities_sums_and_broadcasts_label():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 5))
+    y = rng.random((4, 5))  # broadcast against pred, not reshaped
+    loss = nl.KLDivLoss(from_logits=False)
+    out, (dx,) = loss.forward_backward(x, y)
+    ref, rdx = ref_kldiv_softmax(x, y)
+    _check(out, dx, ref, rdx, np.float64)
+    out1 = nl.KLDivLoss(from_logits=False, axis=1)(x, y)
+    np.testing.assert_allclose(out1, ref_kldiv_softmax(x, y, axis=1)[0], rtol=1e-12)
+
+
+def test_extreme_logits_stay_finite_and_nan_stays_in_its_row():
+    x = np.array([[1e4, -1e4, 0.0], [-np.inf, 3.0, 1.0], [np.nan, 1.0, 2.0], [-1e30, -1e30, -1e30]], np.float32)
+    lab = np.array([1, 2, 1, 0])
+    out, (dx,) = nl.SoftmaxCELoss().forward_backward(x, lab)
+    ref, rdx = ref_softmax_ce(x, lab)
+    assert np.isfinite(out[[0, 1, 3]]).all() and np.isnan(out[2])
+    assert np.isfinite(dx[[0, 1, 3]]).all() and np.isnan(dx[2]).all()
+    _check(out, dx, ref, rdx, np.float32)
+    np.testing.assert_allclose(out[0], 2e4, rtol=1e-6)
+
+
+def test_long_rows_many_blocks():
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 5000)) * 20).astype(np.float32)
+    lab = np.array([0, 4999, 1234])
+    out, (dx,) = nl.SoftmaxCELoss().forward_backward(x, lab)
+    _check(out, dx, *ref_softmax_ce(x, lab), np.float32)
+
+
+# ----------------------------------------------------------------------------- extensions
+def test_ignore_label_zeroes_rows():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 4))
+    lab = np.array([1, -100, 3, -100, 0, 2])
+    loss = nl.SoftmaxCELoss(ignore_label=-100)
+    out, (dx,) = loss.forward_backward(x, lab)
+    assert (out[[1, 3]] == 0).all() and (dx[[1, 3]] == 0).all()
+    _check(out, dx, *ref_softmax_ce(x, lab, ignore=-100), np.float64)
+    # without ignore_label the same labels pick class 0, as MXNet does
+    np.testing.assert_allclose(nl.SoftmaxCELoss()(x, lab)[1], ref_softmax_ce(x, np.array([1, 0, 3, 0, 0, 2]))[0][1])
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_label_smoothing_matches_reference(sparse, from_logits):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 5, 3))
+    lab = rng.integers(0, 5, (2, 3)) if sparse else rng.random((2, 5, 3))
+    loss = nl.SoftmaxCELoss(axis=1, sparse_label=sparse, from_logits=from_logits, label_smoothing=0.2)
+    head = rng.random(2)
+    out, (dx,) = loss.forward_backward(x, lab, out_grad=head)
+    ref = ref_softmax_ce(x, lab, axis=1, sparse=sparse, from_logits=from_logits, eps=0.2, head=head)
+    _check(out, dx, *ref, np.float64)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed")
+def test_extensions_agree_with_torch_cross_entropy():
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((8, 6))
+    lab = np.array([0, 5, -1, 2, 3, -1, 1, 4])
+    tx = torch.tensor(x, requires_grad=True)
+    ref = F.cross_entropy(tx, torch.tensor(lab), reduction="none", ignore_index=-1, label_smoothing=0.1)
+    ref.sum().backward()
+    out, (dx,) = nl.SoftmaxCELoss(ignore_label=-1, label_smoothing=0.1).forward_backward(x, lab)
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_option_errors():
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        nl.SoftmaxCELoss(label_smoothing=1.5)(x, np.zeros(2))
+    with pytest.raises(ValueError, match="sparse_label"):
+        nl.SoftmaxCELoss(sparse_label=False, ignore_label=0)(x, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="sparse label of shape"):
+        nl.SoftmaxCELoss()(x, np.zeros(3))
+    with pytest.raises(ValueError, match="axis=2 is out of range"):
+        nl.SoftmaxCELoss(axis=2)(x, np.zeros(2))
+    with pytest.raises(ValueError, match="cannot be reshaped"):
+        nl.SoftmaxCELoss(sparse_label=False)(x, np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="dtype"):
+        nl.SoftmaxCELoss()(x.astype(np.complex128), np.zeros(2))
+    with pytest.raises(ValueError, match="no classes"):
+        nl.SoftmaxCELoss()(np.zeros((2, 0)), np.zeros(2))
+    with pytest.raises(ValueError, match="broadcast"):
+        nl.SoftmaxCELoss()(x, np.zeros(2), np.ones((3, 3)))
+
+
+def test_empty_batch_and_inputs_untouched():
+    out, (dx,) = nl.SoftmaxCELoss().forward_backward(np.zeros((0, 4), np.float32), np.zeros(0))
+    assert out.shape == (0,) and dx.shape == (0, 4)
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    lab = np.array([0.0, 1.0, 3.0])
+    x0, lab0 = x.copy(), lab.copy()
+    nl.SoftmaxCELoss().forward_backward(x, lab, np.ones((3, 1)))
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(lab, lab0)
+
+
+def test_buffers_and_float16():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    lab = rng.integers(0, 7, 5)
+    out_buf, grad_buf = np.empty(5, np.float32), np.empty((5, 7), np.float32)
+    out, (dx,) = nl.SoftmaxCELoss().forward_backward(x, lab, out=out_buf, grad_out=grad_buf)
+    assert out is out_buf and dx is grad_buf
+    _check(out, dx, *ref_softmax_ce(x, lab), np.float32)
+    out16, (dx16,) = nl.SoftmaxCELoss().forward_backward(x.astype(np.float16), lab)
+    assert out16.dtype == dx16.dtype == np.float16
+    ref, rdx = ref_softmax_ce(x.astype(np.float16), lab)
+    np.testing.assert_allclose(out16, ref, rtol=2e-3, atol=1e-3)
+    np.testing.assert_allclose(dx16, rdx, rtol=2e-3, atol=1e-3)
+    kout, (kdx,) = nl.KLDivLoss(from_logits=False).forward_backward(x.astype(np.float16), np.full((5, 7), 1 / 7))
+    assert kout.dtype == kdx.dtype == np.float16
+
+
+# ----------------------------------------------------------------------------- finite differences
+SW_FORMS = {
+    "none": lambda s: None,
+    "row": lambda s: np.linspace(0.5, 1.5, s[0]).reshape((s[0],) + (1,) * (len(s) - 1)),
+    # grows the weighted shape: (N, 1) loss times (N,) -> (N, N); (N, 1, W) times (4, 1) -> (N, 4, W)
+    "grow": lambda s: np.linspace(0.5, 1.5, s[0]) if len(s) == 2 else np.linspace(0.5, 1.5, 4).reshape(4, 1),
+}
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("sw", list(SW_FORMS))
+def test_softmax_ce_finite_differences(sparse, from_logits, axis, sw):
+    rng = np.random.default_rng(9)
+    shape = (3, 4) if axis == -1 else (3, 4, 2)
+    x = rng.standard_normal(shape)
+    keep = list(shape)
+    keep[axis] = 1
+    lab = rng.integers(0, 4, keep).astype(np.float64) if sparse else rng.random(shape)
+    s = SW_FORMS[sw](tuple(keep))
+    extra = {"ignore_label": 2.0} if sparse and sw == "row" else {}
+    loss = nl.SoftmaxCELoss(axis=axis, sparse_label=sparse, from_logits=from_logits, weight=0.7,
+                            label_smoothing=0.1 if sw == "none" else 0.0, **extra)  # fmt: skip
+    nl.check_gradient(loss, x, lab, s)
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+@pytest.mark.parametrize("sw", [None, "elementwise"])
+def test_kldiv_softmax_finite_differences(axis, sw):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3, 4, 2))
+    y = rng.random((4, 2))
+    s = rng.random((3, 4, 1)) if sw else None
+    nl.check_gradient(nl.KLDivLoss(from_logits=False, axis=axis, weight=1.3), x, y, s)
+
+
+# ----------------------------------------------------------------------------- properties
+@st.composite
+def ce_cases(draw):
+    ndim = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim)))
+    axis = draw(st.integers(-ndim, ndim - 1))
+    batch_axis = draw(st.integers(0, ndim - 1))
+    sparse = draw(st.booleans())
+    from_logits = draw(st.booleans())
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * draw(st.sampled_from([1.0, 30.0]))).astype(dtype)
+    keep = list(shape)
+    keep[axis] = 1
+    if sparse:
+        choices = [0, 1, 2, 3, 7, -1, -5, 2.5, np.nan, np.inf, 1e12]
+        lab = np.asarray(rng.choice(choices, size=keep)).astype(draw(st.sampled_from([np.float32, np.float64])))
+        if draw(st.booleans()):
+            lab = lab.reshape([n for d, n in enumerate(keep) if d != axis % ndim])
+    else:
+        lab = rng.random(shape).astype(dtype)
+    sw = rng.random(keep).astype(dtype) if draw(st.booleans()) else None
+    eps = draw(st.sampled_from([0.0, 0.25]))
+    return x, lab, sw, dict(axis=axis, sparse=sparse, from_logits=from_logits, batch_axis=batch_axis, eps=eps)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ce_cases())
+def test_softmax_ce_property(case):
+    x, lab, sw, kw = case
+    loss = nl.SoftmaxCELoss(axis=kw["axis"], sparse_label=kw["sparse"], from_logits=kw["from_logits"],
+                            batch_axis=kw["batch_axis"], label_smoothing=kw["eps"])  # fmt: skip
+    n_out = loss(x, lab, sw).shape[0]  # the batch extent of the weighted loss (1 when it is the class axis)
+    head = np.linspace(0.5, 2.0, n_out) if x.ndim > 1 else None
+    out, (dx,) = loss.forward_backward(x, lab, sw, out_grad=head)
+    ref, rdx = ref_softmax_ce(x, lab, sw, axis=kw["axis"], sparse=kw["sparse"], from_logits=kw["from_logits"],
+                              batch_axis=kw["batch_axis"], eps=kw["eps"], head=head)  # fmt: skip
+    assert out.dtype == x.dtype and dx.shape == x.shape
+    _check(out, dx, ref, rdx, x.dtype.type)
+
+
+# ----------------------------------------------------------------------------- CUDA backend
+def _dev(a):
+    from tests.test_cuda import dev
+
+    return dev(a)
+
+
+def _host(a):
+    from tests.test_cuda import host
+
+    return host(a)
+
+
+CUDA_CASES = [
+    ("sparse-last", dict(), (5, 9), "int"),
+    ("sparse-axis1", dict(axis=1), (2, 4, 3, 2), "float"),
+    ("dense", dict(sparse_label=False), (4, 6), None),
+    ("dense-logits-axis0", dict(sparse_label=False, from_logits=True, axis=0), (5, 3), None),
+    ("logits", dict(from_logits=True), (3, 40), "int"),
+    ("smooth-ignore", dict(label_smoothing=0.3, ignore_label=2), (6, 5), "int"),
+    ("long-row", dict(), (2, 300), "float"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, shape, labels", CUDA_CASES, ids=[c[0] for c in CUDA_CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_cuda_matches_cpu(name, kwargs, shape, labels, dtype):
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    loss = nl.SoftmaxCELoss(**kwargs)
+    axis = kwargs.get("axis", -1) % len(shape)
+    keep = shape[:axis] + shape[axis + 1 :]
+    if labels is None:
+        lab = rng.random(shape).astype(dtype)
+    elif labels == "int":
+        lab = rng.integers(-1, shape[axis] + 1, keep)
+    else:
+        lab = rng.choice([0.0, 1.0, 2.7, np.nan, 99.0], keep).astype(np.float32)
+    sw = rng.random(shape[:1] + (1,) * (len(shape) - 1)).astype(dtype)
+    head = rng.random(shape[0]).astype(dtype)
+    cpu = loss.forward_backward(x, lab, sw, out_grad=head)
+    gpu = loss.forward_backward(_dev(x), _dev(lab), _dev(sw), out_grad=_dev(head))
+    tol = 2e-3 if dtype == np.float16 else 2e-5
+    for c, g in [(cpu[0], gpu[0]), (cpu[1][0], gpu[1][0])]:
+        g = _host(g)
+        assert g.dtype == c.dtype and g.shape == c.shape
+        np.testing.assert_allclose(g.astype(np.float64), c.astype(np.float64), rtol=tol, atol=tol * 1e-2)
+    np.testing.assert_allclose(
+        _host(loss(_dev(x), _dev(lab))).astype(np.float64), loss(x, lab).astype(np.float64), rtol=tol, atol=tol * 1e-2
+    )
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_cuda_kldiv_matches_cpu(axis):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    y = rng.random((4, 5)).astype(np.float32)
+    loss = nl.KLDivLoss(from_logits=False, axis=axis)
+    cpu = loss.forward_backward(x, y)
+    gpu = loss.forward_backward(_dev(x), _dev(y))
+    np.testing.assert_allclose(_host(gpu[0]), cpu[0], rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(_host(gpu[1][0]), cpu[1][0], rtol=2e-5, atol=1e-6)
+
+
+def test_cuda_strided_pred_and_errors():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((6, 10)).astype(np.float32)
+    lab = np.array([1, 2, 3])
+    cpu = nl.SoftmaxCELoss().forward_backward(x[::2, ::2], lab)
+    gpu = nl.SoftmaxCELoss().forward_backward(_dev(x)[::2, ::2], _dev(lab))
+    np.testing.assert_allclose(_host(gpu[0]), cpu[0], rtol=2e-5)
+    np.testing.assert_allclose(_host(gpu[1][0]), cpu[1][0], rtol=2e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="host arrays"):
+        nl.SoftmaxCELoss()(_dev(x), lab[:1].repeat(6))
+    with pytest.raises(ValueError, match="sparse label of shape"):
+        nl.SoftmaxCELoss()(_dev(x), _dev(np.zeros(10)))
+
+
+def test_simulator_flag_is_consistent():
+    from numba_losses.kernels.cuda import SIMULATOR
+
+    assert SIMULATOR == SIMULATED
