@@ -456,3 +456,23 @@ def test_simulator_flag_is_consistent():
     from numba_losses.kernels.cuda import SIMULATOR
 
     assert SIMULATOR == SIMULATED
+
+
+def test_masked_blocks_and_nan_positions():
+    # a first block of -inf logits (masked classes) must add 0, not NaN; NaN anywhere poisons its row
+    x = np.full((4, 700), -np.inf, np.float32)
+    x[0, 600:] = np.linspace(-1, 1, 100)
+    x[1, 650] = 2.0
+    x[1, 3] = np.nan
+    x[2, :] = np.linspace(-3, 3, 700)
+    x[2, 0] = np.nan
+    lab = np.array([650, 650, 5, 0])
+    out, (dx,) = nl.SoftmaxCELoss().forward_backward(x, lab)
+    ref, rdx = ref_softmax_ce(x, lab)
+    assert np.isfinite(out[0]) and np.isfinite(dx[0]).all()
+    assert np.isnan(out[1:]).all() and np.isnan(dx[1:]).all()
+    _check(out, dx, ref, rdx, np.float32)
+    gpu = nl.SoftmaxCELoss().forward_backward(_dev(x[:, :80]), _dev(lab % 80))
+    cpu = nl.SoftmaxCELoss().forward_backward(x[:, :80], lab % 80)
+    np.testing.assert_allclose(_host(gpu[0]), cpu[0], rtol=2e-5, equal_nan=True)
+    np.testing.assert_allclose(_host(gpu[1][0]), cpu[1][0], rtol=2e-5, atol=1e-7, equal_nan=True)

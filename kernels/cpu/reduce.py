@@ -18,3 +18,12 @@ def block_sum(buf, n):
     for i in range(n):
         s += buf[i]
     return s
+
+
+@njit(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, cache=CACHE)
+def range_sum(a, j0, j1):
+    """Sum of ``a[j0:j1]`` (float32 or float64, any 1-D layout) in float64 SIMD lanes."""
+    s = 0.0
+    for i in range(j0, j1):
+        s += a[i]
+    return s

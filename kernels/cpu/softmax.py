@@ -26,7 +26,9 @@ row from memory once (the second pass finds it in cache),
 The max and the sum of exponentials come from one blocked pass (an "online"
 softmax): each block of ``BLOCK`` logits is scanned for its maximum, the
 running sum is rescaled when the maximum grows, then the block's exponentials
-(vectorisable :func:`..vmath.vexp`) are summed in float64 lanes. NaN and
+(vectorisable :func:`..vmath.vexp`) are stored in the gradient row and summed
+in float64 lanes; the gradient pass rescales them by one factor per block
+instead of exponentiating again (one ``exp`` per logit). NaN and
 ``+inf`` logits make the row NaN, as MXNet's ``log_softmax`` does.
 """
 
@@ -40,7 +42,7 @@ from numba.extending import register_jitable
 from .._options import CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
 from ..softmax_math import pick_float, pick_int, smoothing
 from ..vmath import like, vexp
-from .reduce import block_sum
+from .reduce import block_sum, range_sum
 
 # Logits per block of the online max / sum-of-exponentials pass (fits in L1 twice).
 BLOCK = 256
@@ -58,28 +60,42 @@ def _row_strided(a, t, inner):
 
 
 @register_jitable(forceinline=True)
-def row_log_sum_exp(xr, buf):
+def row_log_sum_exp(xr, dest, into_row, bmax):
     """``(m, log(sum(exp(x - m))))`` of one row, ``m`` its maximum, in one blocked pass.
 
-    ``m`` is in the row's dtype, the log-sum in float64; ``buf`` is scratch of
-    ``BLOCK`` elements in the row's dtype.
+    The exponentials of block ``b`` are taken relative to ``bmax[b]``, the
+    running maximum when the block was reached, and stored in ``dest``: at the
+    row's own positions when ``into_row`` (``dest`` is the gradient row, so the
+    gradient pass rescales them instead of exponentiating again), else in the
+    ``BLOCK``-element scratch ``dest``. Blocks seen while the maximum is still
+    ``-inf`` add 0 (masked logits); an all ``-inf`` row gives ``log 0 = -inf``
+    and a NaN loss, as MXNet's ``x - max`` does. ``m`` is in the row's dtype,
+    the log-sum in float64.
     """
     n = xr.shape[0]
     m = like(xr[0], -np.inf)
     s = 0.0
     for j0 in range(0, n, BLOCK):
         j1 = min(j0 + BLOCK, n)
-        bm = xr[j0]
-        for j in range(j0 + 1, j1):
+        bm = m
+        for j in range(j0, j1):
             v = xr[j]
-            bm = v if v > bm else bm
-        if bm > m:  # NaN never raises the maximum; it reaches the sum below
+            bm = v if v > bm else bm  # NaN never raises the maximum; it reaches the sum below
+        if bm > m:
             s = s * math.exp(float(m) - float(bm))
             m = bm
+        bmax[j0 // BLOCK] = m
+        off = 0 if into_row else j0
+        if m == -np.inf:  # only -inf (adds 0) and NaN (adds NaN) so far
+            for j in range(j0, j1):
+                v = xr[j]
+                dest[j - off] = 0.0 if v == -np.inf else v
+            s += range_sum(dest, j0 - off, j1 - off)
+            continue
         for j in range(j0, j1):
-            buf[j - j0] = vexp(xr[j] - m)
-        s += block_sum(buf, j1 - j0)
-    return m, math.log(s)
+            dest[j - off] = vexp(xr[j] - m)
+        s += range_sum(dest, j0 - off, j1 - off)
+    return m, (math.log(s) if s > 0.0 else (-math.inf if s == 0.0 else s))
 
 
 @register_jitable(forceinline=True)
@@ -158,9 +174,11 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
         smooth = eps != 0.0
         per = max(1, CHUNK // max(n_classes, 1))
         n_tasks = (n_rows + per - 1) // per
+        n_blocks = (n_classes + BLOCK - 1) // BLOCK
         for task in prange(n_tasks):
             buf = np.empty(BLOCK, dtype=x.dtype)
             buf64 = np.empty(BLOCK, dtype=np.float64)
+            bmax = np.empty(n_blocks, dtype=x.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
                 xr = get_row(x, t, inner)
                 yr = get_row(y, t, inner)  # sparse variants get ``y = x``, never read
@@ -182,7 +200,10 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 m = like(xr[0], 0.0)  # log-probabilities are (x - m) - lsum
                 lsum = 0.0
                 if not from_logits:
-                    m, lsum = row_log_sum_exp(xr, buf)
+                    if want_grad:  # the exponentials go to the gradient row, rescaled below
+                        m, lsum = row_log_sum_exp(xr, get_row(dx, t, inner), True, bmax)
+                    else:
+                        m, lsum = row_log_sum_exp(xr, buf, False, bmax)
                 syx, sy, sx = _row_sums(xr, yr, m, dense, smooth, buf64)
                 if sparse:
                     syx = float(xr[j]) - float(m)
@@ -204,15 +225,16 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     if sparse:
                         dr[j] = -cc * (c1 + c0)
                 else:
-                    ls = like(cc, lsum)
                     qs = like(cc, qsum)
-                    for k in range(n_classes):
-                        p = vexp((xr[k] - m) - ls)
-                        tk = yr[k] if dense else like(cc, 0.0)
-                        dr[k] = cc * (p * qs - (c1 * tk + c0))
+                    # p_k = e_k * exp(bmax[b] - m - lsum), e_k = exp(x_k - bmax[b]) stored in dr
+                    pj = dr[j] * like(cc, math.exp(float(bmax[j // BLOCK]) - float(m) - lsum))
+                    for b in range(n_blocks):
+                        f = like(cc, math.exp(float(bmax[b]) - float(m) - lsum))
+                        for k in range(b * BLOCK, min(b * BLOCK + BLOCK, n_classes)):
+                            tk = yr[k] if dense else like(cc, 0.0)
+                            dr[k] = cc * ((dr[k] * f) * qs - (c1 * tk + c0))
                     if sparse:  # the target's own slot, computed in one rounding
-                        p = vexp((xr[j] - m) - ls)
-                        dr[j] = cc * (p * qs - (c1 + c0))
+                        dr[j] = cc * (pj * qs - (c1 + c0))
 
     variant = "parallel" if parallel else "serial"
     name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_{variant}_kernel"
@@ -236,9 +258,10 @@ def build_log_softmax_kernel(contiguous, parallel):
         per = max(1, CHUNK // max(n_classes, 1))
         for task in prange((n_rows + per - 1) // per):
             buf = np.empty(BLOCK, dtype=x.dtype)
+            bmax = np.empty((n_classes + BLOCK - 1) // BLOCK, dtype=x.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
                 xr = get_row(x, t, inner)
-                m, lsum = row_log_sum_exp(xr, buf)
+                m, lsum = row_log_sum_exp(xr, buf, False, bmax)
                 ls = like(xr[0], lsum)
                 lr = get_row(lp, t, inner)
                 for k in range(n_classes):
