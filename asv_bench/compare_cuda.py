@@ -151,6 +151,56 @@ def measure(name: str, shape: tuple[int, int], timer: Timer, use_cupy: bool, use
     return res
 
 
+SOFTMAX_SHAPES = [(8192, 32000), (4096, 1000)]
+
+
+def measure_softmax(shape: tuple[int, int], timer: Timer, use_cupy: bool, use_torch: bool, calls: int) -> dict:
+    """SoftmaxCELoss (sparse int64 labels) vs a CuPy expression vs ``F.cross_entropy``, forward+backward."""
+    import numba_losses as nl
+
+    rng = np.random.default_rng(0)
+    x_h = (3 * rng.standard_normal(shape)).astype(np.float32)
+    lab_h = rng.integers(0, shape[1], shape[0])
+    x, lab = _device(x_h, use_cupy), _device(lab_h, use_cupy)
+    loss = nl.SoftmaxCELoss()
+    out, (grad,) = loss.forward_backward(x, lab)
+    res: dict[str, Any] = {"loss": "SoftmaxCE", "shape": list(shape)}
+    measure_fn = lambda f: timer.gpu_ms(f, calls)  # noqa: E731
+    res["forward"] = measure_fn(lambda: loss(x, lab))
+    res["forward_backward_out"] = measure_fn(lambda: loss.forward_backward(x, lab, out=out, grad_out=grad))
+    if use_cupy:
+        import cupy
+
+        rows = cupy.arange(shape[0])
+
+        def cupy_fb() -> None:
+            m = x.max(axis=1, keepdims=True)
+            e = cupy.exp(x - m)
+            s = e.sum(axis=1, keepdims=True)
+            (cupy.log(s[:, 0]) + m[:, 0]) - x[rows, lab]
+            e /= s
+            e[rows, lab] -= 1
+
+        res["cupy_forward_backward"] = measure_fn(cupy_fb)
+    if use_torch:
+        import torch
+        import torch.nn.functional as F
+
+        xt = torch.as_tensor(x_h, device="cuda").requires_grad_(True)
+        lt = torch.as_tensor(lab_h, device="cuda")
+
+        def torch_fb() -> None:
+            xt.grad = None
+            v = F.cross_entropy(xt, lt, reduction="none")
+            v.backward(torch.ones_like(v))
+
+        res["torch_forward"] = measure_fn(lambda: F.cross_entropy(xt.detach(), lt, reduction="none"))
+        res["torch_forward_backward"] = measure_fn(torch_fb)
+    # read the logits twice and write the gradient once
+    res["gbps"] = 3 * x_h.nbytes / (res["forward_backward_out"] / 1e3) / 1e9
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print markdown tables")
@@ -168,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         for name in CASES:
             measure(name, (4, 8), timer, use_cupy, use_torch, calls=1)
+        measure_softmax((4, 8), timer, use_cupy, use_torch, calls=1)
         print("ok")
         return 0
     if not use_cupy:
@@ -221,8 +272,21 @@ def main(argv: list[str] | None = None) -> int:
     table(rows, "ms of GPU time per call", True)
     print(f"## {SMALL[0]} x {SMALL[1]} float32")
     table(small, "us of wall time per synchronised call", False)
+    softmax = [measure_softmax(shape, timer, use_cupy, use_torch, calls=10) for shape in SOFTMAX_SHAPES]
+    print("## SoftmaxCELoss, float32 logits, int64 labels (ms of GPU time; GB/s for 2 reads + 1 write)")
+    line(["shape", "fwd", "fwd+bwd buf", "cupy f+b", "torch fwd", "torch f+b", "GB/s", "% of copy", "vs torch"])
+    if args.markdown:
+        line(["---"] * 9)
+    for r in softmax:
+        cells = ["x".join(map(str, r["shape"]))]
+        keys = ("forward", "forward_backward_out", "cupy_forward_backward", "torch_forward", "torch_forward_backward")
+        cells += [f"{r[k]:.3f}" if k in r else "-" for k in keys]
+        speedup = r["torch_forward_backward"] / r["forward_backward_out"] if "torch_forward_backward" in r else 0
+        cells += [f"{r['gbps']:.0f}", f"{100 * r['gbps'] / copy:.0f}%", f"{speedup:.2f}x"]
+        line(cells)
     if args.json:
-        args.json.write_text(json.dumps({"copy_gbps": copy, "large": rows, "small": small}, indent=1))
+        results = {"copy_gbps": copy, "large": rows, "small": small, "softmax": softmax}
+        args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 
