@@ -104,15 +104,19 @@ def check_options(sparse: bool, ignore_label: Any, smoothing: float) -> tuple[bo
     return True, float(ignore_label), eps
 
 
-def _rows(a: np.ndarray, lay: ClassLayout, contiguous: bool) -> np.ndarray:
-    """``a`` (``pred``'s shape) in the kernels' row layout (a view when one exists)."""
+def _rows(a: np.ndarray, lay: ClassLayout, contiguous: bool, transposed: bool = False) -> np.ndarray:
+    """``a`` (``pred``'s shape) in a kernel layout, a view when one exists.
+
+    ``contiguous``: ``(positions, C)`` rows; else ``(outer, C, inner)``, or
+    its ``(outer, inner, C)`` transpose (rows as strided 1-D views).
+    """
     if contiguous:
         return a.reshape(lay.n_rows, lay.n_classes)
     try:
         a3 = np.reshape(a, lay.shape3, copy=False)
     except ValueError:
         a3 = np.ascontiguousarray(a).reshape(lay.shape3)
-    return a3.transpose(0, 2, 1)
+    return a3.transpose(0, 2, 1) if transposed else a3
 
 
 def _flat(a: np.ndarray, n: int) -> np.ndarray:
@@ -178,7 +182,9 @@ def softmax_ce(
             raise ValueError("grad_out must not share memory with the inputs (inputs are never written)")
 
     xc = x.astype(cdt, copy=False)
-    contiguous = lay.inner == 1 and xc.flags.c_contiguous
+    contiguous = lay.inner == 1  # rows of C logits; otherwise the tiled kernel on (outer, C, inner)
+    if contiguous:
+        xc = np.ascontiguousarray(xc)
     x_rows = _rows(xc, lay, contiguous)
     if sparse:
         check_sparse_label(y.shape, lay)
@@ -263,8 +269,9 @@ def kldiv_softmax(
     xc = x.astype(cdt, copy=False)
     contiguous = lay.inner == 1 and xc.flags.c_contiguous
     if lay.n_rows and lay.n_classes:
-        build_log_softmax_kernel(contiguous, parallel)(_rows(xc, lay, contiguous), lay.inner, lay.n_rows,
-                                                      _rows(lp, lay, contiguous))  # fmt: skip
+        build_log_softmax_kernel(contiguous, parallel)(
+            _rows(xc, lay, contiguous, True), lay.inner, lay.n_rows, _rows(lp, lay, contiguous, True)
+        )
     in_place = grad_out is not None and rdt == cdt
     value, u = rowmean(
         "kldiv_logits", lp, label, sample_weight=sample_weight, weight=weight, batch_axis=batch_axis,
@@ -278,7 +285,7 @@ def kldiv_softmax(
     if lay.n_rows and lay.n_classes:
         rows = lay.inner == 1  # lp and u are C-contiguous arrays of pred's shape
         build_log_softmax_backward_kernel(rows, parallel)(
-            _rows(lp, lay, rows), lay.inner, lay.n_rows, _rows(u, lay, rows)
+            _rows(lp, lay, rows, True), lay.inner, lay.n_rows, _rows(u, lay, rows, True)
         )
     if rdt != cdt:
         u = _deliver(u, rdt, check_buffer("grad_out", grad_out, x.shape, rdt) if grad_out is not None else None)

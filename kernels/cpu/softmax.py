@@ -148,7 +148,9 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     int_label : bool
         Sparse labels of an integer (or bool) dtype: int32 wrap-around pick rule.
     want_grad, contiguous, parallel : bool
-        Write the gradient; row layout (see the module docstring); ``prange``.
+        Write the gradient; ``contiguous``: rows of ``(positions, C)`` arrays,
+        else the tiled kernel on ``(outer, C, inner)`` arrays (see
+        :func:`_build_tiled_ce_kernel`); ``prange``.
 
     Returns
     -------
@@ -161,7 +163,9 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
         value whose rows get loss and gradient 0 when ``has_ignore``; ``eps``
         the label smoothing. Writes ``loss`` (one per row, compute dtype).
     """
-    get_row = _row_contiguous if contiguous else _row_strided
+    if not contiguous:
+        return _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel)
+    get_row = _row_contiguous
     pick = pick_int if int_label else pick_float
     dense = not sparse
     cache_key = source_fingerprint() * 2 + int(parallel)
@@ -240,6 +244,111 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_{variant}_kernel"
     softmax_ce_kernel.__qualname__ = softmax_ce_kernel.__name__ = name
     return njit(**_settings(parallel))(softmax_ce_kernel)
+
+
+# Positions per task of the strided (class axis not last) kernel: the loops run along
+# them, contiguous in memory, while the class index walks the rows of a tile.
+TILE = 128
+
+
+def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
+    """The class-axis-not-last variant of :func:`build_softmax_ce_kernel`.
+
+    ``x``, ``y`` and ``dx`` are ``(outer, C, inner)`` arrays; a task takes one
+    ``outer`` index and a tile of up to ``TILE`` neighbouring ``inner``
+    positions, keeps their maxima and sums in small arrays and walks the class
+    axis three times over the tile (maximum; exponentials, stored in ``dx``,
+    and label sums; gradient), each inner loop vectorised along the
+    positions. The tile (``C * TILE`` logits) stays in cache between the walks.
+    """
+    pick = pick_int if int_label else pick_float
+    dense = not sparse
+    cache_key = source_fingerprint() * 2 + int(parallel)
+
+    def softmax_ce_tiled_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx):
+        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+            return
+        outer, n_classes, _ = x.shape
+        smooth = eps != 0.0
+        q1, q0 = smoothing(eps, n_classes)
+        n_tiles = (inner + TILE - 1) // TILE
+        for task in prange(outer * n_tiles):
+            o = task // n_tiles
+            i0 = (task - o * n_tiles) * TILE
+            w = min(TILE, inner - i0)
+            base = o * inner + i0
+            m = np.full(TILE, -np.inf, dtype=x.dtype)
+            s = np.zeros(TILE)
+            syx = np.zeros(TILE)
+            sy = np.zeros(TILE)
+            sx = np.zeros(TILE)
+            jj = np.zeros(TILE, dtype=np.int64)
+            skip = np.zeros(TILE, dtype=np.bool_)
+            if sparse:
+                for k in range(w):
+                    lab = label[base + k]
+                    skip[k] = has_ignore and float(lab) == ignore
+                    jj[k] = pick(lab, n_classes)
+            if from_logits:
+                for k in range(w):
+                    m[k] = 0.0
+            else:
+                for c in range(n_classes):
+                    for k in range(w):
+                        v = x[o, c, np.uint64(i0 + k)]
+                        m[k] = v if v > m[k] else m[k]  # NaN never raises it; it reaches the sums
+                for c in range(n_classes):
+                    for k in range(w):
+                        e = vexp(x[o, c, np.uint64(i0 + k)] - m[k])
+                        s[k] += e
+                        if want_grad:
+                            dx[o, c, np.uint64(i0 + k)] = e
+            if dense or smooth:
+                for c in range(n_classes):
+                    for k in range(w):
+                        xm = float(x[o, c, np.uint64(i0 + k)]) - float(m[k])
+                        if dense:
+                            yv = y[o, c, np.uint64(i0 + k)]
+                            syx[k] += float(yv) * xm
+                            sy[k] += yv
+                        if smooth:
+                            sx[k] += xm
+            for k in range(w):
+                lsum = 0.0
+                if not from_logits:
+                    lsum = math.log(s[k]) if s[k] > 0.0 else (-math.inf if s[k] == 0.0 else s[k])
+                    s[k] = math.exp(-lsum)  # from here on: 1 / sum, the softmax scale
+                if sparse:
+                    syx[k] = float(x[o, jj[k], i0 + k]) - float(m[k])
+                    sy[k] = 1.0
+                val = -(q1 * (syx[k] - lsum * sy[k]))
+                if smooth:
+                    val -= q0 * (sx[k] - n_classes * lsum)
+                loss[base + k] = 0.0 if skip[k] else val
+                sy[k] = q1 * sy[k] + eps  # from here on: the sum of the smoothed target
+            if not want_grad:
+                continue
+            one = like(m[0], 1.0)
+            c1 = like(one, q1)
+            c0 = like(one, q0)
+            for c in range(n_classes):
+                for k in range(w):
+                    ii = np.uint64(i0 + k)
+                    cc = coef[base + k]
+                    if dense:
+                        tk = y[o, c, ii]
+                    else:
+                        tk = one if c == jj[k] else like(one, 0.0)
+                    if from_logits:
+                        g = -cc * (c1 * tk + c0)
+                    else:
+                        g = cc * ((dx[o, c, ii] * like(one, s[k])) * like(one, sy[k]) - (c1 * tk + c0))
+                    dx[o, c, ii] = like(one, 0.0) if skip[k] else g
+
+    variant = "parallel" if parallel else "serial"
+    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_tiled_{variant}_kernel"
+    softmax_ce_tiled_kernel.__qualname__ = softmax_ce_tiled_kernel.__name__ = name
+    return njit(**_settings(parallel))(softmax_ce_tiled_kernel)
 
 
 @functools.cache
