@@ -35,6 +35,9 @@ from .elementwise import (  # noqa: E402
 )
 from .gradcheck import GradientCheckError, check_gradient  # noqa: E402
 from .makeloss import MakeLoss, make_loss  # noqa: E402
+from .pairwise import CosineEmbeddingLoss, TripletLoss  # noqa: E402
+from .sdml import SDMLLoss  # noqa: E402
+from .softmax import SoftmaxCELoss, SoftmaxCrossEntropyLoss  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -51,6 +54,11 @@ __all__ = [
     "LogisticLoss",
     "PoissonNLLLoss",
     "KLDivLoss",
+    "SoftmaxCrossEntropyLoss",
+    "SoftmaxCELoss",
+    "TripletLoss",
+    "CosineEmbeddingLoss",
+    "SDMLLoss",
     "check_gradient",
     "GradientCheckError",
     "MakeLoss",

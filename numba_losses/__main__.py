@@ -53,6 +53,28 @@ def _distributions(rng, shape):
     return logp, q / q.sum(axis=-1, keepdims=True)
 
 
+def _classes(rng, shape):
+    return 2.0 * rng.standard_normal(shape), rng.integers(0, shape[1], size=shape[0]).astype(np.float64)
+
+
+def _soft_targets(rng, shape):
+    q = rng.random(shape)
+    return rng.standard_normal(shape), q / q.sum(axis=-1, keepdims=True)
+
+
+def _triplets(rng, shape):
+    return rng.standard_normal(shape), rng.standard_normal(shape), rng.standard_normal(shape)
+
+
+def _pairs(rng, shape):
+    return rng.standard_normal(shape), rng.standard_normal(shape), rng.choice([-1.0, 1.0], size=shape[0])
+
+
+def _embeddings(rng, shape):
+    x1 = rng.standard_normal(shape)
+    return x1, x1 + 0.3 * rng.standard_normal(shape)
+
+
 TOUR: list[tuple[str, Callable[[], nl.Loss], Sample]] = [
     ("L2Loss", nl.L2Loss, _regression),
     ("L1Loss", nl.L1Loss, _regression),
@@ -66,6 +88,12 @@ TOUR: list[tuple[str, Callable[[], nl.Loss], Sample]] = [
     ("PoissonNLLLoss", nl.PoissonNLLLoss, _counts),
     ("PoissonNLLLoss(rates)", lambda: nl.PoissonNLLLoss(from_logits=False), _rates),
     ("KLDivLoss", nl.KLDivLoss, _distributions),
+    ("KLDivLoss(from_logits=False)", lambda: nl.KLDivLoss(from_logits=False), _soft_targets),
+    ("SoftmaxCELoss", nl.SoftmaxCELoss, _classes),
+    ("SoftmaxCELoss(dense labels)", lambda: nl.SoftmaxCELoss(sparse_label=False), _soft_targets),
+    ("TripletLoss", nl.TripletLoss, _triplets),
+    ("CosineEmbeddingLoss(margin=0.2)", lambda: nl.CosineEmbeddingLoss(margin=0.2), _pairs),
+    ("SDMLLoss", nl.SDMLLoss, _embeddings),
 ]
 
 
@@ -172,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         big = tuple(a.astype(np.float32) for a in sample(rng, tuple(args.shape)))
         value = float(np.mean(loss(*small)))
         out = np.empty(loss(*big).shape, np.float32)
-        grad = np.empty(big[0].shape, np.float32)
+        grad = tuple(np.empty(big[loss._inputs.index(n)].shape, np.float32) for n in loss._differentiable)
         t_fb = _time_per_call(
             lambda loss=loss, big=big, out=out, grad=grad: loss.forward_backward(*big, out=out, grad_out=grad)
         )
@@ -189,10 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         print(" " * 60, end="\r", file=sys.stderr)
 
     header = ("loss", "backend", "value (4x6)", "grad error*", f"fwd+bwd {args.shape[0]}x{args.shape[1]} f32 (us)", "")
-    print(f"{header[0]:30s} {header[1]:7s} {header[2]:>12s} {header[3]:>11s} {header[4]:>28s}")
+    print(f"{header[0]:32s} {header[1]:7s} {header[2]:>12s} {header[3]:>11s} {header[4]:>28s}")
     for name, backend, value, err, t, status in rows:
         shown = f"{t:28.1f}" if t == t else f"{'-':>28s}"
-        print(f"{name:30s} {backend:7s} {value:12.6g} {err:11.2e} {shown} {status}")
+        print(f"{name:32s} {backend:7s} {value:12.6g} {err:11.2e} {shown} {status}")
     print(
         "\n* cpu: float64 finite differences (check_gradient); cuda: largest relative difference from the CPU's"
         " float64 value and gradient"

@@ -22,6 +22,8 @@ def test_readme_examples_run():
             continue
         exec(compile(block, str(README), "exec"), ns)  # noqa: S102 - the README is ours
     assert ns["out"].shape == (64,) and ns["value"].shape == (64,)
+    assert ns["seg_out"].shape == (8,) and ns["dlogits"].shape == (8, 21, 16, 16)
+    assert (ns["dlogits"][:, :, :2] == 0).all()  # the ignored pixels
 
 
 def test_readme_gpu_example_runs_with_cupy():
