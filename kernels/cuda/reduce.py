@@ -12,6 +12,8 @@ the block size) that work on one task. Two interchangeable group sums:
 Both are called by every thread of the block the same number of times (they
 synchronise the block) and return the group's sum on its first thread
 (``lane == 0``); other lanes get partial values. Sums are float64.
+:func:`group_sum_all` and :func:`group_max_all` (shared-memory trees) return
+the result to every lane, for kernels whose threads all need it (softmax).
 
 The kernels here finish what the row kernels leave: :func:`finish_rows_kernel`
 adds the per-chunk partial sums of long rows in a fixed order (so results do
@@ -43,6 +45,37 @@ def group_sum_shared(s, sh, tid, lane, group):
     total = sh[tid]
     cuda.syncthreads()  # the caller may reuse ``sh`` right away
     return total
+
+
+@cuda.jit(device=True, inline="always")
+def _group_tree(v, sh, tid, lane, group, take_max):
+    sh[tid] = v
+    cuda.syncthreads()
+    off = group // 2
+    while off > 0:
+        if lane < off:
+            w = sh[tid + off]
+            if not take_max:
+                sh[tid] += w
+            elif w > sh[tid]:
+                sh[tid] = w
+        cuda.syncthreads()
+        off //= 2
+    total = sh[tid - lane]
+    cuda.syncthreads()  # the caller may reuse ``sh`` right away
+    return total
+
+
+@cuda.jit(device=True, inline="always")
+def group_sum_all(v, sh, tid, lane, group):
+    """Sum of ``v`` over each group (fixed tree order), returned to every lane of the group."""
+    return _group_tree(v, sh, tid, lane, group, False)
+
+
+@cuda.jit(device=True, inline="always")
+def group_max_all(v, sh, tid, lane, group):
+    """Maximum of ``v`` over each group (NaN never wins), returned to every lane of the group."""
+    return _group_tree(v, sh, tid, lane, group, True)
 
 
 @cuda.jit(device=True, inline="always")

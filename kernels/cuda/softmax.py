@@ -12,7 +12,8 @@ same for every thread (the group reductions synchronise the block).
 
 Per row, as on the CPU: each thread keeps an online maximum and a sum of
 exponentials rescaled whenever its maximum grows; the group combines them
-(maximum first, then the rescaled sums, in shared memory) into
+(maximum first, then the rescaled sums, with the all-lane shared-memory
+reductions of :mod:`.reduce`) into
 :math:`m` and :math:`\sigma = \log\sum_k e^{x_k - m}`; the gradient pass
 re-reads the row (from L2 for rows the group just read) and writes
 :math:`c\,(p_k \sum q - q_k)`, :math:`p_k = e^{(x_k - m) - \sigma}`.
@@ -28,6 +29,7 @@ from .._options import CACHE, CUDA_GRID_PER_SM, CUDA_ITEMS
 from ..softmax_math import pick_float, pick_int, smoothing
 from ..vmath import like
 from . import SIMULATOR, THREADS
+from .reduce import group_max_all, group_sum_all
 
 _JIT = {"cache": CACHE and not SIMULATOR}
 
@@ -44,37 +46,16 @@ def softmax_plan(n_rows: int, n_classes: int, inner: int, sm_count: int, threads
 
 
 @cuda.jit(device=True, inline="always")
-def _group_max(v, sh, tid, lane, group):
-    """Maximum of ``v`` over the group (NaN-free inputs), returned to every lane."""
-    sh[tid] = v
-    cuda.syncthreads()
-    off = group // 2
-    while off > 0:
-        if lane < off:
-            w = sh[tid + off]
-            if w > sh[tid]:
-                sh[tid] = w
-        cuda.syncthreads()
-        off //= 2
-    total = sh[tid - lane]
-    cuda.syncthreads()
-    return total
-
-
-@cuda.jit(device=True, inline="always")
-def _group_sum(v, sh, tid, lane, group):
-    """Sum of ``v`` over the group, returned to every lane (fixed tree order)."""
-    sh[tid] = v
-    cuda.syncthreads()
-    off = group // 2
-    while off > 0:
-        if lane < off:
-            sh[tid] += sh[tid + off]
-        cuda.syncthreads()
-        off //= 2
-    total = sh[tid - lane]
-    cuda.syncthreads()
-    return total
+def _position(it, group, per_block, tid, n_rows, inner):
+    """Row ``t`` of this thread's group in grid-stride iteration ``it``: ``(t, active, o, i)``."""
+    t = (it * cuda.gridDim.x + cuda.blockIdx.x) * per_block + tid // group
+    active = t < n_rows
+    o = 0
+    i = 0
+    if active:
+        o = t // inner
+        i = t - o * inner
+    return t, active, o, i
 
 
 @cuda.jit(device=True, inline="always")
@@ -101,11 +82,11 @@ def _log_sum_exp(x, o, i, active, lane, group, proto, sh, tid):
     Every thread of the block calls it (it synchronises); inactive ones add nothing.
     """
     m, s = _online(x, o, i, lane if active else x.shape[1], group, proto)
-    gm = _group_max(float64(m), sh, tid, lane, group)
+    gm = group_max_all(float64(m), sh, tid, lane, group)
     part = float64(0.0)
     if s != 0.0:  # threads without elements (or with only -inf) add nothing
         part = s * math.exp(float64(m) - gm)
-    total = _group_sum(part, sh, tid, lane, group)
+    total = group_sum_all(part, sh, tid, lane, group)
     lsum = -math.inf  # an all -inf row (NaN loss, as in MXNet); spelled out for the simulator's math.log
     if total != 0.0:
         lsum = math.log(total)
@@ -142,13 +123,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad):
         smooth = eps != 0.0
         q1, q0 = smoothing(eps, n_classes)
         for it in range(n_iter):
-            t = (it * cuda.gridDim.x + cuda.blockIdx.x) * per_block + tid // group
-            active = t < n_rows
-            o = 0
-            i = 0
-            if active:
-                o = t // inner
-                i = t - o * inner
+            t, active, o, i = _position(it, group, per_block, tid, n_rows, inner)
             j = 0
             skip = False
             if sparse and active:
@@ -175,10 +150,10 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad):
                     if smooth:
                         sx += xv
             if dense:
-                syx = _group_sum(syx, sh, tid, lane, group)
-                sy = _group_sum(sy, sh, tid, lane, group)
+                syx = group_sum_all(syx, sh, tid, lane, group)
+                sy = group_sum_all(sy, sh, tid, lane, group)
             if smooth:
-                sx = _group_sum(sx, sh, tid, lane, group)
+                sx = group_sum_all(sx, sh, tid, lane, group)
             if sparse:
                 sy = 1.0
                 if active:
@@ -230,13 +205,7 @@ def log_softmax_kernel(x, proto, lp, group):
     per_block = THREADS // group
     stride = per_block * cuda.gridDim.x
     for it in range((n_rows + stride - 1) // stride):
-        t = (it * cuda.gridDim.x + cuda.blockIdx.x) * per_block + tid // group
-        active = t < n_rows
-        o = 0
-        i = 0
-        if active:
-            o = t // inner
-            i = t - o * inner
+        _, active, o, i = _position(it, group, per_block, tid, n_rows, inner)
         m, lsum = _log_sum_exp(x, o, i, active, lane, group, proto, sh, tid)
         if active:
             ls = like(proto, lsum)
@@ -255,17 +224,12 @@ def log_softmax_backward_kernel(lp, proto, u, group):
     per_block = THREADS // group
     stride = per_block * cuda.gridDim.x
     for it in range((n_rows + stride - 1) // stride):
-        t = (it * cuda.gridDim.x + cuda.blockIdx.x) * per_block + tid // group
-        active = t < n_rows
-        o = 0
-        i = 0
+        _, active, o, i = _position(it, group, per_block, tid, n_rows, inner)
         s = float64(0.0)
         if active:
-            o = t // inner
-            i = t - o * inner
             for k in range(lane, n_classes, group):
                 s += u[o, k, i]
-        s = _group_sum(s, sh, tid, lane, group)
+        s = group_sum_all(s, sh, tid, lane, group)
         if active:
             sc = like(proto, s)
             for k in range(lane, n_classes, group):
