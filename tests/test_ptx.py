@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).parent / "ptx_all.py"
+# One xdist worker builds the catalogue once for both tests.
+pytestmark = pytest.mark.xdist_group("ptx")
 
 
 @pytest.fixture(scope="module")
