@@ -10,8 +10,10 @@ are allocated by the caller's array library and returned as its arrays.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -50,15 +52,32 @@ def _overlaps(a: DeviceArray, b: DeviceArray) -> bool:
     return a0 < b1 and b0 < a1
 
 
-def rowmean_cuda(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
-    """:func:`._dispatch.rowmean` for device arrays (same arguments, same results, device arrays out)."""
+@contextlib.contextmanager
+def quiet_simulator() -> Iterator[None]:
+    """Silence RuntimeWarnings under the simulator, whose threads compute with NumPy
+    scalars (0 * inf, ...); a GPU computes the same values without warning. A no-op on GPUs."""
     from numba_losses.kernels.cuda import SIMULATOR
 
-    if SIMULATOR:  # the simulator computes with NumPy scalars in its own threads: silence
-        with warnings.catch_warnings():  # their IEEE warnings (0 * inf, ...), as a GPU would
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return _rowmean_cuda(*args, **kwargs)
-    return _rowmean_cuda(*args, **kwargs)
+    if not SIMULATOR:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def device_view(d: DeviceArray, layout: np.ndarray, shape: tuple[int, ...], ctx: DeviceContext) -> Any:
+    """A Numba view of ``layout`` (a view of ``d``'s layout) reshaped to ``shape``; a gathered copy if none exists."""
+    try:
+        return d.view(np.reshape(layout, shape, copy=False))
+    except ValueError:  # no strided view of this reshape
+        return _gather(d, layout, ctx).reshape(shape)
+
+
+def rowmean_cuda(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """:func:`._dispatch.rowmean` for device arrays (same arguments, same results, device arrays out)."""
+    with quiet_simulator():
+        return _rowmean_cuda(*args, **kwargs)
 
 
 def _rowmean_cuda(term: Any, pred: Any, label: Any, *, names: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -119,10 +138,7 @@ def _launch(
     def view3(d: DeviceArray, layout: np.ndarray) -> Any:
         if layout.shape != full:
             layout = np.broadcast_to(layout, full)
-        try:
-            return d.view(np.reshape(layout, shape3, copy=False))
-        except ValueError:  # no strided view of this broadcast in the row layout: copy it
-            return _gather(d, layout, ctx).reshape(shape3)
+        return device_view(d, layout, shape3, ctx)
 
     x3 = view3(xd, x)
     y3 = view3(yd, plan.y)

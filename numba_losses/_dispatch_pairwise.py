@@ -24,9 +24,7 @@ caller's library.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +34,7 @@ from numba_losses.kernels._options import SERIAL_BELOW
 
 from ._backend import CUDA, select_backend
 from ._dispatch import _unbroadcast, _view3
+from ._dispatch_cuda import device_view
 from ._validate import (
     as_host_array,
     broadcast_shape,
@@ -334,35 +333,20 @@ def cosine(
 # ----------------------------------------------------------------------------- CUDA
 def _on_device(fn: Any, *args: Any) -> tuple[Any, Any]:
     """Run a CUDA path with the first input's device current (and the simulator's IEEE warnings off)."""
-    from numba_losses.kernels.cuda import SIMULATOR
-
     from ._device import DeviceContext
-    from ._dispatch_cuda import _checked
+    from ._dispatch_cuda import _checked, quiet_simulator
 
     first = _checked(("pred", "input1")[fn is _cosine_cuda], args[0])
     ctx = DeviceContext.of(first)
-    quiet = warnings.catch_warnings() if SIMULATOR else contextlib.nullcontext()
-    with ctx.activate(), quiet:
-        if SIMULATOR:  # the simulator computes with NumPy scalars: silence 0 * inf etc., as a GPU would
-            warnings.simplefilter("ignore", RuntimeWarning)
+    with ctx.activate(), quiet_simulator():
         return fn(first, ctx, *args[1:])
-
-
-def _dev_view(d: Any, layout: np.ndarray, shape: tuple[int, ...], ctx: Any) -> Any:
-    """A numba device view of ``layout`` (a view of ``d``'s layout) reshaped to ``shape``; copies if it must."""
-    from ._dispatch_cuda import _gather
-
-    try:
-        return d.view(np.reshape(layout, shape, copy=False))
-    except ValueError:  # no strided view of this reshape: gather a contiguous copy
-        return _gather(d, layout, ctx).reshape(shape)
 
 
 def _dev_rows(name: str, d: Any, n: int, ctx: Any) -> Any:
     """``d`` (1 or ``n`` elements) flattened and broadcast to ``(n,)``, as a numba device view."""
     from ._device import DeviceArray
 
-    flat = _dev_view(d, d.layout, (d.layout.size,), ctx)
+    flat = device_view(d, d.layout, (d.layout.size,), ctx)
     flat_d = DeviceArray.wrap(name, flat)
     return flat_d.view(np.broadcast_to(flat_d.layout, (n,)))
 
@@ -375,7 +359,7 @@ def _dev_broadcast(name: str, d: Any, shape: tuple[int, ...], ctx: Any, rows: bo
     except ValueError:
         raise ValueError(f"{name} has shape {d.layout.shape}, expected the output's shape {shape}") from None
     new = (shape[0],) if rows else (math.prod(shape[:-2]), shape[-2], shape[-1])
-    return _dev_view(d, layout, new, ctx)
+    return device_view(d, layout, new, ctx)
 
 
 def _dev_target(name: str, buf: Any, shape: tuple[int, ...], rdt: np.dtype, ctx: Any, inputs: dict) -> tuple[Any, Any]:
@@ -404,7 +388,7 @@ def _triplet_cuda(xd, ctx, positive, negative, margin, weight, batch_axis, out_g
     same_device(inputs)
     cdt, rdt, shape3 = plan.cdt, plan.rdt, plan.shape3
     n_rows = shape3[1]
-    x3, p3, n3 = (_dev_view(inputs[name], inputs[name].layout, shape3, ctx) for name in TRIPLET_GRADS)
+    x3, p3, n3 = (device_view(inputs[name], inputs[name].layout, shape3, ctx) for name in TRIPLET_GRADS)
     try:
         g = og.view(np.broadcast_to(og.layout, (n_rows,)))
     except ValueError:
@@ -446,8 +430,8 @@ def _cosine_cuda(ad, ctx, input2, label, sample_weight, margin, weight, out_grad
     same_device(inputs)
     plan = plan_cosine(ad.layout, bd.layout, yd.layout, swd.layout if swd else None)
     cdt, rdt, n_src, k, n_rows, out_shape = plan.cdt, plan.rdt, plan.n_src, plan.k, plan.n_rows, plan.out_shape
-    a2 = _dev_view(ad, ad.layout, (n_src, k), ctx)
-    b2 = _dev_view(bd, bd.layout, (n_src, k), ctx)
+    a2 = device_view(ad, ad.layout, (n_src, k), ctx)
+    b2 = device_view(bd, bd.layout, (n_src, k), ctx)
     lab = _dev_rows("label", yd, n_rows, ctx)
     one = _dev_rows("ones", _wrap("ones", 1.0, ctx), n_rows, ctx)
     wc = cdt.type(weight)

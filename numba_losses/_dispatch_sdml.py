@@ -12,7 +12,6 @@ target constants.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,13 +99,10 @@ def sdml(
     smoothing = _smoothing(smoothing)
     backend = select_backend({"x1": x1, "x2": x2, "out_grad": out_grad if want_grad else None})
     if backend == CUDA:
-        from numba_losses.kernels.cuda import SIMULATOR
+        from ._dispatch_cuda import quiet_simulator
 
-        if SIMULATOR:  # the simulator computes with NumPy scalars: silence their IEEE warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return _sdml_cuda(x1, x2, smoothing, out_grad, want_value, want_grad, out, grad_out)
-        return _sdml_cuda(x1, x2, smoothing, out_grad, want_value, want_grad, out, grad_out)
+        with quiet_simulator():
+            return _sdml_cuda(x1, x2, smoothing, out_grad, want_value, want_grad, out, grad_out)
     return _sdml_cpu(x1, x2, smoothing, out_grad, want_value, want_grad, out, grad_out)
 
 

@@ -10,40 +10,15 @@ array library (:class:`._device.DeviceContext`).
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 
 from ._device import DeviceArray, DeviceContext
 from ._dispatch import rowmean
-from ._dispatch_cuda import _check_device_buffer, _checked, _dummy3, _gather, _overlaps
+from ._dispatch_cuda import _check_device_buffer, _checked, _dummy3, _gather, _overlaps, device_view, quiet_simulator
 from ._dispatch_softmax import LOSS_NAMES, ClassLayout, check_sparse_label, class_layout, label_kind
 from ._validate import compute_dtype, reshape_like, result_dtype
-
-
-def _quiet(fn: Any) -> Any:
-    """Silence the simulator's IEEE warnings (its threads compute with NumPy scalars)."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from numba_losses.kernels.cuda import SIMULATOR
-
-        if not SIMULATOR:
-            return fn(*args, **kwargs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return fn(*args, **kwargs)
-
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
-def _view(d: DeviceArray, layout: np.ndarray, shape: tuple[int, ...], ctx: DeviceContext) -> Any:
-    """A Numba view of ``layout`` (a view of ``d``) reshaped to ``shape``; a copy if no view exists."""
-    try:
-        return d.view(np.reshape(layout, shape, copy=False))
-    except ValueError:
-        return _gather(d, layout, ctx).reshape(shape)
 
 
 def _launch_rows(kernel: Any, lay: ClassLayout, ctx: DeviceContext, *args: Any) -> None:
@@ -72,7 +47,6 @@ def _to_result(native: Any, rdt: np.dtype, buf: Any, ctx: DeviceContext) -> Any:
     return result
 
 
-@_quiet
 def softmax_ce_cuda(
     pred: Any,
     label: Any,
@@ -99,21 +73,21 @@ def softmax_ce_cuda(
     xd = _checked("pred", pred)
     yd = _checked("label", label)
     ctx = DeviceContext.of(xd)
-    with ctx.activate():
+    with ctx.activate(), quiet_simulator():
         x = xd.layout
         cdt = compute_dtype("pred", x)
         rdt = result_dtype(x, cdt)
         lay = class_layout(x.shape, axis)
         n_rows = lay.n_rows
-        x3 = _view(xd, x, lay.shape3, ctx)
+        x3 = device_view(xd, x, lay.shape3, ctx)
         dummy3 = _dummy3(ctx, cdt)
         if sparse:
             check_sparse_label(yd.layout.shape, lay)
-            lab = _view(yd, yd.layout, (lay.outer, lay.inner), ctx)
+            lab = device_view(yd, yd.layout, (lay.outer, lay.inner), ctx)
             y3 = x3
         else:
             ylay = reshape_like("label", yd.layout, x.shape, "pred")
-            y3 = _view(yd, ylay, lay.shape3, ctx)
+            y3 = device_view(yd, ylay, lay.shape3, ctx)
             lab = dummy3.reshape((1, 1))
         loss_native, loss_dev = ctx.empty(lay.keep_shape, cdt)
         loss_rows = loss_dev.reshape(n_rows)
@@ -154,7 +128,6 @@ def softmax_ce_cuda(
         return value, grads_native
 
 
-@_quiet
 def kldiv_softmax_cuda(
     pred: Any,
     label: Any,
@@ -174,7 +147,7 @@ def kldiv_softmax_cuda(
 
     xd = _checked("pred", pred)
     ctx = DeviceContext.of(xd)
-    with ctx.activate():
+    with ctx.activate(), quiet_simulator():
         x = xd.layout
         cdt = compute_dtype("pred", x)
         rdt = result_dtype(x, cdt)
@@ -182,7 +155,7 @@ def kldiv_softmax_cuda(
         proto = cdt.type(0)
         lp_native, lp_dev = ctx.empty(x.shape, cdt)
         lp3 = lp_dev.reshape(lay.shape3)
-        _launch_rows(log_softmax_kernel, lay, ctx, _view(xd, x, lay.shape3, ctx), proto, lp3)
+        _launch_rows(log_softmax_kernel, lay, ctx, device_view(xd, x, lay.shape3, ctx), proto, lp3)
         in_place = grad_out is not None and rdt == cdt
         value, u = rowmean(
             "kldiv_logits", lp_native, label, sample_weight=sample_weight, weight=weight, batch_axis=batch_axis,
