@@ -31,8 +31,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,54 +39,27 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from benchmarks.bench_pairwise import (  # noqa: E402
-    LARGE,
-    MARGIN_COSINE,
-    MARGIN_TRIPLET,
-    cosine_inputs,
-    numpy_cosine,
-    numpy_triplet,
-    triplet_inputs,
-)
-
-
-def best_ms(fn: Callable[[], Any], repeats: int) -> float:
-    """Shortest wall time of ``repeats`` calls of ``fn`` after one warm-up call, in milliseconds."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
+from benchmarks.bench_pairwise import CASES, LARGE, MARGIN_COSINE, MARGIN_TRIPLET  # noqa: E402
+from benchmarks.common import best_ms  # noqa: E402
 
 
 # -- the three implementations ------------------------------------------------------------
 def library_and_numpy(repeats: int) -> dict[str, dict[str, float]]:
     """Times (ms) of numba_losses and NumPy for both losses."""
-    import numba_losses as nl
+    return {name: _library_and_numpy(name, repeats) for name in CASES}
 
-    tri = nl.TripletLoss(margin=MARGIN_TRIPLET)
-    targs = triplet_inputs(LARGE)
-    tout, tgrads = tri.forward_backward(*targs)
-    cos = nl.CosineEmbeddingLoss(margin=MARGIN_COSINE)
-    cargs = cosine_inputs(LARGE)
-    cout, cgrads = cos.forward_backward(*cargs)
+
+def _library_and_numpy(name: str, repeats: int) -> dict[str, float]:
+    make, inputs, numpy_loss, margin = CASES[name]
+    loss = make(margin=margin)
+    args = inputs(LARGE)
+    out, grads = loss.forward_backward(*args)
     return {
-        "TripletLoss": {
-            "lib_fwd": best_ms(lambda: tri(*targs), repeats),
-            "lib_fb": best_ms(lambda: tri.forward_backward(*targs), repeats),
-            "lib_fb_buf": best_ms(lambda: tri.forward_backward(*targs, out=tout, grad_out=tgrads), repeats),
-            "numpy_fwd": best_ms(lambda: numpy_triplet(*targs, margin=MARGIN_TRIPLET), repeats),
-            "numpy_fb": best_ms(lambda: numpy_triplet(*targs, True, margin=MARGIN_TRIPLET), repeats),
-        },
-        "CosineEmbeddingLoss": {
-            "lib_fwd": best_ms(lambda: cos(*cargs), repeats),
-            "lib_fb": best_ms(lambda: cos.forward_backward(*cargs), repeats),
-            "lib_fb_buf": best_ms(lambda: cos.forward_backward(*cargs, out=cout, grad_out=cgrads), repeats),
-            "numpy_fwd": best_ms(lambda: numpy_cosine(*cargs, margin=MARGIN_COSINE), repeats),
-            "numpy_fb": best_ms(lambda: numpy_cosine(*cargs, True, margin=MARGIN_COSINE), repeats),
-        },
+        "lib_fwd": best_ms(lambda: loss(*args), repeats),
+        "lib_fb": best_ms(lambda: loss.forward_backward(*args), repeats),
+        "lib_fb_buf": best_ms(lambda: loss.forward_backward(*args, out=out, grad_out=grads), repeats),
+        "numpy_fwd": best_ms(lambda: numpy_loss(*args, margin=margin), repeats),
+        "numpy_fb": best_ms(lambda: numpy_loss(*args, True, margin=margin), repeats),
     }
 
 
@@ -116,8 +87,8 @@ def torch_worker(repeats: int) -> dict[str, Any]:
         return {"error": f"import torch failed: {exc}"}
     res: dict[str, Any] = {"version": torch.__version__, "threads": torch.get_num_threads()}
     for name, fn, arrays, n_diff in (
-        ("TripletLoss", torch_triplet, triplet_inputs(LARGE), 3),
-        ("CosineEmbeddingLoss", torch_cosine, cosine_inputs(LARGE), 2),
+        ("TripletLoss", torch_triplet, CASES["TripletLoss"][1](LARGE), 3),
+        ("CosineEmbeddingLoss", torch_cosine, CASES["CosineEmbeddingLoss"][1](LARGE), 2),
     ):
         ts = [torch.from_numpy(a) for a in arrays]
         for t in ts[:n_diff]:

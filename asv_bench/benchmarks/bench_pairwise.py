@@ -96,59 +96,38 @@ def numpy_cosine(a: np.ndarray, b: np.ndarray, y: np.ndarray, want_grad: bool = 
 
 
 # -- asv ----------------------------------------------------------------------------------------
-class TripletLoss:
+# loss name -> (constructor, inputs, NumPy version, margin)
+CASES = {
+    "TripletLoss": (nl.TripletLoss, triplet_inputs, numpy_triplet, MARGIN_TRIPLET),
+    "CosineEmbeddingLoss": (nl.CosineEmbeddingLoss, cosine_inputs, numpy_cosine, MARGIN_COSINE),
+}
+
+
+class PairwiseLoss:
     """Wall time of one call: the library (with and without output buffers) and NumPy."""
 
-    params = ([LARGE, SMALL],)
-    param_names = ["shape"]
+    params = (list(CASES), [LARGE, SMALL])
+    param_names = ["loss", "shape"]
 
-    def setup(self, shape):
-        self.loss = nl.TripletLoss(margin=MARGIN_TRIPLET)
-        self.args = triplet_inputs(shape)
+    def setup(self, loss, shape):
+        make, inputs, self.numpy_loss, self.margin = CASES[loss]
+        self.loss = make(margin=self.margin)
+        self.args = inputs(shape)
         self.out, self.grads = self.loss.forward_backward(*self.args)
         self.loss(*self.args)
-        numpy_triplet(*self.args, True)
+        self.numpy_loss(*self.args, True, margin=self.margin)
 
-    def time_forward(self, shape):
+    def time_forward(self, loss, shape):
         self.loss(*self.args)
 
-    def time_forward_backward(self, shape):
+    def time_forward_backward(self, loss, shape):
         self.loss.forward_backward(*self.args)
 
-    def time_forward_backward_out(self, shape):
+    def time_forward_backward_out(self, loss, shape):
         self.loss.forward_backward(*self.args, out=self.out, grad_out=self.grads)
 
-    def time_numpy_forward(self, shape):
-        numpy_triplet(*self.args, margin=MARGIN_TRIPLET)
+    def time_numpy_forward(self, loss, shape):
+        self.numpy_loss(*self.args, margin=self.margin)
 
-    def time_numpy_forward_backward(self, shape):
-        numpy_triplet(*self.args, True, margin=MARGIN_TRIPLET)
-
-
-class CosineEmbeddingLoss:
-    """Wall time of one call: the library (with and without output buffers) and NumPy."""
-
-    params = ([LARGE, SMALL],)
-    param_names = ["shape"]
-
-    def setup(self, shape):
-        self.loss = nl.CosineEmbeddingLoss(margin=MARGIN_COSINE)
-        self.args = cosine_inputs(shape)
-        self.out, self.grads = self.loss.forward_backward(*self.args)
-        self.loss(*self.args)
-        numpy_cosine(*self.args, True)
-
-    def time_forward(self, shape):
-        self.loss(*self.args)
-
-    def time_forward_backward(self, shape):
-        self.loss.forward_backward(*self.args)
-
-    def time_forward_backward_out(self, shape):
-        self.loss.forward_backward(*self.args, out=self.out, grad_out=self.grads)
-
-    def time_numpy_forward(self, shape):
-        numpy_cosine(*self.args, margin=MARGIN_COSINE)
-
-    def time_numpy_forward_backward(self, shape):
-        numpy_cosine(*self.args, True, margin=MARGIN_COSINE)
+    def time_numpy_forward_backward(self, loss, shape):
+        self.numpy_loss(*self.args, True, margin=self.margin)
