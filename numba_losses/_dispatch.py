@@ -128,7 +128,7 @@ def plan_rows(
         shapes[names.aux] = a.shape
     if sw is not None:
         shapes["sample_weight"] = sw.shape
-    full = x.shape if len(shapes) == 2 and y.shape == x.shape else broadcast_shape(shapes)
+    full = x.shape if a is None and sw is None and y.shape == x.shape else broadcast_shape(shapes)
 
     if reduce == "all":
         ax = 0

@@ -30,8 +30,7 @@ from ._backend import CUDA, select_backend
 from ._dispatch import Names, rowmean
 from ._validate import as_host_array, check_buffer, compute_dtype, normalize_axis, reshape_like, result_dtype
 
-# Error messages name the per-position loss the weighting applies to (the names must
-# differ: the planner keys shapes by name).
+# Error messages name the per-position loss the weighting applies to.
 LOSS_NAMES = Names(pred="the loss before weighting", label="(its copy)")
 
 
