@@ -19,6 +19,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._loss import Loss  # noqa: E402
+from .ctc import CTCLoss  # noqa: E402
 from .custom import UserCompileError, elementwise_loss  # noqa: E402
 from .elementwise import (  # noqa: E402
     ElementwiseLoss,
@@ -56,6 +57,7 @@ __all__ = [
     "KLDivLoss",
     "SoftmaxCrossEntropyLoss",
     "SoftmaxCELoss",
+    "CTCLoss",
     "TripletLoss",
     "CosineEmbeddingLoss",
     "SDMLLoss",

@@ -61,16 +61,23 @@ def _row_strided(a, t, inner):
 
 @register_jitable(forceinline=True)
 def row_log_sum_exp(xr, dest, into_row, bmax):
-    """``(m, log(sum(exp(x - m))))`` of one row, ``m`` its maximum, in one blocked pass.
+    """``(m, log(sum(exp(x - m))))`` of one row: :func:`row_max_sum_exp`, then the log in float64."""
+    m, s = row_max_sum_exp(xr, dest, into_row, bmax)
+    return m, (math.log(s) if s > 0.0 else (-math.inf if s == 0.0 else s))
+
+
+@register_jitable(forceinline=True)
+def row_max_sum_exp(xr, dest, into_row, bmax):
+    """``(m, sum(exp(x - m)))`` of one row, ``m`` its maximum, in one blocked pass.
 
     The exponentials of block ``b`` are taken relative to ``bmax[b]``, the
     running maximum when the block was reached, and stored in ``dest``: at the
     row's own positions when ``into_row`` (``dest`` is the gradient row, so the
     gradient pass rescales them instead of exponentiating again), else in the
     ``BLOCK``-element scratch ``dest``. Blocks seen while the maximum is still
-    ``-inf`` add 0 (masked logits); an all ``-inf`` row gives ``log 0 = -inf``
-    and a NaN loss, as MXNet's ``x - max`` does. ``m`` is in the row's dtype,
-    the log-sum in float64.
+    ``-inf`` add 0 (masked logits); an all ``-inf`` row gives a sum of 0
+    (``log 0 = -inf``, a NaN loss, as MXNet's ``x - max`` does). ``m`` is in
+    the row's dtype, the sum in float64.
     """
     n = xr.shape[0]
     m = like(xr[0], -np.inf)
@@ -95,7 +102,7 @@ def row_log_sum_exp(xr, dest, into_row, bmax):
         for j in range(j0, j1):
             dest[j - off] = vexp(xr[j] - m)
         s += range_sum(dest, j0 - off, j1 - off)
-    return m, (math.log(s) if s > 0.0 else (-math.inf if s == 0.0 else s))
+    return m, s
 
 
 @register_jitable(forceinline=True)

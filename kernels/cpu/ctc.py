@@ -1,0 +1,279 @@
+r"""CTC loss CPU kernels: fused log-softmax, log-space forward-backward, gradient.
+
+Notation of SPEC section 7: sample :math:`b` has :math:`T_b` frames of
+:math:`C` activations, a label of length :math:`L` and the extended label
+:math:`l'` of length :math:`S = 2L + 1` (blanks at even positions).
+Activations are read as rows of ``x``, a ``(rows, C)`` array: frame ``t`` of
+sample ``b`` is row ``b * sb + t * st`` (``sb, st = T, 1`` for NTC data,
+``1, N`` for TNC), so both layouts are read in place. The gradient ``dx`` has
+its own row strides.
+
+Three kernels, each parallel where the work is:
+
+1. :func:`build_ctc_frames_kernel` - over all frames ``t < T_b``: the row
+   maximum :math:`m` and :math:`\sigma = \log \sum_k e^{x_k - m}` (one blocked
+   pass, vectorised ``exp``; the sum is rounded to the compute dtype before the
+   log, as a float32 sum would be), and the log-probabilities of the label's
+   classes, :math:`\mathrm{lp}_t(s) = (x_{l'_s} - m) - \sigma`, into the
+   sample's ``(T_b, S)`` block of ``lpe``. The full log-softmax is never stored.
+2. :func:`build_ctc_paths_kernel` - over samples: the recursions for
+   :math:`\alpha` (forward) and :math:`\beta` (backward, warp-ctc's convention
+   including the emission at ``t``) in log space, one column of ``S`` at a
+   time (vectorised along ``s``: a column depends only on the previous one),
+   storing :math:`\alpha_t(s) + \beta_t(s)` in the sample's block of ``ab``,
+   and the cost :math:`-\log p`.
+3. :func:`build_ctc_grad_kernel` - over all frames: writes
+   :math:`c_b\, e^{\mathrm{lp}_t(k)}` for every class, then corrects the
+   label's classes with :math:`\gamma_t(k)`, the log-sum of ``ab`` over the
+   positions of class ``k`` (SPEC's rule, warp-ctc's ``== 0.0`` branch
+   included); zero beyond the gradient mask and for infeasible samples.
+
+Log-space addition follows SPEC: ``lse(a, b) = b`` if ``a == -inf``, ``a``
+if ``b == -inf``, else :math:`\max + \log(1 + e^{-|a - b|})`; it is written
+branch-free (selects) so the column loops vectorise.
+"""
+
+import functools
+import math
+
+import numpy as np
+from numba import njit, prange
+from numba.extending import register_jitable
+
+from .._options import CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
+from ..vmath import like, vexp, vlog1p
+from .softmax import BLOCK, row_max_sum_exp
+
+
+@register_jitable(forceinline=True)
+def log_add(a, b):
+    """SPEC section 7's ``lse(a, b)`` in the arguments' precision (NaN in gives NaN out)."""
+    hi = a if a > b else b
+    lo = b if a > b else a
+    r = hi + vlog1p(vexp(lo - hi))
+    r = a if b == -np.inf else r
+    return b if a == -np.inf else r
+
+
+@register_jitable(forceinline=True)
+def ext_class(lab, b, s, blank):
+    """Class of position ``s`` of sample ``b``'s extended label."""
+    return blank if s % 2 == 0 else lab[b, s // 2]
+
+
+def _settings(parallel):
+    return {"parallel": parallel, "fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL, "cache": CACHE}
+
+
+@functools.cache
+def build_ctc_frames_kernel(parallel):
+    """Row statistics and label log-probabilities of every frame ``t < T_b``.
+
+    Returns
+    -------
+    numba dispatcher
+        ``kernel(x, sb, st, tlen, lab, llen, blank, off, m, logs, lpe)``:
+        ``x`` ``(rows, C)`` activations (compute dtype); ``tlen``, ``llen``
+        ``(N,)`` int32; ``lab`` ``(N, >=1)`` int32 packed labels; ``off``
+        ``(N + 1,)`` int64 offsets of the samples' ``(T_b, S_b)`` blocks in the
+        flat ``lpe``. Writes ``m[b, t]``, ``logs[b, t]`` (``(N, T)``) and ``lpe``.
+    """
+    cache_key = source_fingerprint() * 2 + int(parallel)
+
+    def ctc_frames_kernel(x, sb, st, tlen, lab, llen, blank, off, m, logs, lpe):
+        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+            return
+        n, n_t = m.shape
+        n_classes = x.shape[1]
+        per = max(1, CHUNK // max(n_classes, 1))
+        n_frames = n * n_t
+        n_tasks = (n_frames + per - 1) // per
+        n_blocks = (n_classes + BLOCK - 1) // BLOCK
+        for task in prange(n_tasks):
+            buf = np.empty(BLOCK, dtype=x.dtype)
+            bmax = np.empty(max(n_blocks, 1), dtype=x.dtype)
+            for f in range(task * per, min(task * per + per, n_frames)):
+                b = f // n_t
+                t = f - b * n_t
+                if t >= tlen[b]:
+                    continue
+                xr = x[b * sb + t * st]
+                mm, ssum = row_max_sum_exp(xr, buf, False, bmax)
+                sr = float(like(mm, ssum))  # the sum rounded as a sum in the compute dtype would be
+                ls = like(mm, math.log(sr) if sr > 0.0 else (-math.inf if sr == 0.0 else sr))
+                m[b, t] = mm
+                logs[b, t] = ls
+                n_s = 2 * llen[b] + 1
+                base = off[b] + t * n_s
+                for s in range(n_s):
+                    lpe[base + s] = (xr[ext_class(lab, b, s, blank)] - mm) - ls
+
+    ctc_frames_kernel.__qualname__ = ctc_frames_kernel.__name__ = f"ctc_frames_{_variant(parallel)}_kernel"
+    return njit(**_settings(parallel))(ctc_frames_kernel)
+
+
+@functools.cache
+def build_ctc_paths_kernel(parallel):
+    r"""Forward-backward recursions per sample: ``alpha + beta`` into ``ab`` and the cost.
+
+    Returns
+    -------
+    numba dispatcher
+        ``kernel(lpe, off, tlen, lab, llen, blank, feasible, zero_infinity, want_ab, ab, ll, cost)``:
+        ``lpe`` from :func:`build_ctc_frames_kernel`; ``feasible`` ``(N,)``
+        uint8 (:math:`L_b + R_b \le T_b`). Writes ``cost[b]`` (``0``, or
+        ``+inf`` without ``zero_infinity``, for an infeasible sample; ``0``
+        for :math:`T_b = 0`), ``ll[b]`` the log-likelihood and, when
+        ``want_ab``, :math:`\alpha_t(s) + \beta_t(s)` into ``ab`` (``lpe``'s layout).
+    """
+    cache_key = source_fingerprint() * 2 + int(parallel)
+
+    def ctc_paths_kernel(lpe, off, tlen, lab, llen, blank, feasible, zero_infinity, want_ab, ab, ll, cost):
+        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+            return
+        n = tlen.shape[0]
+        for b in prange(n):
+            n_t = tlen[b]
+            if not feasible[b]:
+                cost[b] = 0.0 if zero_infinity else np.inf
+                ll[b] = -np.inf
+                continue
+            if n_t == 0:  # L = 0 and no frame: the empty path, probability 1
+                cost[b] = 0.0
+                ll[b] = 0.0
+                continue
+            n_s = 2 * llen[b] + 1
+            base = off[b]
+            # skip[s]: alpha may come from s - 2; skipb[s]: beta may come from s + 2
+            skip = np.zeros(n_s, dtype=np.bool_)
+            skipb = np.zeros(n_s, dtype=np.bool_)
+            for s in range(n_s):
+                k = ext_class(lab, b, s, blank)
+                if k != blank and s != 1 and s >= 2:
+                    skip[s] = k != ext_class(lab, b, s - 2, blank)
+                if k != blank and s != n_s - 2 and s + 2 < n_s:
+                    skipb[s] = k != ext_class(lab, b, s + 2, blank)
+            # alpha, columns padded with two -inf on the left: col[s + 2] = alpha(s)
+            prev = np.full(n_s + 2, -np.inf, dtype=lpe.dtype)
+            cur = np.full(n_s + 2, -np.inf, dtype=lpe.dtype)
+            ninf = prev[0]  # -inf in the compute dtype
+            cur[2] = lpe[base]
+            if n_s > 1:
+                cur[3] = lpe[base + 1]
+            if want_ab:
+                for s in range(n_s):
+                    ab[base + s] = cur[s + 2]
+            for t in range(1, n_t):
+                prev, cur = cur, prev
+                row = base + t * n_s
+                for s in range(n_s):
+                    v = log_add(prev[s + 2], prev[s + 1])
+                    v = log_add(v, prev[s] if skip[s] else ninf)
+                    cur[s + 2] = v + lpe[row + s]
+                if want_ab:
+                    for s in range(n_s):
+                        ab[row + s] = cur[s + 2]
+            llv = log_add(cur[n_s + 1], cur[n_s]) if n_s > 1 else cur[2]
+            ll[b] = llv
+            cost[b] = -llv
+            if not want_ab:
+                continue
+            # beta, columns padded with two -inf on the right: col[s] = beta(s)
+            for s in range(n_s + 2):
+                cur[s] = ninf
+                prev[s] = ninf
+            row = base + (n_t - 1) * n_s
+            cur[n_s - 1] = lpe[row + n_s - 1]
+            if n_s > 1:
+                cur[n_s - 2] = lpe[row + n_s - 2]
+            for s in range(n_s):
+                ab[row + s] = ab[row + s] + cur[s]
+            for t in range(n_t - 2, -1, -1):
+                prev, cur = cur, prev
+                row = base + t * n_s
+                for s in range(n_s):
+                    v = log_add(prev[s], prev[s + 1])
+                    v = log_add(v, prev[s + 2] if skipb[s] else ninf)
+                    cur[s] = v + lpe[row + s]
+                for s in range(n_s):
+                    ab[row + s] = ab[row + s] + cur[s]
+
+    ctc_paths_kernel.__qualname__ = ctc_paths_kernel.__name__ = f"ctc_paths_{_variant(parallel)}_kernel"
+    return njit(**_settings(parallel))(ctc_paths_kernel)
+
+
+@register_jitable(forceinline=True)
+def _label_grad(dr, k, g, lp, llb, c):
+    """SPEC's gradient of class ``k`` from its gamma ``g`` and log-probability ``lp``, times ``c``."""
+    e = vexp(lp)
+    if g == -np.inf or g == 0.0 or lp == -np.inf:
+        dr[k] = c * e
+    else:
+        dr[k] = c * (e - vexp((g - lp) - llb))
+
+
+@functools.cache
+def build_ctc_grad_kernel(parallel):
+    """Gradient w.r.t. the activations, every frame (zero where masked).
+
+    Returns
+    -------
+    numba dispatcher
+        ``kernel(x, sb, st, dsb, dst, n_t, gmask, feasible, m, logs, lpe, ab, off,
+        lab, chain, first, llen, blank, ll, coef, dx)``: ``gmask[b]`` the
+        frames ``t < gmask[b]`` that get a gradient (``trunc`` of the pred
+        length), ``coef[b]`` the head-gradient scale, ``chain`` / ``first`` from
+        :func:`..ctc_labels.scan_labels`; ``dx`` rows at ``b * dsb + t * dst``.
+    """
+    cache_key = source_fingerprint() * 2 + int(parallel)
+
+    def ctc_grad_kernel(
+        x, sb, st, dsb, dst, n_t, gmask, feasible, m, logs, lpe, ab, off, lab, chain, first, llen, blank, ll, coef, dx
+    ):  # fmt: skip
+        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+            return
+        n = gmask.shape[0]
+        n_classes = x.shape[1]
+        per = max(1, CHUNK // max(n_classes, 1))
+        n_frames = n * n_t
+        n_tasks = (n_frames + per - 1) // per
+        for task in prange(n_tasks):
+            for f in range(task * per, min(task * per + per, n_frames)):
+                b = f // n_t
+                t = f - b * n_t
+                dr = dx[b * dsb + t * dst]
+                if not feasible[b] or t >= gmask[b]:
+                    for k in range(n_classes):
+                        dr[k] = 0.0
+                    continue
+                xr = x[b * sb + t * st]
+                mm = m[b, t]
+                ls = logs[b, t]
+                c = coef[b]
+                for k in range(n_classes):
+                    dr[k] = c * vexp((xr[k] - mm) - ls)
+                n_lab = llen[b]
+                n_s = 2 * n_lab + 1
+                row = off[b] + t * n_s
+                llb = ll[b]
+                g = like(c, -np.inf)
+                for s in range(n_s):
+                    if ext_class(lab, b, s, blank) == blank:
+                        g = log_add(g, ab[row + s])
+                _label_grad(dr, blank, g, lpe[row], llb, c)
+                for i in range(n_lab):
+                    if not first[b, i]:
+                        continue
+                    g = like(c, -np.inf)
+                    j = i
+                    while j >= 0:
+                        g = log_add(g, ab[row + 2 * j + 1])
+                        j = chain[b, j]
+                    _label_grad(dr, lab[b, i], g, lpe[row + 2 * i + 1], llb, c)
+
+    ctc_grad_kernel.__qualname__ = ctc_grad_kernel.__name__ = f"ctc_grad_{_variant(parallel)}_kernel"
+    return njit(**_settings(parallel))(ctc_grad_kernel)
+
+
+def _variant(parallel):
+    return "parallel" if parallel else "serial"
