@@ -55,6 +55,7 @@ class CtcPlan:
     chain: np.ndarray
     first: np.ndarray
     off: np.ndarray
+    goff: np.ndarray
 
     @property
     def workspace(self) -> int:
@@ -158,7 +159,9 @@ def plan_ctc(
     feasible = (llen + reps <= tlen).astype(np.uint8)
     off = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(tlen.astype(np.int64) * (2 * llen.astype(np.int64) + 1), out=off[1:])
-    return CtcPlan(n, t, c, blank, tlen, gmask, llen, feasible, lab, chain, first, off)
+    goff = np.zeros(n + 1, dtype=np.int64)  # (1 + distinct non-blank classes, T_b) gamma blocks
+    np.cumsum(tlen.astype(np.int64) * (1 + first.sum(axis=1, dtype=np.int64)), out=goff[1:])
+    return CtcPlan(n, t, c, blank, tlen, gmask, llen, feasible, lab, chain, first, off, goff)
 
 
 def output_shape(n: int, sw_shape: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -298,14 +301,15 @@ def _run_cpu(
     logs = np.empty((n, t), dtype=cdt)
     lpe = np.empty(plan.workspace, dtype=cdt)
     ab = np.empty(plan.workspace if want_grad else 0, dtype=cdt)
+    gam = np.empty(int(plan.goff[-1]) if want_grad else 0, dtype=cdt)
     ll = np.empty(n, dtype=cdt)
     cost = np.empty(n, dtype=cdt)
     if n == 0:
         return cost, (np.zeros(x.shape, dtype=cdt) if want_grad else None)
     build_ctc_frames_kernel(parallel)(x2, sb, st, plan.tlen, plan.lab, plan.llen, plan.blank, plan.off, m, logs, lpe)
     build_ctc_paths_kernel(plan.n > 1 and parallel)(
-        lpe, plan.off, plan.tlen, plan.lab, plan.llen, plan.blank, plan.feasible, zero_infinity, want_grad, ab, ll,
-        cost,
+        lpe, plan.off, plan.goff, plan.tlen, plan.lab, plan.chain, plan.first, plan.llen, plan.blank, plan.feasible,
+        zero_infinity, want_grad, ab, gam, ll, cost,
     )  # fmt: skip
     if not want_grad:
         return cost, None
@@ -313,7 +317,7 @@ def _run_cpu(
     d2, dsb, dst = frame_rows(dx, layout)
     if t:
         build_ctc_grad_kernel(parallel)(
-            x2, sb, st, dsb, dst, t, plan.gmask, plan.feasible, m, logs, lpe, ab, plan.off, plan.lab, plan.chain,
+            x2, sb, st, dsb, dst, t, plan.gmask, plan.feasible, m, logs, gam, plan.goff, plan.tlen, plan.lab,
             plan.first, plan.llen, plan.blank, ll, coef, d2,
         )  # fmt: skip
     return cost, dx

@@ -44,6 +44,9 @@ from .._options import CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerpri
 from ..vmath import like, vexp, vlog1p
 from .softmax import BLOCK, row_max_sum_exp
 
+# Frames per tile of the gamma pass (a tile of alpha + beta, S x GAMMA_TILE, is transposed in L1).
+GAMMA_TILE = 32
+
 
 @register_jitable(forceinline=True)
 def log_add(a, b):
@@ -114,21 +117,30 @@ def build_ctc_frames_kernel(parallel):
 
 @functools.cache
 def build_ctc_paths_kernel(parallel):
-    r"""Forward-backward recursions per sample: ``alpha + beta`` into ``ab`` and the cost.
+    r"""Forward-backward recursions per sample: the cost and, for the gradient, :math:`\gamma`.
 
     Returns
     -------
     numba dispatcher
-        ``kernel(lpe, off, tlen, lab, llen, blank, feasible, zero_infinity, want_ab, ab, ll, cost)``:
-        ``lpe`` from :func:`build_ctc_frames_kernel`; ``feasible`` ``(N,)``
-        uint8 (:math:`L_b + R_b \le T_b`). Writes ``cost[b]`` (``0``, or
-        ``+inf`` without ``zero_infinity``, for an infeasible sample; ``0``
-        for :math:`T_b = 0`), ``ll[b]`` the log-likelihood and, when
-        ``want_ab``, :math:`\alpha_t(s) + \beta_t(s)` into ``ab`` (``lpe``'s layout).
+        ``kernel(lpe, off, goff, tlen, lab, chain, first, llen, blank, feasible, zero_infinity,
+        want_grad, ab, gam, ll, cost)``: ``lpe`` from
+        :func:`build_ctc_frames_kernel`; ``feasible`` ``(N,)`` uint8
+        (:math:`L_b + R_b \le T_b`). Writes ``cost[b]`` (``0``, or ``+inf``
+        without ``zero_infinity``, for an infeasible sample; ``0`` for
+        :math:`T_b = 0`) and ``ll[b]`` the log-likelihood. With ``want_grad``,
+        :math:`\alpha_t(s) + \beta_t(s)` goes to the sample's block of the
+        scratch ``ab`` (``lpe``'s ``(T_b, S_b)`` layout) and
+        :math:`\gamma_t` of the sample's classes to its ``(1 + U_b, T_b)``
+        block of ``gam`` at ``goff[b]``: row 0 the blank, then one row per
+        other class in order of first occurrence (``first``), each the
+        log-sum over the class's positions in increasing order (``chain``),
+        vectorised along ``t``.
     """
     cache_key = source_fingerprint() * 2 + int(parallel)
 
-    def ctc_paths_kernel(lpe, off, tlen, lab, llen, blank, feasible, zero_infinity, want_ab, ab, ll, cost):
+    def ctc_paths_kernel(
+        lpe, off, goff, tlen, lab, chain, first, llen, blank, feasible, zero_infinity, want_grad, ab, gam, ll, cost
+    ):  # fmt: skip
         if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
             return
         n = tlen.shape[0]
@@ -142,7 +154,8 @@ def build_ctc_paths_kernel(parallel):
                 cost[b] = 0.0
                 ll[b] = 0.0
                 continue
-            n_s = 2 * llen[b] + 1
+            n_lab = llen[b]
+            n_s = 2 * n_lab + 1
             base = off[b]
             # skip[s]: alpha may come from s - 2; skipb[s]: beta may come from s + 2
             skip = np.zeros(n_s, dtype=np.bool_)
@@ -153,50 +166,87 @@ def build_ctc_paths_kernel(parallel):
                     skip[s] = k != ext_class(lab, b, s - 2, blank)
                 if k != blank and s != n_s - 2 and s + 2 < n_s:
                     skipb[s] = k != ext_class(lab, b, s + 2, blank)
-            # alpha, columns padded with two -inf on the left: col[s + 2] = alpha(s)
+            # alpha; columns padded with two -inf on the left: col[s + 2] = alpha(s)
             prev = np.full(n_s + 2, -np.inf, dtype=lpe.dtype)
             cur = np.full(n_s + 2, -np.inf, dtype=lpe.dtype)
             ninf = prev[0]  # -inf in the compute dtype
             cur[2] = lpe[base]
             if n_s > 1:
                 cur[3] = lpe[base + 1]
-            if want_ab:
+            if want_grad:
                 for s in range(n_s):
                     ab[base + s] = cur[s + 2]
             for t in range(1, n_t):
-                prev, cur = cur, prev
+                for s in range(n_s + 2):
+                    prev[s] = cur[s]
                 row = base + t * n_s
+                lp_t = lpe[row : row + n_s]  # row views: indices provably >= 0, so loads vectorise
                 for s in range(n_s):
                     v = log_add(prev[s + 2], prev[s + 1])
                     v = log_add(v, prev[s] if skip[s] else ninf)
-                    cur[s + 2] = v + lpe[row + s]
-                if want_ab:
+                    cur[s + 2] = v + lp_t[s]
+                if want_grad:
+                    ab_t = ab[row : row + n_s]
                     for s in range(n_s):
-                        ab[row + s] = cur[s + 2]
+                        ab_t[s] = cur[s + 2]
             llv = log_add(cur[n_s + 1], cur[n_s]) if n_s > 1 else cur[2]
             ll[b] = llv
             cost[b] = -llv
-            if not want_ab:
+            if not want_grad:
                 continue
-            # beta, columns padded with two -inf on the right: col[s] = beta(s)
+            # beta; columns padded with two -inf on the right: col[s] = beta(s)
             for s in range(n_s + 2):
                 cur[s] = ninf
-                prev[s] = ninf
             row = base + (n_t - 1) * n_s
             cur[n_s - 1] = lpe[row + n_s - 1]
             if n_s > 1:
                 cur[n_s - 2] = lpe[row + n_s - 2]
             for s in range(n_s):
-                ab[row + s] = ab[row + s] + cur[s]
+                ab[row + s] += cur[s]
             for t in range(n_t - 2, -1, -1):
-                prev, cur = cur, prev
+                for s in range(n_s + 2):
+                    prev[s] = cur[s]
                 row = base + t * n_s
+                lp_t = lpe[row : row + n_s]
+                ab_t = ab[row : row + n_s]
                 for s in range(n_s):
                     v = log_add(prev[s], prev[s + 1])
                     v = log_add(v, prev[s + 2] if skipb[s] else ninf)
-                    cur[s] = v + lpe[row + s]
+                    cur[s] = v + lp_t[s]
                 for s in range(n_s):
-                    ab[row + s] = ab[row + s] + cur[s]
+                    ab_t[s] += cur[s]
+            # gamma per class, vectorised along t over tiles of GAMMA_TILE frames transposed in L1
+            g0 = goff[b]
+            tile = np.empty((n_s, GAMMA_TILE), dtype=lpe.dtype)
+            for t0 in range(0, n_t, GAMMA_TILE):
+                w = min(GAMMA_TILE, n_t - t0)
+                for tt in range(w):
+                    row = base + (t0 + tt) * n_s
+                    ab_t = ab[row : row + n_s]
+                    for s in range(n_s):
+                        tile[s, tt] = ab_t[s]
+                gu = g0 + t0
+                g_u = gam[gu : gu + w]
+                for tt in range(w):
+                    g_u[tt] = ninf
+                for s in range(n_s):
+                    if ext_class(lab, b, s, blank) == blank:
+                        for tt in range(w):
+                            g_u[tt] = log_add(g_u[tt], tile[s, tt])
+                u = 0
+                for i in range(n_lab):
+                    if not first[b, i]:
+                        continue
+                    u += 1
+                    gu = g0 + u * n_t + t0
+                    g_u = gam[gu : gu + w]
+                    for tt in range(w):
+                        g_u[tt] = tile[2 * i + 1, tt]
+                    j = chain[b, i]
+                    while j >= 0:
+                        for tt in range(w):
+                            g_u[tt] = log_add(g_u[tt], tile[2 * j + 1, tt])
+                        j = chain[b, j]
 
     ctc_paths_kernel.__qualname__ = ctc_paths_kernel.__name__ = f"ctc_paths_{_variant(parallel)}_kernel"
     return njit(**_settings(parallel))(ctc_paths_kernel)
@@ -205,11 +255,8 @@ def build_ctc_paths_kernel(parallel):
 @register_jitable(forceinline=True)
 def _label_grad(dr, k, g, lp, llb, c):
     """SPEC's gradient of class ``k`` from its gamma ``g`` and log-probability ``lp``, times ``c``."""
-    e = vexp(lp)
-    if g == -np.inf or g == 0.0 or lp == -np.inf:
-        dr[k] = c * e
-    else:
-        dr[k] = c * (e - vexp((g - lp) - llb))
+    if not (g == -np.inf or g == 0.0 or lp == -np.inf):
+        dr[k] = c * (vexp(lp) - vexp((g - lp) - llb))
 
 
 @functools.cache
@@ -219,16 +266,16 @@ def build_ctc_grad_kernel(parallel):
     Returns
     -------
     numba dispatcher
-        ``kernel(x, sb, st, dsb, dst, n_t, gmask, feasible, m, logs, lpe, ab, off,
-        lab, chain, first, llen, blank, ll, coef, dx)``: ``gmask[b]`` the
-        frames ``t < gmask[b]`` that get a gradient (``trunc`` of the pred
-        length), ``coef[b]`` the head-gradient scale, ``chain`` / ``first`` from
-        :func:`..ctc_labels.scan_labels`; ``dx`` rows at ``b * dsb + t * dst``.
+        ``kernel(x, sb, st, dsb, dst, n_t, gmask, feasible, m, logs, goff, tlen,
+        lab, first, llen, blank, ll, coef, dx)``: ``gmask[b]`` the frames
+        ``t < gmask[b]`` that get a gradient (``trunc`` of the pred length),
+        ``gam``/``goff`` from :func:`build_ctc_paths_kernel`, ``coef[b]`` the
+        head-gradient scale; ``dx`` rows at ``b * dsb + t * dst``.
     """
     cache_key = source_fingerprint() * 2 + int(parallel)
 
     def ctc_grad_kernel(
-        x, sb, st, dsb, dst, n_t, gmask, feasible, m, logs, lpe, ab, off, lab, chain, first, llen, blank, ll, coef, dx
+        x, sb, st, dsb, dst, n_t, gmask, feasible, m, logs, gam, goff, tlen, lab, first, llen, blank, ll, coef, dx
     ):  # fmt: skip
         if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
             return
@@ -252,24 +299,16 @@ def build_ctc_grad_kernel(parallel):
                 c = coef[b]
                 for k in range(n_classes):
                     dr[k] = c * vexp((xr[k] - mm) - ls)
-                n_lab = llen[b]
-                n_s = 2 * n_lab + 1
-                row = off[b] + t * n_s
+                tb = tlen[b]
+                gt = goff[b] + t
                 llb = ll[b]
-                g = like(c, -np.inf)
-                for s in range(n_s):
-                    if ext_class(lab, b, s, blank) == blank:
-                        g = log_add(g, ab[row + s])
-                _label_grad(dr, blank, g, lpe[row], llb, c)
-                for i in range(n_lab):
-                    if not first[b, i]:
-                        continue
-                    g = like(c, -np.inf)
-                    j = i
-                    while j >= 0:
-                        g = log_add(g, ab[row + 2 * j + 1])
-                        j = chain[b, j]
-                    _label_grad(dr, lab[b, i], g, lpe[row + 2 * i + 1], llb, c)
+                _label_grad(dr, blank, gam[gt], (xr[blank] - mm) - ls, llb, c)
+                u = 0
+                for i in range(llen[b]):
+                    if first[b, i]:
+                        u += 1
+                        k = lab[b, i]
+                        _label_grad(dr, k, gam[gt + u * tb], (xr[k] - mm) - ls, llb, c)
 
     ctc_grad_kernel.__qualname__ = ctc_grad_kernel.__name__ = f"ctc_grad_{_variant(parallel)}_kernel"
     return njit(**_settings(parallel))(ctc_grad_kernel)
