@@ -41,7 +41,7 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from .._options import CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
-from ..vmath import like, vexp, vlog1p
+from ..vmath import like, softplus_neg, vexp
 from .softmax import BLOCK, row_max_sum_exp
 
 # Frames per tile of the gamma pass (a tile of alpha + beta, S x GAMMA_TILE, is transposed in L1).
@@ -53,7 +53,7 @@ def log_add(a, b):
     """SPEC section 7's ``lse(a, b)`` in the arguments' precision (NaN in gives NaN out)."""
     hi = a if a > b else b
     lo = b if a > b else a
-    r = hi + vlog1p(vexp(lo - hi))
+    r = hi + softplus_neg(hi - lo)  # log1p(exp(-|a - b|))
     r = a if b == -np.inf else r
     return b if a == -np.inf else r
 
