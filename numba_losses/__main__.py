@@ -75,6 +75,14 @@ def _embeddings(rng, shape):
     return x1, x1 + 0.3 * rng.standard_normal(shape)
 
 
+def _sequences(rng, shape):
+    """CTC: activations (N, T, C) and -1-padded labels of up to T/4 classes (blank = C - 1)."""
+    n, t, c = shape[0], max(6, shape[1] // 8), max(5, shape[1] // 16)
+    lab = rng.integers(0, c - 1, size=(n, t // 4)).astype(np.float64)
+    lab[rng.random(n) < 0.5, -1] = -1.0
+    return rng.standard_normal((n, t, c)), lab
+
+
 TOUR: list[tuple[str, Callable[[], nl.Loss], Sample]] = [
     ("L2Loss", nl.L2Loss, _regression),
     ("L1Loss", nl.L1Loss, _regression),
@@ -94,6 +102,7 @@ TOUR: list[tuple[str, Callable[[], nl.Loss], Sample]] = [
     ("TripletLoss", nl.TripletLoss, _triplets),
     ("CosineEmbeddingLoss(margin=0.2)", lambda: nl.CosineEmbeddingLoss(margin=0.2), _pairs),
     ("SDMLLoss", nl.SDMLLoss, _embeddings),
+    ("CTCLoss", nl.CTCLoss, _sequences),
 ]
 
 
