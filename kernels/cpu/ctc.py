@@ -20,17 +20,21 @@ Three kernels, each parallel where the work is:
    :math:`\alpha` (forward) and :math:`\beta` (backward, warp-ctc's convention
    including the emission at ``t``) in log space, one column of ``S`` at a
    time (vectorised along ``s``: a column depends only on the previous one),
-   storing :math:`\alpha_t(s) + \beta_t(s)` in the sample's block of ``ab``,
-   and the cost :math:`-\log p`.
+   and the cost :math:`-\log p`. For the gradient it then computes
+   :math:`\gamma_t(k) = \mathrm{lse}_{s: l'_s = k}\, \alpha_t(s) + \beta_t(s)`
+   for the blank and each distinct label class, in increasing ``s`` as
+   warp-ctc does, vectorised along ``t`` over small tiles of frames
+   transposed in L1.
 3. :func:`build_ctc_grad_kernel` - over all frames: writes
    :math:`c_b\, e^{\mathrm{lp}_t(k)}` for every class, then corrects the
-   label's classes with :math:`\gamma_t(k)`, the log-sum of ``ab`` over the
-   positions of class ``k`` (SPEC's rule, warp-ctc's ``== 0.0`` branch
-   included); zero beyond the gradient mask and for infeasible samples.
+   label's classes with their :math:`\gamma_t(k)` (SPEC's rule, warp-ctc's
+   ``== 0.0`` branch included); zero beyond the gradient mask and for
+   infeasible samples.
 
 Log-space addition follows SPEC: ``lse(a, b) = b`` if ``a == -inf``, ``a``
 if ``b == -inf``, else :math:`\max + \log(1 + e^{-|a - b|})`; it is written
-branch-free (selects) so the column loops vectorise.
+branch-free (selects) so the column loops vectorise, with
+:func:`..vmath.softplus_neg` for :math:`\log(1 + e^{-x})`.
 """
 
 import functools
