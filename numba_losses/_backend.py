@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ._device import is_device_array
 
 CPU = "cpu"
@@ -31,4 +33,4 @@ def select_backend(named: dict[str, Any]) -> str:
 
 
 def _is_scalar(a: Any) -> bool:
-    return isinstance(a, (int, float, bool))
+    return isinstance(a, (int, float, bool, np.number, np.bool_))

@@ -258,8 +258,8 @@ def head_scale(
         h = h * sw.astype(np.float64)
     h = h * weight
     h = np.broadcast_to(h, full)
-    if h.ndim > 1:
-        h = h.reshape(-1, n).sum(axis=0)
+    if h.shape != (n,):  # copies of the samples along the last axis (grown, or N = 1 broadcast up)
+        h = h.reshape(-1, n).sum(axis=0) if n else np.zeros(0)
     return np.ascontiguousarray(h, dtype=cdt)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from ._device import DeviceArray, DeviceContext, is_device_array, same_device
 from ._validate import as_host_array, check_buffer
 
-_SCALARS = (int, float, bool)
+_SCALARS = (int, float, bool, np.number, np.bool_)
 
 
 def _checked(name: str, a: Any) -> DeviceArray:

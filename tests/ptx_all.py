@@ -36,7 +36,7 @@ from unittest import mock
 
 CCS = [(8, 0), (9, 0)]
 # Modules beside this script that list more kernels (see the module docstring).
-EXTRA = ("ptx_softmax", "ptx_pairwise", "ptx_sdml")
+EXTRA = ("ptx_softmax", "ptx_pairwise", "ptx_sdml", "ptx_ctc")
 HELPERS = ("row_scales", "finish_rows", "sum_middle", "gather", "count_greater", "fill")
 # (compute dtype, input/output dtype): float16 inputs are computed in float32.
 PATHS = [("float32", "float32"), ("float64", "float64"), ("float32", "float16")]
