@@ -56,6 +56,7 @@ from .._options import CACHE, CUDA_THREADS
 from ..vmath import like
 from . import SIMULATOR, THREADS
 from .reduce import group_max_all, group_sum_all
+from .softmax import _position
 
 _JIT = {"cache": CACHE and not SIMULATOR}
 
@@ -100,19 +101,6 @@ def _ext_class(lab, b, s, blank):
     return blank if s % 2 == 0 else lab[b, s // 2]
 
 
-@cuda.jit(device=True, inline="always")
-def _frame(it, group, per_block, tid, n_frames, n_t):
-    """Frame of this thread's group in grid-stride iteration ``it``: ``(active, b, t)``."""
-    f = (it * cuda.gridDim.x + cuda.blockIdx.x) * per_block + tid // group
-    active = f < n_frames
-    b = 0
-    t = 0
-    if active:
-        b = f // n_t
-        t = f - b * n_t
-    return active, b, t
-
-
 @cuda.jit(**_JIT)
 def ctc_frames_kernel(x, tlen, lab, llen, blank, off, proto, m, logs, lpe, group):
     """Row statistics and label log-probabilities of every frame ``t < T_b``.
@@ -133,7 +121,7 @@ def ctc_frames_kernel(x, tlen, lab, llen, blank, off, proto, m, logs, lpe, group
     stride = per_block * cuda.gridDim.x
     ninf = like(proto, -math.inf)
     for it in range((n_frames + stride - 1) // stride):  # the same trip count for every thread
-        active, b, t = _frame(it, group, per_block, tid, n_frames, n_t)
+        _, active, b, t = _position(it, group, per_block, tid, n_frames, n_t)  # frame t of sample b
         if active:
             active = t < tlen[b]
         mx = ninf
@@ -291,7 +279,7 @@ def ctc_grad_kernel(x, dx, gmask, feasible, m, logs, ab, off, lab, chain, first,
     stride = per_block * cuda.gridDim.x
     ninf = like(proto, -math.inf)
     for it in range((n_frames + stride - 1) // stride):  # the same trip count for every thread
-        active, b, t = _frame(it, group, per_block, tid, n_frames, n_t)
+        _, active, b, t = _position(it, group, per_block, tid, n_frames, n_t)  # frame t of sample b
         live = False
         mm = proto
         ls = proto
