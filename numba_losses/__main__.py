@@ -1,8 +1,9 @@
 """The tour: ``python -m numba_losses``.
 
 Shows the backends found, runs every implemented loss on sample data, checks
-each gradient against finite differences and prints one table. Exits non-zero
-if any check fails.
+each gradient against finite differences and prints one table. ``--plot DIR``
+also writes the loss gallery's PNGs (:mod:`numba_losses.gallery`, needs
+matplotlib). Exits non-zero if any check fails or the gallery cannot be drawn.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the tour; return the process exit status."""
     parser = argparse.ArgumentParser(prog="python -m numba_losses", description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=2, default=(256, 1024), help="timing shape (default 256 1024)")
+    parser.add_argument("--plot", metavar="DIR", help="also write the loss gallery PNGs into DIR (needs matplotlib)")
     args = parser.parse_args(argv)
 
     print(f"numba_losses {nl.__version__}  numba {numba.__version__}  numpy {np.__version__}")
@@ -235,7 +237,23 @@ def main(argv: list[str] | None = None) -> int:
         " float64 value and gradient"
     )
     print(f"checks: {len(rows) - failures} of {len(rows)} within tolerance")
+    if args.plot is not None and not _plot(args.plot):
+        return 1
     return 1 if failures else 0
+
+
+def _plot(directory: str) -> bool:
+    """Write the gallery into ``directory``; False (with the reason on stderr) when it cannot."""
+    from .gallery import write_gallery
+
+    print(f"\ngallery: drawing into {directory} ...", file=sys.stderr, flush=True)
+    try:
+        paths = write_gallery(directory)
+    except (ImportError, OSError) as exc:
+        print(f"gallery: {exc}", file=sys.stderr)
+        return False
+    print(f"gallery: {len(paths)} images in {directory}: {', '.join(p.name for p in paths)}")
+    return True
 
 
 if __name__ == "__main__":
