@@ -1,4 +1,51 @@
-"""Sphinx configuration (stub; the documentation issue fills in the site)."""
+"""Sphinx configuration of the numba_losses documentation.
+
+Build: ``sphinx-build -W -b html docs docs/_build/html`` (warnings are errors).
+The loss gallery's images are drawn by the library itself
+(:func:`numba_losses.gallery.write_gallery`) each time the site is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numba_losses
+from numba_losses.gallery import gallery_rst, write_gallery
+
+HERE = Path(__file__).resolve().parent
 
 project = "numba_losses"
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon"]
+author = "the numba_losses developers"
+copyright = "2026, the numba_losses developers"  # noqa: A001 - Sphinx's name
+release = version = numba_losses.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "numpydoc",
+]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "_gallery", "Thumbs.db", ".DS_Store"]
+autosummary_generate = True
+autosummary_imported_members = True
+autodoc_typehints = "none"  # numpydoc's Parameters sections carry the types
+autodoc_default_options = {"member-order": "bysource"}
+numpydoc_show_class_members = False
+numpydoc_xref_param_type = False
+nitpicky = False
+
+html_theme = "pydata_sphinx_theme"
+html_title = f"numba_losses {release}"
+html_theme_options = {
+    "navigation_depth": 2,
+    "show_toc_level": 2,
+    "secondary_sidebar_items": ["page-toc"],
+}
+html_static_path: list[str] = []
+
+# -- the loss gallery, computed by this library at build time ------------------------------
+_GALLERY = HERE / "_gallery"
+write_gallery(_GALLERY)
+(_GALLERY / "figures.rst").write_text(gallery_rst("_gallery"))
