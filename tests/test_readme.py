@@ -36,3 +36,14 @@ def test_readme_gpu_example_runs_with_cupy():
     for block in BLOCKS:
         exec(compile(block, str(README), "exec"), ns)  # noqa: S102
     assert isinstance(ns["dpred"], cupy.ndarray)
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    """`.ci/run` calls the README's install and test commands, word for word."""
+    setup = re.search(r"## Set up and run\n\n```bash\n(.*?)```", README.read_text(), re.S)
+    assert setup is not None
+    commands = [line.split("  #")[0].strip() for line in setup.group(1).splitlines() if line.strip()]
+    ci_lines = [line.strip() for line in (README.parent / ".ci" / "run").read_text().splitlines()]
+    assert len(commands) == 2
+    for command in commands:
+        assert command in ci_lines, command
