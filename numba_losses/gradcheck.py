@@ -56,7 +56,19 @@ def check_gradient(
     ------
     GradientCheckError
         With a readable report when an error exceeds ``tol``.
+    TypeError
+        When ``loss`` is not a :class:`Loss`. A :class:`MakeLoss` replaces the
+        head gradient with a constant, so its gradient is not the derivative of
+        its output: check the loss it wraps, ``check_gradient(m.loss, ...)``.
     """
+    if not isinstance(loss, Loss):
+        hint = ""
+        if isinstance(getattr(loss, "loss", None), Loss):
+            hint = (
+                f" {type(loss).__name__} replaces the head gradient with a constant, so its gradient is not"
+                " the derivative of its output; check the loss it wraps: check_gradient(m.loss, ...)"
+            )
+        raise TypeError(f"check_gradient needs a numba_losses Loss, got {type(loss).__name__}.{hint}")
     bound = loss._bind(inputs, kw_inputs)
     names = loss._differentiable
     for name in names:

@@ -41,3 +41,13 @@ def test_builtin_loss_with_keyword_inputs():
     x, y = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
     errors = nl.check_gradient(nl.HuberLoss(rho=0.7), x, label=y, sample_weight=rng.random((4, 1)))
     assert errors["pred"] < 1e-6
+
+
+def test_makeloss_is_refused_with_a_pointer_to_its_loss():
+    x, y = np.ones((2, 3)), np.zeros((2, 3))
+    wrapped = nl.MakeLoss(nl.L1Loss(), grad_scale=0.5)
+    with pytest.raises(TypeError, match=r"check_gradient\(m\.loss"):
+        nl.check_gradient(wrapped, x, y)
+    assert nl.check_gradient(wrapped.loss, x + 0.5, y)["pred"] < 1e-6
+    with pytest.raises(TypeError, match="needs a numba_losses Loss, got function"):
+        nl.check_gradient(lambda a, b: a, x, y)
