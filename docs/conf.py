@@ -34,7 +34,6 @@ autodoc_typehints = "none"  # numpydoc's Parameters sections carry the types
 autodoc_default_options = {"member-order": "bysource"}
 numpydoc_show_class_members = False
 numpydoc_xref_param_type = False
-nitpicky = False
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"numba_losses {release}"
@@ -43,7 +42,6 @@ html_theme_options = {
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
 }
-html_static_path: list[str] = []
 
 # -- the loss gallery, computed by this library at build time ------------------------------
 _GALLERY = HERE / "_gallery"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -27,6 +28,8 @@ GPU = _gpu_present()
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not GPU:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+# CuPy arrays exist only on a real GPU (the simulator has Numba device arrays only).
+CUPY_ON_GPU = not SIMULATED and importlib.util.find_spec("cupy") is not None
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -16,14 +16,13 @@ import pytest
 
 import numba_losses as nl
 from numba_losses._device import DeviceArray, is_device_array, same_device
-from tests.conftest import SIMULATED
+from tests.conftest import CUPY_ON_GPU, SIMULATED
 from tests.test_golden import _assert_close, _cases, load_case
 
 cuda = pytest.importorskip("numba.cuda")
 if not SIMULATED and not cuda.is_available():
     pytest.skip("no CUDA device and the simulator is off", allow_module_level=True)
 
-HAS_CUPY = not SIMULATED and importlib.util.find_spec("cupy") is not None
 HAS_TORCH_CUDA = False
 if not SIMULATED and importlib.util.find_spec("torch") is not None:
     import torch
@@ -35,7 +34,7 @@ def dev(a, library=None):
     """A device copy of a NumPy array (CuPy on a GPU with CuPy, else Numba); scalars pass through."""
     if not isinstance(a, np.ndarray):
         return a
-    library = library or ("cupy" if HAS_CUPY else "numba")
+    library = library or ("cupy" if CUPY_ON_GPU else "numba")
     if library == "cupy":
         import cupy
 
@@ -310,7 +309,7 @@ def test_numba_device_arrays_in_numba_out():
     assert cuda.is_cuda_array(o) and type(o).__module__.startswith("numba")
 
 
-@pytest.mark.skipif(not HAS_CUPY, reason="needs CuPy on a GPU")
+@pytest.mark.skipif(not CUPY_ON_GPU, reason="needs CuPy on a GPU")
 def test_cupy_in_cupy_out_on_the_current_stream():
     import cupy
 
