@@ -2,7 +2,7 @@ r"""CTC label preparation, shared by the CPU and CUDA paths (runs on the host).
 
 The dispatcher hands the label rows (as float64, in ``(N, Lw)`` order) and the
 optional label lengths to :func:`scan_labels`, which applies MXNet's rules of
-SPEC section 7 in one compiled pass over the labels:
+docs/semantics.rst section 7 in one compiled pass over the labels:
 
 * every value is rounded by ``lround`` (half away from zero);
 * with label lengths, sample :math:`b` uses its first

@@ -7,7 +7,7 @@ per-element gradients. Arguments are in the compute dtype (float32 or
 float64) unless stated; constants enter in that precision, as in MXNet
 (:func:`.vmath.like`).
 
-TripletLoss (SPEC section 12), per row :math:`b` with
+TripletLoss (docs/semantics.rst section 12), per row :math:`b` with
 :math:`s_b = \sum ((p - x)^2 - (n - x)^2)` over the row:
 
 .. math::
@@ -17,7 +17,7 @@ TripletLoss (SPEC section 12), per row :math:`b` with
 
     \partial x = 2 m (n - p), \quad \partial p = 2 m (p - x), \quad \partial n = -2 m (n - x).
 
-CosineEmbeddingLoss (SPEC section 14), per row with :math:`n_a = \|a\|`,
+CosineEmbeddingLoss (docs/semantics.rst section 14), per row with :math:`n_a = \|a\|`,
 :math:`n_b = \|b\|`, :math:`P = n_a n_b`, :math:`D = \max(P, 10^{-12})`,
 :math:`c = a \cdot b / D`:
 

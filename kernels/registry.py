@@ -21,9 +21,11 @@ ELEMENTWISE = {
     "poisson_prob": (s.poisson_prob_value, s.poisson_prob_grad),
     "poisson_prob_full": (s.poisson_prob_full_value, s.poisson_prob_grad),
     "kldiv_logits": (s.kldiv_logits_value, s.kldiv_logits_grad),
-    # weighting / reduction of a loss computed by a structured kernel (softmax family)
-    "identity": (s.identity_value, s.identity_grad),
 }
+
+# Not a loss: the pair that lets the row kernels weight and reduce a per-position loss
+# computed by a structured kernel (``numba_losses._core.weighting``).
+COMPUTED = (s.computed_value, s.computed_grad)
 
 
 def is_builtin(value, grad) -> bool:
@@ -32,4 +34,4 @@ def is_builtin(value, grad) -> bool:
     Kernel factories keep only built-in terms in Numba's on-disk cache: a user's
     functions may not be importable by a later process.
     """
-    return (value, grad) in ELEMENTWISE.values()
+    return (value, grad) == COMPUTED or (value, grad) in ELEMENTWISE.values()

@@ -13,7 +13,7 @@ Every function has the same signature ``f(x, y, a, p0, p1)``:
 
 ``*_value`` returns the term :math:`\ell(x, y)`, ``*_grad`` returns
 :math:`\partial \ell / \partial x` exactly as MXNet 1.9.1's autograd produces it
-(subgradients at kinks, NaN propagation; see SPEC.md section 0).
+(subgradients at kinks, NaN propagation; see docs/semantics.rst section 0).
 
 The functions are ``register_jitable``: the kernel factories in
 :mod:`numba_losses.kernels.cpu` (and later targets) inline them, so each term is
@@ -279,16 +279,17 @@ def poisson_prob_full_value(x, y, a, p0, p1):
     return poisson_prob_value(x, y, a, p0, p1) + _stirling(y)
 
 
-# ---------------------------------------------------------------- identity
+# ---------------------------------------------------------------- a loss computed elsewhere
 @register_jitable(forceinline=True)
-def identity_value(x, y, a, p0, p1):
-    r""":math:`\ell = x`: MXNet's weighting and reduction of an already computed loss (softmax family)."""
+def computed_value(x, y, a, p0, p1):
+    r""":math:`\ell = x`: a per-position loss already computed by a structured kernel,
+    which the row kernels then weight and reduce (MXNet's weighting, not a loss term)."""
     return x
 
 
 @register_jitable(forceinline=True)
-def identity_grad(x, y, a, p0, p1):
-    r""":math:`\partial\ell/\partial x = 1`."""
+def computed_grad(x, y, a, p0, p1):
+    r""":math:`\partial\ell/\partial x = 1`: the gradient row scale itself."""
     return like(x, 1.0)
 
 

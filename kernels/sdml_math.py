@@ -2,7 +2,7 @@ r"""SDMLLoss scalar math shared by the CPU and CUDA kernels (target-neutral).
 
 With ``dist[i, j]`` the squared distance between ``x1[i]`` and ``x2[j]``, a row
 of the loss is a KL divergence between the smoothed targets :math:`Q` and the
-softmax of :math:`-\mathrm{dist}` (SPEC.md section 15):
+softmax of :math:`-\mathrm{dist}` (docs/semantics.rst section 15):
 
 .. math::
 

@@ -1,7 +1,7 @@
 r"""Scalar rules of the softmax family, shared by the CPU and CUDA kernels.
 
 MXNet's ``pick(..., mode='clip')`` turns a sparse label into a class id
-(SPEC section 5): a float label is truncated toward zero by a C cast, where
+(docs/semantics.rst section 5): a float label is truncated toward zero by a C cast, where
 NaN, infinities and values outside int32 become ``INT_MIN`` on x86; an integer
 label is first reduced to int32 modulo :math:`2^{32}`; then ids :math:`\le 0`
 give class 0 and ids :math:`\ge C` give class :math:`C - 1`. The class id is

@@ -18,7 +18,6 @@ import os as _os
 # Numba's OpenMP runtime starts; an explicit OMP_WAIT_POLICY of the user wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ._loss import Loss  # noqa: E402
 from .ctc import CTCLoss  # noqa: E402
 from .custom import UserCompileError, elementwise_loss  # noqa: E402
 from .elementwise import (  # noqa: E402
@@ -35,6 +34,7 @@ from .elementwise import (  # noqa: E402
     SquaredHingeLoss,
 )
 from .gradcheck import GradientCheckError, check_gradient  # noqa: E402
+from .loss import Loss  # noqa: E402
 from .makeloss import MakeLoss, make_loss  # noqa: E402
 from .pairwise import CosineEmbeddingLoss, TripletLoss  # noqa: E402
 from .sdml import SDMLLoss  # noqa: E402

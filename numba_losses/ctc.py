@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._dispatch_ctc import check_blank, check_layouts, ctc
-from ._loss import Loss, single_grad_out
+from ._core.request import Call
+from ._plan.ctc import CTCSpec, check_blank, check_layouts
+from .loss import Loss
 
 __all__ = ["CTCLoss"]
 
@@ -27,7 +28,7 @@ class CTCLoss(Loss):
     summing over the frame-wise paths :math:`\pi` that give :math:`l` once
     repeats are merged and blanks removed, computed by the log-space
     forward-backward recursions :math:`\alpha_t(s)`, :math:`\beta_t(s)`
-    (SPEC section 7). Output: :math:`\mathrm{cost}_b \cdot s_b \cdot w` (no
+    (docs/semantics.rst section 7). Output: :math:`\mathrm{cost}_b \cdot s_b \cdot w` (no
     mean), shape ``(N,)``, or the broadcast shape with ``sample_weight``.
 
     Gradient w.r.t. the activations (head gradient :math:`g`,
@@ -128,22 +129,5 @@ class CTCLoss(Loss):
         """``'last'`` (blank :math:`C - 1`, padding ``-1``) or ``'first'`` (blank 0, padding 0)."""
         return self._blank_label
 
-    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
-        value, grad = ctc(
-            inputs["pred"],
-            inputs["label"],
-            inputs["pred_lengths"],
-            inputs["label_lengths"],
-            inputs["sample_weight"],
-            layout=self._layout,
-            label_layout=self._label_layout,
-            blank_label=self._blank_label,
-            zero_infinity=self._zero_infinity,
-            weight=self._scalar_weight(),
-            out_grad=out_grad,
-            want_value=want_value,
-            want_grad=want_grad,
-            out=out,
-            grad_out=single_grad_out(grad_out) if want_grad else None,
-        )
-        return value, ((grad,) if want_grad else None)
+    def _spec(self, call: Call) -> CTCSpec:
+        return CTCSpec(self._layout, self._label_layout, self._blank_label, self._zero_infinity, self._scalar_weight())

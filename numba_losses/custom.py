@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from numba.core.errors import NumbaError
+
 from numba_losses.kernels.user_terms import MAX_PARAMS, make_term
 
 from .elementwise import ElementwiseLoss
@@ -101,13 +103,11 @@ def elementwise_loss(
 
     def _term(self, inputs):
         vals = [self._params[p] for p in param_names] + [0.0, 0.0]
-        return term, vals[0], vals[1], None
+        return term, vals[0], vals[1]
 
-    def _run(self, inputs, **kwargs):
-        from numba.core.errors import NumbaError
-
+    def _run(self, call):
         try:
-            return ElementwiseLoss._run(self, inputs, **kwargs)
+            return ElementwiseLoss._run(self, call)
         except (NumbaError, LookupError) as exc:  # numba-cuda reports unknown ufuncs as KeyError
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
             detail = " | ".join(lines[:6])[:800] or type(exc).__name__

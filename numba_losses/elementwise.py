@@ -1,8 +1,9 @@
 r"""Losses made of an elementwise term followed by a per-sample reduction.
 
 Each class only validates its parameters and names the term of
-:data:`numba_losses.kernels.registry.ELEMENTWISE` it uses; the dispatcher
-(:func:`numba_losses._dispatch.rowmean`) does layout and the kernel does math.
+:data:`numba_losses.kernels.registry.ELEMENTWISE` it uses, in an
+:class:`~numba_losses._plan.elementwise.ElementwiseSpec`; the family's host or
+device module does layout and the kernel does math.
 
 Common semantics (MXNet 1.9.1 ``gluon.loss``): with the elementwise term
 :math:`\ell`, sample weight :math:`s` (broadcast NumPy-style, it may grow the
@@ -20,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ._dispatch import Names, rowmean
-from ._loss import Loss, single_grad_out
-from ._validate import check_weight
+from ._core.request import Call
+from ._core.validate import check_weight
+from ._plan.elementwise import ElementwiseSpec
+from ._plan.softmax import KLDivSpec
+from .loss import Loss
 
 __all__ = [
     "ElementwiseLoss",
@@ -48,36 +51,29 @@ class ElementwiseLoss(Loss):
     _reduce = "mean"
     _label_mode = "reshape"
     _output_ndim = 1
-    _names = Names()
 
-    def _term(self, inputs: dict[str, Any]) -> tuple[str, float, float, Any]:
+    def _term(self, inputs: dict[str, Any]) -> tuple[Any, float, float]:
+        """``(term, p0, p1)``: the registry name (or user pair) and its two scalar parameters."""
         raise NotImplementedError
 
     def _global_weight(self) -> float:
         return self._scalar_weight()
 
-    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
-        term, p0, p1, aux = self._term(inputs)
-        value, dpred = rowmean(
+    def _spec(self, call: Call) -> ElementwiseSpec:
+        term, p0, p1 = self._term(call.inputs)
+        aux = "pos_weight" if "pos_weight" in self._inputs else None
+        return ElementwiseSpec(
             term,
-            inputs[self._inputs[0]],
-            inputs[self._inputs[1]],
-            names=self._names,
-            aux=aux,
-            sample_weight=inputs.get("sample_weight"),
-            weight=self._global_weight(),
-            batch_axis=self._batch_axis,
-            reduce=self._reduce,
-            label_mode=self._label_mode,
-            p0=p0,
-            p1=p1,
-            out_grad=out_grad,
-            want_value=want_value,
-            want_grad=want_grad,
-            out=out,
-            grad_out=single_grad_out(grad_out),
+            p0,
+            p1,
+            self._global_weight(),
+            self._batch_axis,
+            self._reduce,
+            self._label_mode,
+            self._inputs[0],
+            self._inputs[1],
+            aux,
         )
-        return value, ((dpred,) if want_grad else None)
 
 
 class L2Loss(ElementwiseLoss):
@@ -104,7 +100,7 @@ class L2Loss(ElementwiseLoss):
         return check_weight(self._weight / 2)  # weight=None raises TypeError here, as in MXNet
 
     def _term(self, inputs):
-        return "l2", 0.0, 0.0, None
+        return "l2", 0.0, 0.0
 
 
 class L1Loss(ElementwiseLoss):
@@ -126,7 +122,7 @@ class L1Loss(ElementwiseLoss):
         super().__init__(weight, batch_axis, **kwargs)
 
     def _term(self, inputs):
-        return "l1", 0.0, 0.0, None
+        return "l1", 0.0, 0.0
 
 
 class SigmoidBinaryCrossEntropyLoss(ElementwiseLoss):
@@ -168,10 +164,9 @@ class SigmoidBinaryCrossEntropyLoss(ElementwiseLoss):
         self._from_sigmoid = from_sigmoid
 
     def _term(self, inputs):
-        pw = inputs.get("pos_weight")
         if self._from_sigmoid:
-            return "bce_prob", 0.0, 0.0, pw
-        return ("bce_logit_pw" if pw is not None else "bce_logit"), 0.0, 0.0, pw
+            return "bce_prob", 0.0, 0.0
+        return ("bce_logit_pw" if inputs.get("pos_weight") is not None else "bce_logit"), 0.0, 0.0
 
 
 SigmoidBCELoss = SigmoidBinaryCrossEntropyLoss
@@ -200,7 +195,7 @@ class HuberLoss(ElementwiseLoss):
         self._rho = rho
 
     def _term(self, inputs):
-        return "huber", float(self._rho), 0.5 / self._rho, None
+        return "huber", float(self._rho), 0.5 / self._rho
 
 
 class _MarginLoss(ElementwiseLoss):
@@ -213,7 +208,7 @@ class _MarginLoss(ElementwiseLoss):
         self._margin = margin
 
     def _term(self, inputs):
-        return self._term_name, float(self._margin), 0.0, None
+        return self._term_name, float(self._margin), 0.0
 
 
 class HingeLoss(_MarginLoss):
@@ -278,7 +273,7 @@ class LogisticLoss(ElementwiseLoss):
         self._label_format = label_format
 
     def _term(self, inputs):
-        return ("logistic_signed" if self._label_format == "signed" else "bce_logit"), 0.0, 0.0, None
+        return ("logistic_signed" if self._label_format == "signed" else "bce_logit"), 0.0, 0.0
 
 
 class PoissonNLLLoss(ElementwiseLoss):
@@ -307,7 +302,6 @@ class PoissonNLLLoss(ElementwiseLoss):
     _inputs = ("pred", "target", "sample_weight", "epsilon")
     _scalar_inputs = {"epsilon": 1e-08}
     _reduce = "all"
-    _names = Names(label="target")
 
     def __init__(
         self,
@@ -330,7 +324,7 @@ class PoissonNLLLoss(ElementwiseLoss):
         term = "poisson_logits" if self._from_logits else "poisson_prob"
         if self._compute_full:
             term += "_full"
-        return term, float(eps), 0.0, None
+        return term, float(eps), 0.0
 
 
 class KLDivLoss(ElementwiseLoss):
@@ -368,26 +362,9 @@ class KLDivLoss(ElementwiseLoss):
         self._axis = axis
 
     def _term(self, inputs):
-        return "kldiv_logits", 0.0, 0.0, None
+        return "kldiv_logits", 0.0, 0.0
 
-    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
+    def _spec(self, call: Call) -> ElementwiseSpec | KLDivSpec:
         if self._from_logits:
-            return super()._run(
-                inputs, want_value=want_value, want_grad=want_grad, out_grad=out_grad, out=out, grad_out=grad_out
-            )
-        from ._dispatch_softmax import kldiv_softmax
-
-        value, dpred = kldiv_softmax(
-            inputs["pred"],
-            inputs["label"],
-            inputs["sample_weight"],
-            axis=self._axis,
-            weight=self._global_weight(),
-            batch_axis=self._batch_axis,
-            out_grad=out_grad,
-            want_value=want_value,
-            want_grad=want_grad,
-            out=out,
-            grad_out=single_grad_out(grad_out),
-        )
-        return value, ((dpred,) if want_grad else None)
+            return super()._spec(call)
+        return KLDivSpec(self._axis, self._global_weight(), self._batch_axis)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ._loss import Loss
+from .loss import Loss
 
 
 class GradientCheckError(AssertionError):

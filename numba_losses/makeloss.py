@@ -24,73 +24,18 @@ of this library so that its gradients are taken under that head gradient.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
-
-from ._device import DeviceArray, DeviceContext, is_device_array
-from ._loss import Loss
-from ._validate import compute_dtype, result_dtype
-
-NORMALIZATIONS = ("null", "batch", "valid")
-
-
-def _check(normalization: str) -> None:
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(
-            f"normalization must be one of {', '.join(repr(n) for n in NORMALIZATIONS)}, got {normalization!r}"
-        )
-
-
-def _float_dtype(name: str, dtype: np.dtype) -> np.dtype:
-    if dtype not in (np.float16, np.float32, np.float64):
-        raise TypeError(f"{name}: MakeLoss data must be float16, float32 or float64, got {dtype}")
-    return np.dtype(dtype)
-
-
-def head_constant(
-    shape: tuple[int, ...], dtype: np.dtype, normalization: str, grad_scale: float, count: int | None = None
-) -> np.generic:
-    """The constant head gradient ``c`` for data of ``shape`` / ``dtype`` (``count`` for 'valid')."""
-    gs = np.float32(grad_scale)
-    if normalization == "null":
-        return dtype.type(gs)
-    if normalization == "batch":
-        b = math.prod(shape[:-1]) if len(shape) > 1 else 1
-        return dtype.type(gs / np.float32(b))
-    limit = 2 ** (np.finfo(dtype).nmant + 1)  # where adding 1.0 in this dtype stops counting
-    n = dtype.type(min(int(count), limit))
-    return dtype.type(gs) / max(dtype.type(1), n)
-
-
-def _threshold(dtype: np.dtype, valid_thresh: float) -> np.generic:
-    return dtype.type(np.float32(valid_thresh))
+from ._core.device import DeviceArray
+from ._core.request import is_device_array, select_backend
+from ._core.validate import as_host_array, compute_dtype, result_dtype
+from ._plan.makeloss import check_normalization, head_constant
+from .loss import Loss, family_module
 
 
 def count_valid(data: Any, valid_thresh: float) -> int:
-    """Number of elements strictly greater than ``valid_thresh`` (float32, then the data dtype)."""
-    if not is_device_array(data):
-        a = np.asarray(data)
-        return int(np.count_nonzero(a > _threshold(a.dtype, valid_thresh)))
-    from ._dispatch_cuda import _gather
-
-    d = DeviceArray.wrap("data", data)
-    ctx = DeviceContext.of(d)
-    with ctx.activate():
-        flat = d.view(d.layout.reshape(-1)) if d.layout.flags.c_contiguous else _gather(d, d.layout, ctx)
-        return _device_count(flat, _threshold(d.layout.dtype, valid_thresh), ctx)
-
-
-def _device_count(flat: Any, thr: np.generic, ctx: DeviceContext) -> int:
-    """``count_valid`` of a contiguous 1-D Numba device array: a device reduction, read back on the stream."""
-    from numba_losses.kernels.cuda.makeloss import count_greater_kernel, fill_kernel
-
-    counts = ctx.empty((1,), np.int64)[1]
-    ctx.launch(fill_kernel, 1, counts, 0)
-    if flat.shape[0]:
-        ctx.launch(count_greater_kernel, flat.shape[0], flat, thr, counts)
-    return int(counts.copy_to_host(stream=ctx.stream)[0])  # waits for this stream only
+    """Number of elements of ``data`` (host or device) strictly greater than ``valid_thresh``."""
+    return family_module(select_backend({"data": data}), "makeloss").count_valid(data, valid_thresh)
 
 
 def make_loss(
@@ -121,36 +66,15 @@ def make_loss(
     TypeError
         ``data`` not of a floating-point dtype.
     """
-    _check(normalization)
-    if not is_device_array(data):
-        a = np.asarray(data)
-        dtype = _float_dtype("data", a.dtype)
-        count = count_valid(a, valid_thresh) if normalization == "valid" else None
-        c = head_constant(a.shape, dtype, normalization, grad_scale, count)
-        return a.copy(), np.full(a.shape, c, dtype=dtype)
-    from numba_losses.kernels.cuda.makeloss import fill_kernel
-
-    from ._dispatch_cuda import _gather
-
-    d = DeviceArray.wrap("data", data)
-    dtype = _float_dtype("data", d.layout.dtype)
-    shape, n = d.layout.shape, d.layout.size
-    ctx = DeviceContext.of(d)
-    with ctx.activate():
-        copy_native, copy_view = ctx.empty(shape, dtype)
-        flat_copy = copy_view.reshape(n)
-        _gather(d, d.layout, ctx, dst=flat_copy)  # any strides; the count then reads the contiguous copy
-        count = _device_count(flat_copy, _threshold(dtype, valid_thresh), ctx) if normalization == "valid" else None
-        c = head_constant(shape, dtype, normalization, grad_scale, count)
-        head_native, head_view = ctx.empty(shape, dtype)
-        if n:
-            ctx.launch(fill_kernel, n, head_view.reshape(n), c)
-    return copy_native, head_native
+    check_normalization(normalization)
+    return family_module(select_backend({"data": data}), "makeloss").make_loss(
+        data, grad_scale, valid_thresh, normalization
+    )
 
 
-def _result_dtype(a: Any) -> np.dtype:
-    """Dtype of a loss's output for ``pred`` = ``a`` (the dispatcher's rule)."""
-    layout = DeviceArray.wrap("pred", a).layout if is_device_array(a) else np.asarray(a)
+def _result_dtype(a: Any) -> Any:
+    """Dtype of a loss's output for ``pred`` = ``a`` (every family's rule)."""
+    layout = DeviceArray.wrap("pred", a).layout if is_device_array(a) else as_host_array("pred", a)
     return result_dtype(layout, compute_dtype("pred", layout))
 
 
@@ -180,7 +104,7 @@ class MakeLoss:
     def __init__(
         self, loss: Loss, grad_scale: float = 1.0, valid_thresh: float = 0.0, normalization: str = "null"
     ) -> None:
-        _check(normalization)
+        check_normalization(normalization)
         if not isinstance(loss, Loss):
             raise TypeError(f"MakeLoss wraps a numba_losses Loss, got {type(loss).__name__}")
         self.loss = loss
@@ -215,6 +139,10 @@ class MakeLoss:
         count = count_valid(value, self.valid_thresh) if self.normalization == "valid" else None
         c = head_constant(tuple(value.shape), dtype, self.normalization, self.grad_scale, count)
         return value, self.loss.backward(*args, out_grad=float(c), grad_out=grad_out, **kwargs)
+
+    def result_shapes(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped loss's :meth:`~numba_losses.Loss.result_shapes` (MakeLoss changes no shape)."""
+        return self.loss.result_shapes(*args, **kwargs)
 
     def backward(self, *args: Any, out_grad: Any = None, grad_out: Any = None, **kwargs: Any) -> tuple[Any, ...]:
         """Gradients only (same arguments as :meth:`forward_backward`)."""

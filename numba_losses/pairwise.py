@@ -1,10 +1,10 @@
 r"""Losses on pairs and triplets of vectors: TripletLoss and CosineEmbeddingLoss.
 
-The classes validate their parameters and call
-:mod:`numba_losses._dispatch_pairwise`, which picks the CPU or CUDA kernels
-of ``numba_losses.kernels.{cpu,cuda}.pairwise``; the math is in
+The classes validate their parameters and describe a call as a spec of the
+``pairwise`` family (:mod:`numba_losses._plan.pairwise`), run by the CPU or
+CUDA kernels of ``numba_losses.kernels.{cpu,cuda}.pairwise``; the math is in
 ``numba_losses.kernels.pairwise_math``. Semantics are MXNet 1.9.1's
-``gluon.loss`` (SPEC.md sections 12 and 14), float64 included.
+``gluon.loss`` (docs/semantics.rst sections 12 and 14), float64 included.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from ._dispatch_pairwise import cosine, triplet
-from ._loss import Loss
+from ._core.request import Call
+from ._plan.pairwise import CosineSpec, TripletSpec
+from .loss import Loss
 
 __all__ = ["TripletLoss", "CosineEmbeddingLoss"]
 
@@ -65,20 +66,8 @@ class TripletLoss(Loss):
         super().__init__(weight, batch_axis, **kwargs)
         self._margin = margin
 
-    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
-        return triplet(
-            inputs["pred"],
-            inputs["positive"],
-            inputs["negative"],
-            margin=_number("margin", self._margin),
-            weight=self._scalar_weight(),
-            batch_axis=self._batch_axis,
-            out_grad=out_grad,
-            want_value=want_value,
-            want_grad=want_grad,
-            out=out,
-            grad_out=grad_out,
-        )
+    def _spec(self, call: Call) -> TripletSpec:
+        return TripletSpec(_number("margin", self._margin), self._scalar_weight(), self._batch_axis)
 
 
 class CosineEmbeddingLoss(Loss):
@@ -131,17 +120,5 @@ class CosineEmbeddingLoss(Loss):
         super().__init__(weight, batch_axis, **kwargs)
         self._margin = margin
 
-    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
-        return cosine(
-            inputs["input1"],
-            inputs["input2"],
-            inputs["label"],
-            inputs["sample_weight"],
-            margin=_number("margin", self._margin),
-            weight=self._scalar_weight(),
-            out_grad=out_grad,
-            want_value=want_value,
-            want_grad=want_grad,
-            out=out,
-            grad_out=grad_out,
-        )
+    def _spec(self, call: Call) -> CosineSpec:
+        return CosineSpec(_number("margin", self._margin), self._scalar_weight())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._dispatch_sdml import sdml
-from ._loss import Loss
+from ._core.request import Call
+from ._plan.sdml import SDMLSpec, smoothing_value
+from .loss import Loss
 
 __all__ = ["SDMLLoss"]
 
@@ -73,14 +74,5 @@ class SDMLLoss(Loss):
         """The smoothing probability mass :math:`s`."""
         return self._smoothing_parameter
 
-    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
-        return sdml(
-            inputs["x1"],
-            inputs["x2"],
-            smoothing=self._smoothing_parameter,
-            out_grad=out_grad,
-            want_value=want_value,
-            want_grad=want_grad,
-            out=out,
-            grad_out=grad_out,
-        )
+    def _spec(self, call: Call) -> SDMLSpec:
+        return SDMLSpec(smoothing_value(self._smoothing_parameter))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._dispatch_softmax import softmax_ce
-from ._loss import Loss, single_grad_out
+from ._core.request import Call
+from ._plan.softmax import SoftmaxSpec, check_options
+from .loss import Loss
 
 __all__ = ["SoftmaxCrossEntropyLoss", "SoftmaxCELoss"]
 
@@ -84,25 +85,19 @@ class SoftmaxCrossEntropyLoss(Loss):
         self._ignore_label = ignore_label
         self._label_smoothing = label_smoothing
 
-    def _run(self, inputs, *, want_value, want_grad, out_grad=None, out=None, grad_out=None):
-        value, dpred = softmax_ce(
-            inputs["pred"],
-            inputs["label"],
-            inputs["sample_weight"],
-            axis=self._axis,
-            sparse=bool(self._sparse_label),
-            from_logits=bool(self._from_logits),
-            weight=self._scalar_weight(),
-            batch_axis=self._batch_axis,
-            ignore_label=self._ignore_label,
-            label_smoothing=self._label_smoothing,
-            out_grad=out_grad,
-            want_value=want_value,
-            want_grad=want_grad,
-            out=out,
-            grad_out=single_grad_out(grad_out),
+    def _spec(self, call: Call) -> SoftmaxSpec:
+        sparse = bool(self._sparse_label)
+        has_ignore, ignore, eps = check_options(sparse, self._ignore_label, self._label_smoothing)
+        return SoftmaxSpec(
+            self._axis,
+            sparse,
+            bool(self._from_logits),
+            self._scalar_weight(),
+            self._batch_axis,
+            has_ignore,
+            ignore,
+            eps,
         )
-        return value, ((dpred,) if want_grad else None)
 
 
 SoftmaxCELoss = SoftmaxCrossEntropyLoss

@@ -1,6 +1,6 @@
-"""CTCLoss against independent references: SPEC section 7 in NumPy, brute force, finite differences, PyTorch.
+"""CTCLoss vs independent references: docs/semantics.rst section 7 in NumPy, brute force, finite differences, PyTorch.
 
-``tests/ctc_reference.py`` transcribes SPEC section 7 in NumPy, run in the compute
+``tests/reference/ctc.py`` transcribes docs/semantics.rst section 7 in NumPy, run in the compute
 dtype (float64, or float32 for float32/float16 data so that saturation behaves as in
 MXNet), and is itself checked against the MXNet-computed golden cases here;
 tests/test_golden.py runs the library on them. The brute-force test sums the
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import numba_losses as nl
 from tests.conftest import GOLDEN
-from tests.ctc_reference import log_softmax, lround, ref_ctc_loss, used_labels
+from tests.reference.ctc import log_softmax, lround, ref_ctc_loss, used_labels
 
 LAYOUTS = [("NTC", "NT"), ("NTC", "TN"), ("TNC", "NT"), ("TNC", "TN")]
 BLANKS = ["last", "first"]
@@ -106,7 +106,9 @@ def _magnitude(a):
 
 
 def _assert_matches_ref(got, ref, dtype, what, cost=None):
-    """rtol 1e-4 / atol 1e-5 (float32) scaled by the magnitude, times max(1, |cost|) for gradients (SPEC 19.12).
+    """rtol 1e-4 / atol 1e-5 (float32) scaled by the magnitude, times max(1, |cost|) for gradients.
+
+    The golden tolerance of docs/semantics.rst section 0.
 
     The log-space terms of a gradient carry the rounding of log-likelihoods of size |cost|.
     """
@@ -145,7 +147,7 @@ def _run_and_check(ctor, args, *, out_grad=None, dtype=None):
 
 # ----------------------------------------------------------------------------- the reference itself
 def test_reference_reproduces_mxnet_golden_cases(golden_manifest):
-    """The NumPy transcription of SPEC section 7 (not the library) against MXNet 1.9.1's own results."""
+    """The NumPy transcription of docs/semantics.rst section 7 (not the library) against MXNet 1.9.1's own results."""
     cases = [c for c in golden_manifest["cases"] if c["group"] == "CTCLoss"]
     assert len(cases) >= 20
     z = np.load(GOLDEN / cases[0]["file"])
@@ -216,7 +218,7 @@ def test_brute_force_path_sum(t, c, blank_label):
     np.testing.assert_allclose(np.exp(-cost32.astype(np.float64)), expected, rtol=2e-5, atol=1e-30)
 
 
-# ----------------------------------------------------------------------------- SPEC check values
+# ------------------------------------------------------------ check values of docs/semantics.rst section 7
 @pytest.mark.parametrize("layout, label_layout", LAYOUTS)
 @pytest.mark.parametrize("variant", ["padding", "label_lengths", "pred_lengths"])
 def test_spec_check_values(layout, label_layout, variant):
@@ -231,7 +233,7 @@ def test_spec_check_values(layout, label_layout, variant):
         lab = np.array([[1, 0, -1, -1], [2, 1, 1, -1]], np.float32)
         pl = np.array([20, 20], np.float32) if variant == "pred_lengths" else None
         args = [_pred(x, layout), _label(lab, label_layout), pl]
-    np.testing.assert_allclose(loss(*args), expected, rtol=1e-6)  # the SPEC's values are MXNet's float32 results
+    np.testing.assert_allclose(loss(*args), expected, rtol=1e-6)  # section 7's values are MXNet's float32 results
     out64 = loss(*[None if a is None else a.astype(np.float64) for a in args])
     np.testing.assert_allclose(out64, expected, rtol=2e-7)
     # exactly: every path has probability 4^-20 and a label of length L with R repeats has C(T+L-R, 2L) paths
@@ -330,7 +332,7 @@ def test_fractional_lengths_round_for_cost_and_truncate_for_gradient(dtype, layo
     out, dpred, _, _ = _run_and_check(ctor, [xp, label, pl, ll])
     g = dpred if layout == "NTC" else dpred.transpose(1, 0, 2)
     assert np.isfinite(out).all() and np.isfinite(g).all()
-    # SPEC text directly: 4.5 costs like 5 frames, but frame 4's gradient is zeroed
+    # docs/semantics.rst section 7 directly: 4.5 costs like 5 frames, but frame 4's gradient is zeroed
     loss = nl.CTCLoss(layout)
     pi = _pred(rng.standard_normal((n, t, c)), layout).astype(dtype)
     o5, (g5,) = loss.forward_backward(pi, label, np.array([5.0] * n), np.array([2.0] * n))
@@ -368,7 +370,7 @@ def test_label_values_round_half_away_and_stop_at_first_padding(blank_label):
         )
         seqs = [[1, 1, 4], [2, 3], [4], [2, 2, 1, 3, 4, 1]]
     for b, s in enumerate(seqs):
-        assert used_labels(label[b], None, blank_label).tolist() == s  # the reference reads it as the SPEC says
+        assert used_labels(label[b], None, blank_label).tolist() == s  # the reference reads it as section 7 says
     for dtype in DTYPES:
         _run_and_check({"blank_label": blank_label}, [x.astype(dtype), label])
     # the same costs from the integer labels with explicit lengths
@@ -489,7 +491,7 @@ def test_blank_index_used_as_a_label(blank_label, dtype):
 
 @pytest.mark.parametrize("margin", [20.0, 39.0, 60.0, 100.0])
 def test_saturated_float32_zero_branch(margin):
-    """SPEC section 19 item 4: label [0, 1], T = 3, the path 0 1 blank predicted with margin m."""
+    """docs/semantics.rst section 7 (saturation): label [0, 1], T = 3, the path 0 1 blank predicted with margin m."""
     c = 4
     x = np.zeros((1, 3, c), np.float32)
     x[0, [0, 1, 2], [0, 1, 3]] = margin
@@ -697,13 +699,13 @@ def test_integer_labels_and_lengths_of_any_dtype():
 def test_zero_size_inputs_and_call_time_checks():
     loss = nl.CTCLoss()
     out, (g,) = loss.forward_backward(np.zeros((0, 4, 3)), np.zeros((0, 2)))
-    assert out.shape == (0,) and g.shape == (0, 4, 3)  # N = 0: empty results (SPEC section 1)
+    assert out.shape == (0,) and g.shape == (0, 4, 3)  # N = 0: empty results (docs/semantics.rst section 1)
     x = np.random.default_rng(23).standard_normal((2, 4, 3))
     out, (g,) = loss.forward_backward(x, np.zeros((2, 0)))  # Lw = 0: every label empty
     np.testing.assert_allclose(out, -log_softmax(x)[..., 2].sum(axis=1), rtol=1e-12)
     out, (g,) = loss.forward_backward(np.zeros((2, 0, 3)), np.zeros((2, 0)))  # T = 0, L = 0: cost 0
     assert (out == 0).all() and g.shape == (2, 0, 3)
-    with pytest.raises(AssertionError, match="weight must be a number"):  # at call time (SPEC section 1)
+    with pytest.raises(AssertionError, match="weight must be a number"):  # at call time (docs/semantics.rst section 1)
         nl.CTCLoss(weight="2")(x, np.zeros((2, 1)))
     with pytest.raises(ValueError):
         loss.forward_backward(x, np.zeros((2, 1)), out_grad=np.ones(3))

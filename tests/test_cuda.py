@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import numba_losses as nl
-from numba_losses._device import DeviceArray, is_device_array, same_device
+from numba_losses._core.device import DeviceArray, same_device
+from numba_losses._core.request import is_device_array
 from tests.conftest import CUPY_ON_GPU, SIMULATED
 from tests.test_golden import _assert_close, _cases, load_case
 
@@ -192,7 +193,7 @@ def test_batch_axis(batch_axis):
 
 
 def test_long_rows_split_into_chunks_and_short_rows_grouped():
-    from numba_losses.kernels.cuda.rowmean import THREADS, launch_plan
+    from numba_losses.kernels.cuda.elementwise import THREADS, launch_plan
 
     sms = 2 if SIMULATED else cuda.get_current_device().MULTIPROCESSOR_COUNT
     k = THREADS * 64
@@ -333,15 +334,19 @@ def test_torch_in_torch_out():
 
 # ------------------------------------------------------------------------- benchmark
 def test_gpu_benchmark_script_runs_every_path():
-    """``asv_bench/compare_cuda.py --smoke``: every loss through every timed path, tiny shapes."""
+    """``asv_bench/compare.py --device cuda --family all --smoke``: every loss through every timed path, tiny shapes."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).parent.parent / "asv_bench" / "compare_cuda.py"
+    script = Path(__file__).parent.parent / "asv_bench" / "compare.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "--smoke"], capture_output=True, text=True, env=dict(os.environ), timeout=600
+        [sys.executable, str(script), "--device", "cuda", "--family", "all", "--smoke"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=600,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 

@@ -122,9 +122,9 @@ def test_makeloss_is_fused_for_null_and_batch():
     calls = []
 
     class Spy(nl.L2Loss):
-        def _run(self, inputs, **kw):
-            calls.append((kw["want_value"], kw["want_grad"]))
-            return super()._run(inputs, **kw)
+        def _run(self, call):
+            calls.append((call.want_value, call.want_grad))
+            return super()._run(call)
 
     x, y = RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))
     nl.MakeLoss(Spy(), normalization="batch").forward_backward(x, y)

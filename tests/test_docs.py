@@ -176,7 +176,7 @@ def test_gallery_curves_are_the_losses():
     value, grad = loss_curve(nl.SigmoidBCELoss(), x, 1.0)
     np.testing.assert_allclose(value, np.log1p(np.exp(-x)), rtol=1e-12)
     np.testing.assert_allclose(grad, -1 / (1 + np.exp(x)), rtol=1e-12)  # sigmoid(x) - 1 without cancellation
-    assert loss_curve(nl.SigmoidBCELoss(), np.zeros(1), 1.0)[1][0] == -1.0  # SPEC 4: exactly -label at 0
+    assert loss_curve(nl.SigmoidBCELoss(), np.zeros(1), 1.0)[1][0] == -1.0  # semantics section 4: exactly -label at 0
     value, grad = loss_curve(nl.PoissonNLLLoss(), x, 1.0)  # averaged to (1,) for one element: the term itself
     np.testing.assert_allclose(value, np.exp(x) - x, rtol=1e-12)
     np.testing.assert_allclose(grad, np.exp(x) - 1, rtol=1e-12, atol=1e-15)

@@ -17,7 +17,7 @@ import pytest
 
 import numba_losses as nl
 from numba_losses.kernels import _options
-from numba_losses.kernels.cpu.rowmean import build_rowmean_kernel
+from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel
 from numba_losses.kernels.registry import ELEMENTWISE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,8 +40,8 @@ def _python(code, **env):
 def test_import_compiles_nothing():
     out = _python("""
         import numba_losses
-        from numba_losses.kernels.cpu import rowmean, reduce
-        print(rowmean.build_rowmean_kernel.cache_info().currsize, len(reduce.block_sum.signatures))
+        from numba_losses.kernels.cpu import elementwise, reduce
+        print(elementwise.build_rowmean_kernel.cache_info().currsize, len(reduce.block_sum.signatures))
     """)
     assert out.split() == ["0", "0"]
 
@@ -113,7 +113,7 @@ def test_serial_and_parallel_kernels_agree(term):
 def test_second_process_loads_kernels_from_cache(tmp_path):
     code = """
         import numpy as np, numba_losses as nl
-        from numba_losses.kernels.cpu.rowmean import build_rowmean_kernel
+        from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel
         from numba_losses.kernels.registry import ELEMENTWISE
         nl.HuberLoss().forward_backward(np.ones((4, 3)), np.zeros((4, 3)))
         kern = build_rowmean_kernel(*ELEMENTWISE["huber"], False, False, True, False)  # the one just used
@@ -140,7 +140,7 @@ def test_serial_and_parallel_variants_have_their_own_cache_entries(tmp_path):
     # serial kernel for large inputs (single-threaded) or the parallel one for tiny inputs.
     code = """
         import numpy as np, numba_losses as nl
-        from numba_losses.kernels.cpu.rowmean import build_rowmean_kernel
+        from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel
         from numba_losses.kernels.registry import ELEMENTWISE
         loss = nl.L1Loss()
         loss.forward_backward(np.ones((4, 3)), np.zeros((4, 3)))          # serial variant

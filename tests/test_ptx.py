@@ -1,6 +1,6 @@
 """Every CUDA kernel compiles to PTX for sm_80 and sm_90, without a GPU.
 
-``tests/ptx_all.py`` compiles the whole catalogue (every loss term's row
+``tests/ptx/catalogue.py`` compiles the whole catalogue (every loss term's row
 kernel with the shuffle and the shared-memory group sum, float32, float64 and
 float16 inputs, plus every helper kernel) with real NVVM from the ``cuda``
 extra. It runs in a subprocess with the simulator off, because this session
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent / "ptx_all.py"
+ROOT = Path(__file__).parent.parent
 # One xdist worker builds the catalogue once for both tests.
 pytestmark = pytest.mark.xdist_group("ptx")
 
@@ -29,7 +29,7 @@ def report():
         pytest.skip("numba-cuda is not installed (pip install -e '.[cuda]')")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, cwd=SCRIPT.parent.parent, timeout=1200
+        [sys.executable, "-m", "tests.ptx.catalogue"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1200
     )
     assert proc.stdout.strip(), f"no report; stderr:\n{proc.stderr[-4000:]}"
     return json.loads(proc.stdout)
@@ -43,20 +43,10 @@ def test_every_cuda_kernel_compiles_to_ptx(report):
 
 def test_catalogue_covers_every_term_path_and_target(report):
     from numba_losses.kernels.registry import ELEMENTWISE
+    from tests.ptx.catalogue import extra_modules
 
-    # per term: 2 targets x 3 dtype paths x 2 reductions, plus the forward-only kernel;
-    # a user-made term on 2 targets; 6 helper kernels x 2 targets x 3 dtype paths;
-    # plus the structured losses' kernels listed by tests/ptx_*.py
-    extra = sum(len(module.jobs()) for module in _extra_modules())
-    assert report["total"] == len(ELEMENTWISE) * (2 * 3 * 2 + 1) + 2 + 6 * 2 * 3 + extra
-
-
-def _extra_modules():
-    import importlib
-
-    names = [line.split('"')[1::2] for line in SCRIPT.read_text().splitlines() if line.startswith("EXTRA = ")][0]
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        return [importlib.import_module(n) for n in names if (SCRIPT.parent / f"{n}.py").exists()]
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    # per term (and the weighting's "computed" pair): 2 targets x 3 dtype paths x 2 reductions,
+    # plus the forward-only kernel; a user-made term on 2 targets; 8 helper kernels x 2 targets
+    # x 3 dtype paths; plus the structured losses' kernels listed by the other modules of tests/ptx/
+    extra = sum(len(module.jobs()) for module in extra_modules())
+    assert report["total"] == (len(ELEMENTWISE) + 1) * (2 * 3 * 2 + 1) + 2 + 8 * 2 * 3 + extra

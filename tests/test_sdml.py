@@ -1,7 +1,7 @@
-"""SDMLLoss (SPEC.md section 15, quirk 12, section 19 item 6) on the CPU and the CUDA backend.
+"""SDMLLoss (docs/semantics.rst section 15 and section 17 item 12) on the CPU and the CUDA backend.
 
-The reference below is a float64 NumPy transcription of SPEC.md section 15 written for this
-test (it shares no code with the package): the full ``(N, N, D)`` difference tensor, a
+The reference in ``tests/reference/sdml.py`` is a float64 NumPy transcription of docs/semantics.rst
+section 15 written for this test (it shares no code with the package): the full ``(N, N, D)`` difference tensor, a
 max-shifted log-softmax of ``-dist``, MXNet's smoothed targets ``eye * (1 - s) + (1 - eye) * s /
 (N - 1)`` (with ``0 / 0`` on the diagonal when ``N = 1``) and the gradients
 ``2 sum_j G_ij (x1_i - x2_j)`` and ``-2 sum_i G_ij (x1_i - x2_j)``. Float64 finite differences
@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import numba_losses as nl
-from numba_losses import _dispatch_sdml
+from numba_losses._cpu import sdml as sdml_host
 from tests.conftest import SIMULATED
+from tests.reference.sdml import sdml_ref
 
 RNG = np.random.default_rng(20261123)
 # derandomize: the same examples every run, so the kernel specialisations they need are
@@ -34,27 +35,6 @@ SETTINGS = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-# ------------------------------------------------------------------------------- reference
-def reference(x1, x2, s=0.3, g=None):
-    """``(out, dx1, dx2)`` in float64 from SPEC.md section 15."""
-    x1 = np.asarray(x1, dtype=np.float64)
-    x2 = np.asarray(x2, dtype=np.float64)
-    n = x1.shape[0]
-    diff = x1[:, None, :] - x2[None, :, :]  # (N, N, D): x1_i - x2_j
-    logits = -(diff**2).sum(axis=2)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    lp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    eye = np.eye(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = eye * (1.0 - s) + ((1.0 - eye) * s) / np.float64(n - 1)
-        out = (q * (np.log(q + 1e-12) - lp)).sum(axis=1)
-    g = np.ones(n) if g is None else np.broadcast_to(np.asarray(g, dtype=np.float64), (n,))
-    gmat = g[:, None] * (q - q.sum(axis=1, keepdims=True) * np.exp(lp))
-    dx1 = 2.0 * (gmat[:, :, None] * diff).sum(axis=1)
-    dx2 = -2.0 * (gmat[:, :, None] * diff).sum(axis=0)
-    return out, dx1, dx2
 
 
 def _pair(n, d, dtype=np.float64, scale=1.0):
@@ -73,7 +53,7 @@ TOL = {np.float64: (1e-10, 1e-12), np.float32: (2e-4, 2e-5), np.float16: (2e-2, 
 
 def _check(loss, x1, x2, g=None, dtype=np.float64):
     out, (d1, d2) = loss.forward_backward(x1, x2, out_grad=g)
-    want = reference(x1, x2, loss.smoothing_parameter, g)
+    want = sdml_ref(x1, x2, loss.smoothing_parameter, g)
     rtol, atol = TOL[dtype]
     for got, exp in zip((out, d1, d2), want, strict=True):
         _close(got, exp, rtol, atol)
@@ -97,9 +77,9 @@ def test_parallel_kernels_match_serial_bit_for_bit(monkeypatch):
     g = RNG.uniform(0.5, 1.5, 37)
     loss = nl.SDMLLoss()
     par = loss.forward_backward(x1, x2, out_grad=g)
-    for got, want in zip((par[0], *par[1]), reference(x1, x2, 0.3, g), strict=True):
+    for got, want in zip((par[0], *par[1]), sdml_ref(x1, x2, 0.3, g), strict=True):
         _close(got, want, *TOL[np.float64])
-    monkeypatch.setattr(_dispatch_sdml, "SERIAL_BELOW", 1 << 62)
+    monkeypatch.setattr(sdml_host, "SERIAL_BELOW", 1 << 62)
     ser = loss.forward_backward(x1, x2, out_grad=g)
     np.testing.assert_array_equal(par[0], ser[0])
     for a, b in zip(par[1], ser[1], strict=True):
@@ -115,7 +95,7 @@ def test_gradient_finite_differences(s, shape):
 
 
 def test_gradient_finite_differences_parallel_kernels(monkeypatch):
-    monkeypatch.setattr(_dispatch_sdml, "SERIAL_BELOW", 0)
+    monkeypatch.setattr(sdml_host, "SERIAL_BELOW", 0)
     x1, x2 = _pair(9, 4)
     nl.check_gradient(nl.SDMLLoss(), x1, x2, tol=1e-6)
 
@@ -142,7 +122,7 @@ def test_head_gradient_forms(head):
     x1, x2 = _pair(4, 3)
     g = {"none": None, "float": 0.75, "list": [0.5, 1.0, -1.0, 2.0], "array": np.array([0.5, 1.0, -1.0, 2.0])}[head]
     _, (d1, d2) = nl.SDMLLoss().forward_backward(x1, x2, out_grad=g)
-    _, r1, r2 = reference(x1, x2, 0.3, g)
+    _, r1, r2 = sdml_ref(x1, x2, 0.3, g)
     _close(d1, r1, *TOL[np.float64])
     _close(d2, r2, *TOL[np.float64])
 
@@ -159,7 +139,7 @@ def test_inputs_untouched_and_any_layout():
     _check(nl.SDMLLoss(), ro1, ro2)
 
 
-# ----------------------------------------------------------------------- quirks (SPEC §17.12)
+# ----------------------------------------------------------------------- quirks (docs/semantics.rst section 17.12)
 def test_quirk12_weight_and_batch_axis_are_never_applied():
     x1, x2 = _pair(5, 3)
     plain = nl.SDMLLoss().forward_backward(x1, x2)
@@ -176,7 +156,7 @@ def test_quirk12_weight_and_batch_axis_are_never_applied():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_quirk12_single_sample_gives_nan_without_error(dtype):
-    # SPEC §19.6: Q = [[(1 - s) + 0/0]] -> NaN loss and NaN gradients for both inputs.
+    # docs/semantics.rst section 15: Q = [[(1 - s) + 0/0]] -> NaN loss and NaN gradients for both inputs.
     x1, x2 = _pair(1, 4, dtype)
     out, (d1, d2) = nl.SDMLLoss().forward_backward(x1, x2)
     assert out.shape == (1,) and np.isnan(out).all()
@@ -191,7 +171,7 @@ def test_smoothing_above_one_gives_nan_loss_and_finite_gradients():
     out, (d1, d2) = loss.forward_backward(x1, x2)
     assert np.isnan(out).all()
     assert np.isfinite(d1).all() and np.isfinite(d2).all()
-    _, r1, r2 = reference(x1, x2, 1.5)
+    _, r1, r2 = sdml_ref(x1, x2, 1.5)
     _close(d1, r1, *TOL[np.float64])
     _close(d2, r2, *TOL[np.float64])
 
@@ -333,8 +313,10 @@ def test_buffer_errors():
         loss(x1, x2, out=np.empty(3))
     with pytest.raises(TypeError, match="dtype"):
         loss(x1, x2, out=np.empty(4, np.float32))
-    with pytest.raises(ValueError, match="2 buffers"):
+    with pytest.raises(TypeError, match="tuple of 2 buffers"):  # every multi-gradient loss's rule
         loss.forward_backward(x1, x2, grad_out=np.empty((4, 3)))
+    with pytest.raises(ValueError, match="expected 2"):
+        loss.forward_backward(x1, x2, grad_out=(np.empty((4, 3)),))
     with pytest.raises(ValueError, match="shape"):
         loss.forward_backward(x1, x2, grad_out=(np.empty((4, 2)), None))
     with pytest.raises(ValueError, match="share memory"):
@@ -457,7 +439,7 @@ def test_cuda_single_sample_nan_and_float_head(fast_simulator):
     assert np.isnan(host(out)).all() and np.isnan(host(d1)).all() and np.isnan(host(d2)).all()
     x1, x2 = _pair(3, 2)
     _, (d1, d2) = nl.SDMLLoss().forward_backward(dev(x1), dev(x2), out_grad=0.5)
-    _, r1, r2 = reference(x1, x2, 0.3, 0.5)
+    _, r1, r2 = sdml_ref(x1, x2, 0.3, 0.5)
     _close(host(d1), r1, *TOL[np.float64])
     _close(host(d2), r2, *TOL[np.float64])
 

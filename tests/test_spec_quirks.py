@@ -1,8 +1,8 @@
-"""SPEC.md section 17 (quirks checklist) for the elementwise losses, and the call-time errors.
+"""docs/semantics.rst section 17 (quirks kept on purpose) for the elementwise losses, and the call-time errors.
 
-Every expected value is written out by hand from the SPEC formulas; the derivation is in the
+Every expected value is written out by hand from the formulas of docs/semantics.rst; the derivation is in the
 comment next to it. Items covered here: 1, 2, 3, 4, 5 (L1 / Hinge / SquaredHinge / Huber), 8, 10,
-14 and 15, plus SPEC §0/§1 errors, empty inputs and dtypes.
+14 and 15, plus section 0/1 errors, empty inputs and dtypes.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def test_q4_bce_pos_weight_gradient_at_zero(dtype):
 
 
 def test_q4_bce_tiny_nonzero_pred_uses_sigmoid():
-    # |x| = 1e-30 is not 0: sigma(x) - z = 0.5 - 0.25 = 0.25, / K = 1 -> 0.25 (SPEC §19.9)
+    # |x| = 1e-30 is not 0: sigma(x) - z = 0.5 - 0.25 = 0.25, / K = 1 -> 0.25 (docs/semantics.rst section 4)
     _, dx = _fb(nl.SigmoidBinaryCrossEntropyLoss(), np.array([[1e-30]]), np.array([[0.25]]))
     np.testing.assert_allclose(dx, [[0.25]], rtol=1e-15)
     _, dx = _fb(nl.SigmoidBinaryCrossEntropyLoss(), np.array([[-1e-30]]), np.array([[0.25]]))
@@ -458,7 +458,7 @@ def test_q15_no_label_validation():
 
 
 # ---------------------------------------------------------------------------------------------
-# Call-time errors (SPEC §0, §1, §8, §11)
+# Call-time errors (docs/semantics.rst sections 0, 1, 8, 11)
 # ---------------------------------------------------------------------------------------------
 def test_huber_rho_zero_raises_at_call():
     loss = nl.HuberLoss(rho=0)
@@ -547,7 +547,7 @@ def test_bad_buffers(name):
 
 
 # ---------------------------------------------------------------------------------------------
-# Empty inputs (SPEC §1, §19.11)
+# Empty inputs (docs/semantics.rst section 1)
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", LOSS_IDS)
 def test_empty_batch(name):

@@ -1,4 +1,4 @@
-"""Loss terms written the way a user would, shared by ``test_custom.py`` and ``ptx_all.py``.
+"""Loss terms written the way a user would, shared by ``test_custom.py`` and ``ptx/catalogue.py``.
 
 Plain Python scalar functions for ``nl.elementwise_loss``: they compile for the
 CPU and for CUDA (branches instead of ``np.sign``, which numba-cuda lacks).

@@ -1,6 +1,6 @@
 r"""CTC loss CPU kernels: fused log-softmax, log-space forward-backward, gradient.
 
-Notation of SPEC section 7: sample :math:`b` has :math:`T_b` frames of
+Notation of docs/semantics.rst section 7: sample :math:`b` has :math:`T_b` frames of
 :math:`C` activations, a label of length :math:`L` and the extended label
 :math:`l'` of length :math:`S = 2L + 1` (blanks at even positions).
 Activations are read as rows of ``x``, a ``(rows, C)`` array: frame ``t`` of
@@ -27,11 +27,11 @@ Three kernels, each parallel where the work is:
    transposed in L1.
 3. :func:`build_ctc_grad_kernel` - over all frames: writes
    :math:`c_b\, e^{\mathrm{lp}_t(k)}` for every class, then corrects the
-   label's classes with their :math:`\gamma_t(k)` (SPEC's rule, warp-ctc's
+   label's classes with their :math:`\gamma_t(k)` (section 7's rule, warp-ctc's
    ``== 0.0`` branch included); zero beyond the gradient mask and for
    infeasible samples.
 
-Log-space addition follows SPEC: ``lse(a, b) = b`` if ``a == -inf``, ``a``
+Log-space addition follows section 7: ``lse(a, b) = b`` if ``a == -inf``, ``a``
 if ``b == -inf``, else :math:`\max + \log(1 + e^{-|a - b|})`; it is written
 branch-free (selects) so the column loops vectorise, with
 :func:`..vmath.softplus_neg` for :math:`\log(1 + e^{-x})`.
@@ -54,7 +54,7 @@ GAMMA_TILE = 32
 
 @register_jitable(forceinline=True)
 def log_add(a, b):
-    """SPEC section 7's ``lse(a, b)`` in the arguments' precision (NaN in gives NaN out)."""
+    """docs/semantics.rst section 7's ``lse(a, b)`` in the arguments' precision (NaN in gives NaN out)."""
     hi = a if a > b else b
     lo = b if a > b else a
     r = hi + softplus_neg(hi - lo)  # log1p(exp(-|a - b|))
@@ -258,7 +258,7 @@ def build_ctc_paths_kernel(parallel):
 
 @register_jitable(forceinline=True)
 def _label_grad(dr, k, g, lp, llb, c):
-    """SPEC's gradient of class ``k`` from its gamma ``g`` and log-probability ``lp``, times ``c``."""
+    """Section 7's gradient of class ``k`` from its gamma ``g`` and log-probability ``lp``, times ``c``."""
     if not (g == -np.inf or g == 0.0 or lp == -np.inf):
         dr[k] = c * (vexp(lp) - vexp((g - lp) - llb))
 

@@ -1,6 +1,6 @@
 r"""CTC loss CUDA kernels (twins of :mod:`..cpu.ctc`).
 
-Notation of SPEC section 7 and of the CPU kernels: sample :math:`b` has
+Notation of docs/semantics.rst section 7 and of the CPU kernels: sample :math:`b` has
 :math:`T_b` frames of :math:`C` activations, a label of length :math:`L`
 and the extended label :math:`l'` of length :math:`S = 2L + 1`. Activations
 are read through a strided ``(N, T, C)`` view of the caller's memory in its
@@ -32,16 +32,16 @@ Three kernels, launched in this order on one stream:
    ``N * T`` frames): zero rows where the sample is infeasible or
    ``t >= gmask[b]``; otherwise the lanes write :math:`c_b e^{\mathrm{lp}_t(k)}`
    for every class, the block synchronises, and one lane per label class
-   overwrites its class with SPEC's correction from :math:`\gamma_t(k)`
+   overwrites its class with section 7's correction from :math:`\gamma_t(k)`
    (the log-sum of ``ab`` over the class's positions: the blank over every
    ``s`` whose class is the blank, in increasing ``s``; another class from its
    first occurrence along ``chain``), as the CPU kernel does.
 
-The weighting kernels (:func:`ctc_weigh_kernel`, :func:`ctc_head_scale_kernel`)
-apply ``sample_weight`` and ``weight`` to the cost and sum the head gradient
-back to one scale per sample, in the CPU dispatcher's order of operations.
+``sample_weight`` and ``weight`` are applied to the cost, and the head
+gradient summed back to one scale per sample, by the product-weighting kernels
+of :mod:`.weighting` (shared with CosineEmbeddingLoss).
 
-Log-space addition is SPEC's: ``lse(a, b) = b`` if ``a == -inf``, ``a`` if
+Log-space addition is section 7's: ``lse(a, b) = b`` if ``a == -inf``, ``a`` if
 ``b == -inf``, else :math:`\max + \log(1 + e^{\min - \max})`. Under the
 simulator every thread is a Python thread computing with ``math``: the
 guards below keep ``math.log(0)`` and overflowing ``math.exp`` from raising
@@ -85,7 +85,7 @@ def _exp(v):
 
 @cuda.jit(device=True, inline="always")
 def _log_add(a, b):
-    """SPEC section 7's ``lse(a, b)`` in the arguments' precision (NaN in gives NaN out)."""
+    """docs/semantics.rst section 7's ``lse(a, b)`` in the arguments' precision (NaN in gives NaN out)."""
     if a == -math.inf:
         return b
     if b == -math.inf:
@@ -256,7 +256,7 @@ def ctc_paths_kernel(lpe, off, tlen, lab, llen, blank, feasible, zero_infinity, 
 
 @cuda.jit(device=True, inline="always")
 def _label_grad(dx, b, t, k, g, lp, llb, c):
-    """SPEC's gradient of class ``k`` from its gamma ``g`` and log-probability ``lp``, times ``c``."""
+    """Section 7's gradient of class ``k`` from its gamma ``g`` and log-probability ``lp``, times ``c``."""
     if not (g == -math.inf or g == 0.0 or lp == -math.inf):
         dx[b, t, k] = c * (_exp(lp) - _exp((g - lp) - llb))
 
@@ -319,52 +319,3 @@ def ctc_grad_kernel(x, dx, gmask, feasible, m, logs, ab, off, lab, chain, first,
             else:
                 continue
             _label_grad(dx, b, t, k, g, (like(proto, x[b, t, k]) - mm) - ls, llb, c)
-
-
-@cuda.jit(**_JIT)
-def ctc_weigh_kernel(cost, sw, has_sw, weight, proto, out):
-    """``out[r, j] = (cost[b] * sw[r, j]) * weight`` in the compute dtype, stored in ``out``'s dtype.
-
-    ``out`` is the output ``(R, Nl)`` (its last axis ``Nl`` is ``N``, or any
-    size when ``N == 1`` and the cost is broadcast: ``b = j`` or ``0``);
-    ``sw`` the sample weight broadcast to it (read when ``has_sw``).
-    """
-    n_r, n_l = out.shape
-    n = cost.shape[0]
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, n_r * n_l, step):
-        r = i // n_l
-        j = i - r * n_l
-        v = cost[j if n == n_l else 0]
-        if has_sw:
-            v = v * like(proto, sw[r, j])
-        out[r, j] = v * like(proto, weight)
-
-
-@cuda.jit(**_JIT)
-def ctc_head_scale_kernel(og, has_og, sw, has_sw, weight, n_r, n_l, proto, coef):
-    """``coef[b]``: the float64 sum of ``(out_grad * sample_weight) * weight`` over sample ``b``'s copies.
-
-    ``og`` and ``sw`` are the head gradient and the sample weight broadcast to
-    the output ``(n_r, n_l)`` (read when ``has_og`` / ``has_sw``; else 1); the
-    copies of ``b`` are column ``b`` (or every element when ``N == 1``), summed
-    row by row; the sum is rounded to the compute dtype.
-    """
-    n = coef.shape[0]
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for b in range(start, n, step):
-        j0 = b
-        j1 = b + 1
-        if n_l != n:
-            j0 = 0
-            j1 = n_l
-        s = float64(0.0)
-        for r in range(n_r):
-            for j in range(j0, j1):
-                h = float64(1.0)
-                if has_og:
-                    h = float64(og[r, j])
-                if has_sw:
-                    h = h * float64(sw[r, j])
-                s += h * weight
-        coef[b] = like(proto, s)

@@ -9,10 +9,9 @@ shared memory, and the group then walks the row again writing the gradient.
 Blocks take rows in a grid-stride loop. Inputs are read in their own dtype
 (float16 computed in float32) and may be strided or zero-stride views.
 
-The helper kernels cover CosineEmbeddingLoss's ``sample_weight`` when it
-grows the output beyond ``(rows, 1)``: :func:`cosine_head_sum_kernel` sums
-the head gradient back to the rows, :func:`cosine_weight_kernel` writes the
-weighted output.
+When CosineEmbeddingLoss's ``sample_weight`` grows the output beyond
+``(rows, 1)``, the kernel writes unweighted rows and the product-weighting
+kernels of :mod:`.weighting` form the output and the rows' head gradient.
 """
 
 import functools
@@ -24,8 +23,8 @@ from .._options import CACHE, CUDA_GRID_PER_SM
 from ..pairwise_math import cosine_grad, cosine_head, label_code, triplet_grads, triplet_head, triplet_term
 from ..vmath import like
 from . import SIMULATOR, THREADS
+from .elementwise import launch_plan
 from .reduce import group_sum_shared, group_sum_shuffle
-from .rowmean import launch_plan
 
 _JIT = {"cache": CACHE and not SIMULATOR}
 
@@ -193,52 +192,3 @@ def build_cosine_kernel(shuffle):
     variant = "shuffle" if shuffle else "shared"
     cosine_kernel.__qualname__ = cosine_kernel.__name__ = f"cosine_cuda_{variant}_kernel"
     return cuda.jit(**_JIT)(cosine_kernel)
-
-
-@cuda.jit(**_JIT)
-def cosine_head_sum_kernel(g, sw, w, h):
-    """``h[r] = sum (g * w) * sw`` over the output elements of loss row ``r``.
-
-    ``g`` and ``sw`` are views of shape ``(n_outer, n_wrows, n_cols)`` (the
-    weighted output's shape with its leading axes merged); ``n_wrows`` equals
-    ``h.shape[0]`` or ``h`` has one row broadcast to all of them. ``w`` is in
-    the compute dtype; products are rounded to it, sums are float64.
-    """
-    n_outer, n_wrows, n_cols = g.shape
-    n_rows = h.shape[0]
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for r in range(start, n_rows, step):
-        r0 = r
-        r1 = r + 1
-        if n_wrows != n_rows:
-            r0 = 0
-            r1 = n_wrows
-        s = float64(0.0)
-        for o in range(n_outer):
-            for rr in range(r0, r1):
-                for j in range(n_cols):
-                    s += (like(w, g[o, rr, j]) * w) * like(w, sw[o, rr, j])
-        h[r] = like(w, s)
-
-
-@cuda.jit(**_JIT)
-def cosine_weight_kernel(loss, sw, w, out):
-    """``out[o, r, j] = (loss[r] * sw[o, r, j]) * w`` (``loss`` broadcast when it has one row).
-
-    ``sw`` and ``out`` have shape ``(n_outer, n_wrows, n_cols)``; ``loss`` is
-    in the compute dtype.
-    """
-    n_outer, n_wrows, n_cols = out.shape
-    n_rows = loss.shape[0]
-    per_outer = n_wrows * n_cols
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for t in range(start, n_outer * per_outer, step):
-        o = t // per_outer
-        rem = t - o * per_outer
-        r = rem // n_cols
-        j = rem - r * n_cols
-        lr = r
-        if n_rows != n_wrows:
-            lr = 0
-        v = loss[lr]
-        out[o, r, j] = (v * like(v, sw[o, r, j])) * w

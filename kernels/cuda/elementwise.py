@@ -1,6 +1,6 @@
 """Fused "elementwise term, then weighted per-row reduction" CUDA kernels.
 
-The CUDA twin of :mod:`..cpu.rowmean`, built from the same scalar pairs of
+The CUDA twin of :mod:`..cpu.elementwise`, built from the same scalar pairs of
 :mod:`..scalar` over the same canonical layout ``(n_outer, n_rows, n_inner)``
 (the batch axis in the middle; strided and zero-stride views allowed). For
 every batch row ``b``, in one pass over the inputs,

@@ -1,4 +1,4 @@
-"""PTX jobs for the softmax kernels (read by ``tests/ptx_all.py``).
+"""PTX jobs for the softmax kernels (read by ``tests/ptx/catalogue.py``).
 
 Every fused cross-entropy variant (sparse float / integer labels, dense labels,
 each with and without ``from_logits``) with its gradient, plus the log-softmax

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+SHARE_INPUTS = "must not share memory with the inputs (inputs are never written)"
 _FLOAT_KINDS = "f"
 _REAL_KINDS = "fiub"
 
@@ -38,6 +40,19 @@ def compute_dtype(name: str, arr: np.ndarray) -> np.dtype:
 def result_dtype(arr: np.ndarray, cdtype: np.dtype) -> np.dtype:
     """Dtype of outputs and gradients: float16 stays float16, else the compute dtype."""
     return np.dtype(np.float16) if arr.dtype == np.float16 else cdtype
+
+
+def layout_of(a: Any) -> Any:
+    """A layout array for ``a``: ``a`` itself if it is a NumPy array or a number, else a never-read
+    zero-stride array with ``a.shape`` and ``a.dtype`` (a description such as ``jax.ShapeDtypeStruct``,
+    a Dask or device array)."""
+    if a is None or isinstance(a, (np.ndarray, numbers.Number, np.generic)):
+        return a
+    try:
+        shape, dtype = tuple(int(n) for n in a.shape), np.dtype(a.dtype)
+    except (AttributeError, TypeError) as exc:
+        raise TypeError(f"expected an array or an object with .shape and .dtype, got {type(a).__name__}") from exc
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape=shape, strides=(0,) * len(shape))
 
 
 def check_weight(weight: Any) -> float:
@@ -81,8 +96,20 @@ def normalize_axis(axis: int, ndim: int, what: str = "batch_axis") -> int:
     return int(axis) % ndim
 
 
-def check_buffer(name: str, buf: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A user-supplied output buffer must be a writable C-contiguous ndarray of this shape/dtype."""
+def check_buffer(
+    name: str,
+    buf: Any,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    inputs: Mapping[str, Any] | None = None,
+    taken: list | None = None,
+) -> np.ndarray:
+    """A caller's output buffer: a writable C-contiguous ndarray of this shape and dtype.
+
+    With ``inputs``, it must share memory with none of them (inputs are never
+    written); with ``taken`` (the buffers checked so far in this call), with
+    none of those either, and it is appended to ``taken``.
+    """
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(buf).__name__}")
     if buf.shape != tuple(shape):
@@ -91,4 +118,13 @@ def check_buffer(name: str, buf: Any, shape: tuple[int, ...], dtype: np.dtype) -
         raise TypeError(f"{name} has dtype {buf.dtype}, expected {dtype}")
     if not buf.flags.c_contiguous or not buf.flags.writeable:
         raise ValueError(f"{name} must be a writable C-contiguous array")
+    if inputs is not None:
+        for a in inputs.values():
+            if isinstance(a, np.ndarray) and np.may_share_memory(buf, a):
+                raise ValueError(f"{name} {SHARE_INPUTS}")
+    if taken is not None:
+        for t in taken:
+            if np.may_share_memory(buf, t):
+                raise ValueError(f"{name}: output buffers must not share memory with each other")
+        taken.append(buf)
     return buf

@@ -19,24 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-
-def is_simulated_array(a: Any) -> bool:
-    """True for a device array of Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
-    t = type(a)
-    return t.__name__ == "FakeCUDAArray" and t.__module__.startswith("numba.cuda.simulator")
-
-
-def is_device_array(a: Any) -> bool:
-    """True for anything exposing ``__cuda_array_interface__`` (CuPy, numba, torch CUDA) or simulated."""
-    try:
-        return hasattr(a, "__cuda_array_interface__") or is_simulated_array(a)
-    except Exception:  # noqa: BLE001 - e.g. a CUDA tensor that requires grad: refused by DeviceArray.wrap
-        return True
+from .request import is_scalar, is_simulated_array
+from .validate import as_host_array
 
 
 def _library(a: Any) -> str:
@@ -195,6 +187,10 @@ class DeviceContext:
         """A one-element Numba device array holding ``value`` (a dummy or a broadcast source)."""
         return _constant(self.library == "simulator", self.device, np.dtype(dtype).name, value)
 
+    def dummy(self, ndim: int, dtype: np.dtype = np.float64) -> Any:
+        """A ``(1,) * ndim`` device array of zeros: the argument of a kernel input that is not read."""
+        return self.scalar_array(0.0, dtype).reshape((1,) * ndim)
+
 
 @functools.lru_cache(maxsize=64)
 def _constant(simulated: bool, device: int, dtype: str, value: float) -> Any:
@@ -251,3 +247,128 @@ def sm_count(device: int, simulated: bool) -> int:
 
     with cuda.gpus[device]:
         return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+
+
+def checked(name: str, a: Any) -> DeviceArray:
+    """``a`` wrapped, with the host path's dtype check run on its layout (reads nothing)."""
+    d = DeviceArray.wrap(name, a)
+    as_host_array(name, d.layout)
+    return d
+
+
+def wrap_input(name: str, a: Any, ctx: DeviceContext) -> DeviceArray:
+    """A device input, or a Python / NumPy number as a 0-d view of a device constant."""
+    if is_scalar(a):
+        value = a.item() if isinstance(a, np.generic) else a
+        d = DeviceArray.wrap(name, ctx.scalar_array(float(value), np.float64))
+        d.layout = d.layout.reshape(())
+        return d
+    return checked(name, a)
+
+
+def overlaps(a: DeviceArray, b: DeviceArray) -> bool:
+    """Whether the device address ranges of ``a`` and ``b`` intersect."""
+    (a0, a1), (b0, b1) = a.byte_range(), b.byte_range()
+    return a0 < b1 and b0 < a1
+
+
+@contextlib.contextmanager
+def quiet_simulator() -> Iterator[None]:
+    """Silence RuntimeWarnings under the simulator, whose threads compute with NumPy
+    scalars (0 * inf, ...); a GPU computes the same values without warning. A no-op on GPUs."""
+    from numba_losses.kernels.cuda import SIMULATOR
+
+    if not SIMULATOR:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+@contextlib.contextmanager
+def on_device(first: DeviceArray) -> Iterator[DeviceContext]:
+    """The call's context (library, device, stream) with its device current and the simulator quiet."""
+    ctx = DeviceContext.of(first)
+    with ctx.activate(), quiet_simulator():
+        yield ctx
+
+
+def device_view(d: DeviceArray, layout: np.ndarray, shape: tuple[int, ...], ctx: DeviceContext) -> Any:
+    """A Numba view of ``layout`` (a view of ``d``'s layout) reshaped to ``shape``; a gathered copy if none exists."""
+    try:
+        return d.view(np.reshape(layout, shape, copy=False))
+    except ValueError:  # no strided view of this reshape
+        return gather(d, layout, ctx).reshape(shape)
+
+
+def broadcast_view(name: str, d: DeviceArray, full: tuple[int, ...], shape: tuple[int, ...], ctx: DeviceContext) -> Any:
+    """``d`` broadcast to ``full`` and viewed as ``shape`` (error naming ``name`` if it does not broadcast)."""
+    try:
+        layout = np.broadcast_to(d.layout, full)
+    except ValueError:
+        raise ValueError(f"{name} has shape {d.layout.shape}, expected the output's shape {full}") from None
+    return device_view(d, layout, shape, ctx)
+
+
+def sum_to(src: Any, shape: tuple[int, ...], target: Any, ctx: DeviceContext) -> None:
+    """Sum the contiguous ``src`` (a broadcast shape) over broadcast axes into ``target`` (``shape``)."""
+    from numba_losses.kernels.cuda.reduce import sum_middle_kernel
+
+    full = tuple(src.shape)
+    lead = len(full) - len(shape)
+    padded = (1,) * lead + tuple(shape)
+    axes = [d for d in range(len(full)) if padded[d] == 1 and full[d] != 1]
+    if not axes:
+        ctx.launch(
+            sum_middle_kernel,
+            math.prod(full),
+            src.reshape((1, 1, math.prod(full))),
+            target.reshape((1, math.prod(full))),
+        )
+        return
+    cur, cur_shape = src, list(full)
+    for n, d in enumerate(axes):
+        before, mid, after = math.prod(cur_shape[:d]), cur_shape[d], math.prod(cur_shape[d + 1 :])
+        cur_shape[d] = 1
+        last = n == len(axes) - 1
+        dst = target.reshape((before, after)) if last else ctx.empty((before, after), np.float64)[1]
+        ctx.launch(sum_middle_kernel, before * after, cur.reshape((before, mid, after)), dst)
+        cur = dst
+
+
+def gather(d: DeviceArray, layout: np.ndarray, ctx: DeviceContext, dst: Any = None) -> Any:
+    """A contiguous 1-D copy of ``layout`` (a view of ``d``) into ``dst`` (new, same dtype, when None)."""
+    from numba_losses.kernels.cuda.gather import gather_kernel
+
+    item = layout.itemsize
+    if any(s % item for s in layout.strides):
+        raise ValueError("device arrays with strides that are not a multiple of the item size are not supported")
+    strides = tuple(s // item for s in layout.strides)
+    shape = layout.shape
+    lowest = layout
+    for ax, s in enumerate(strides):  # flip negative-stride axes: the data pointer moves to the lowest address
+        if s < 0:
+            lowest = np.flip(lowest, axis=ax)
+    base = sum((n - 1) * -s for n, s in zip(shape, strides, strict=True) if s < 0 and n > 0)
+    span = 1 + sum((n - 1) * abs(s) for n, s in zip(shape, strides, strict=True) if n > 0)
+    flat = np.lib.stride_tricks.as_strided(lowest, shape=(span,), strides=(item,))
+    size = math.prod(shape)
+    if dst is None:
+        dst = ctx.empty((size,), layout.dtype)[1]
+    if size:
+        ctx.launch(gather_kernel, size, d.view(flat), base, shape, strides, dst)
+    return dst
+
+
+def to_host(d: DeviceArray, ctx: DeviceContext) -> np.ndarray:
+    """A host copy of the (small) device input ``d``, in ``d``'s shape and dtype (waits for the stream)."""
+    lay = d.layout
+    if d.library == "simulator":
+        return np.array(lay)
+    if lay.size == 0:
+        return np.empty(lay.shape, dtype=lay.dtype)
+    src = d.view(lay) if lay.flags.c_contiguous else gather(d, lay, ctx)
+    host = src.copy_to_host(stream=ctx.stream)
+    ctx.stream.synchronize()
+    return host.reshape(lay.shape)

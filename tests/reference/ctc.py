@@ -1,6 +1,6 @@
-"""An independent NumPy transcription of SPEC section 7 (CTCLoss), used by tests/test_ctc.py.
+"""An independent NumPy transcription of docs/semantics.rst section 7 (CTCLoss), used by tests/test_ctc.py.
 
-Written from the SPEC text only: log-softmax by ``max`` shift, the extended label,
+Written from that section's text only: log-softmax by ``max`` shift, the extended label,
 the alpha/beta recursions with the skip rules exactly as written (skipα and skipβ
 differ when the blank index is used as a label), γ with warp-ctc's ``== 0.0``
 branch, infeasible samples, lround for lengths and labels, truncation for the
@@ -20,7 +20,7 @@ def lround(v):
 
 
 def lse(a, b):
-    """SPEC's log-space add, elementwise, in the dtype of ``a`` and ``b``."""
+    """Section 7's log-space add, elementwise, in the dtype of ``a`` and ``b``."""
     a, b = np.asarray(a), np.asarray(b)
     with np.errstate(invalid="ignore", over="ignore"):
         r = np.maximum(a, b) + np.log1p(np.exp(-np.abs(a - b)))
@@ -96,7 +96,7 @@ def ctc_sample(lp, lab, blank):
 
 
 def used_labels(row, label_length, blank_label):
-    """The label values one sample uses (SPEC section 7), as int64."""
+    """The label values one sample uses (docs/semantics.rst section 7), as int64."""
     pad = -1 if blank_label == "last" else 0
     if label_length is not None:
         n = int(lround(label_length))
@@ -113,7 +113,7 @@ def used_labels(row, label_length, blank_label):
 def ref_ctc_loss(pred, label, pred_lengths=None, label_lengths=None, sample_weight=None, *, layout="NTC",
                  label_layout="NT", weight=None, zero_infinity=True, blank_label="last", out_grad=None,
                  dtype=np.float64):  # fmt: skip
-    """(out, dpred) of CTCLoss computed in ``dtype`` (SPEC section 7), dpred in pred's layout."""
+    """(out, dpred) of CTCLoss computed in ``dtype`` (docs/semantics.rst section 7), dpred in pred's layout."""
     dt = np.dtype(dtype)
     a = np.asarray(pred).astype(dt)
     if layout == "NTC":

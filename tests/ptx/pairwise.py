@@ -1,10 +1,10 @@
-"""PTX jobs for the TripletLoss / CosineEmbeddingLoss CUDA kernels (run by ``tests/ptx_all.py``).
+"""PTX jobs for the TripletLoss / CosineEmbeddingLoss CUDA kernels (run by ``tests/ptx/catalogue.py``).
 
 Every kernel of ``numba_losses.kernels.cuda.pairwise`` for sm_80 and sm_90:
 the row kernels with the warp-shuffle group sum on the float32, float64 and
 float16-input paths (fwd+grad variant: the gradient code is a runtime branch,
-so this is all of the kernel's code), their shared-memory variant on float32,
-and the two sample-weight helper kernels on float32 and float64. Argument
+so this is all of the kernel's code) and their shared-memory variant on
+float32 (the sample-weight kernels are the catalogue's product-weighting jobs). Argument
 types are those the dispatcher passes: strided views of the caller's arrays
 in their own dtype, the head gradient as a zero-stride float64 constant,
 contiguous outputs in the result dtype.
@@ -24,22 +24,13 @@ def jobs():
             for path in PATHS:
                 out.append((kernel, cc, path, "shuffle"))
         out.append((kernel, (8, 0), PATHS[0], "shared"))
-    for kernel in ("cosine_head_sum", "cosine_weight"):
-        for cc in CCS:
-            for path in PATHS[:2]:
-                out.append((kernel, cc, path, "-"))
     return out
 
 
 def build(job):
     from numba import types
 
-    from numba_losses.kernels.cuda.pairwise import (
-        build_cosine_kernel,
-        build_triplet_kernel,
-        cosine_head_sum_kernel,
-        cosine_weight_kernel,
-    )
+    from numba_losses.kernels.cuda.pairwise import build_cosine_kernel, build_triplet_kernel
 
     kernel, cc, (cdt, iodt), variant = job
     c = getattr(types, cdt)
@@ -54,16 +45,10 @@ def build(job):
         s3, o3 = io[:, :, :], io[:, :, ::1]
         sig = (s3, s3, s3, c, c, f64[:], flag, io[::1], o3, o3, o3, group)
         checks["shuffle" if shuffle else "bar.sync"] = "shfl.sync" if shuffle else "bar.sync"
-    elif kernel == "cosine":
+    else:
         fn = build_cosine_kernel(shuffle).py_func
         s2, o2 = io[:, :], io[:, ::1]
         sig = (s2, s2, io[:], c, f64[:], io[:], c, flag, io[::1], o2, o2, group)
         checks["shuffle" if shuffle else "bar.sync"] = "shfl.sync" if shuffle else "bar.sync"
         checks["sqrt"] = "sqrt.rn.f64"
-    elif kernel == "cosine_head_sum":
-        fn = cosine_head_sum_kernel.py_func
-        sig = (f64[:, :, :], io[:, :, :], c, c[::1])
-    else:
-        fn = cosine_weight_kernel.py_func
-        sig = (c[::1], io[:, :, :], c, io[:, :, ::1])
     return fn, sig, cc, checks

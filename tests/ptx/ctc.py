@@ -1,17 +1,17 @@
-"""PTX jobs for the CTC kernels (read by ``tests/ptx_all.py``).
+"""PTX jobs for the CTC kernels (read by ``tests/ptx/catalogue.py``).
 
 Every kernel of :mod:`numba_losses.kernels.cuda.ctc`, for sm_80 and sm_90 and
 the float32, float64 and float16-input paths: the frames and gradient kernels
 with strided ``(N, T, C)`` views of pred and of the gradient (a TNC array is
 passed transposed), the paths kernel per compute dtype (``want_grad`` is a
-run-time argument), and the two weighting kernels with strided
-``sample_weight`` / ``out_grad`` views in the input dtype.
+run-time argument). The weighting kernels are shared with CosineEmbeddingLoss
+and compiled by the catalogue itself (``weigh_product``, ``head_product``).
 """
 
 from __future__ import annotations
 
 PATHS = {"f32": ("float32", "float32"), "f64": ("float64", "float64"), "f16": ("float32", "float16")}
-KERNELS = ("frames", "paths", "grad", "weigh", "head_scale")
+KERNELS = ("frames", "paths", "grad")
 CCS = ((8, 0), (9, 0))
 
 
@@ -34,7 +34,7 @@ def build(job):
     kind, cc, path = job
     cdt, iodt = PATHS[path]
     c, io = getattr(types, cdt), getattr(types, iodt)
-    i64, f64, boolean = types.int64, types.float64, types.boolean
+    i64, boolean = types.int64, types.boolean
     v1, v2 = i64[::1], i64[:, ::1]  # views of the uploaded plan
     s3 = io[:, :, :]  # strided (N, T, C) views of pred and of the gradient
     checks = {}
@@ -47,14 +47,8 @@ def build(job):
         fn = ctc.ctc_paths_kernel
         sig = (c[::1], v1, v1, v2, v1, i64, v1, boolean, boolean, c, c[::1], c[::1], c[::1], c[::1])
         checks = {"barrier": "bar.sync"}
-    elif kind == "grad":
+    else:
         fn = ctc.ctc_grad_kernel
         sig = (s3, s3, v1, v1, c[:, ::1], c[:, ::1], c[::1], v1, v2, v2, v2, v1, i64, c[::1], c[::1], c, i64)
         checks = {"barrier": "bar.sync"}
-    elif kind == "weigh":
-        fn = ctc.ctc_weigh_kernel
-        sig = (c[::1], io[:, :], boolean, f64, c, io[:, ::1])
-    else:
-        fn = ctc.ctc_head_scale_kernel
-        sig = (io[:, :], boolean, io[:, :], boolean, f64, i64, i64, c, c[::1])
     return fn.py_func, sig, cc, checks

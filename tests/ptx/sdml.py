@@ -1,4 +1,4 @@
-"""PTX jobs for the SDMLLoss CUDA kernels (run by ``tests/ptx_all.py``).
+"""PTX jobs for the SDMLLoss CUDA kernels (run by ``tests/ptx/catalogue.py``).
 
 The three kernels of ``numba_losses.kernels.cuda.sdml`` (distance tiles, row
 softmax / KL with the warp-shuffle row sums, gradient tiles) for sm_80 and

@@ -4,7 +4,7 @@ Run by ``tests/test_ptx.py`` in a subprocess with the simulator off (the test
 session itself may run with ``NUMBA_ENABLE_CUDASIM=1``). Needs numba-cuda with
 NVVM (the ``cuda`` extra), no GPU: ``compile_device`` asks for the current
 device's compute capability, so that lookup is replaced by a stand-in with the
-target cc (DESIGN.md); the compilation itself is real NVVM.
+target cc; the compilation itself is real NVVM.
 
 What is compiled, for compute capabilities 8.0 and 9.0 and the float32,
 float64 and float16-input paths:
@@ -16,12 +16,14 @@ float64 and float16-input paths:
 * a user-made term through ``elementwise_loss``'s adapter (float32, both targets);
 * every helper kernel (row scales, partial sums, broadcast sums, gather,
   MakeLoss's valid count and fill);
-* the kernels of the structured losses, listed by the ``tests/ptx_*.py``
-  modules named in ``EXTRA`` (each has ``jobs()``, a list of hashable job
-  descriptions, and ``build(job) -> (py_func, signature, cc, checks)`` where
-  ``checks`` maps a name to a substring the PTX must contain).
+* the kernels of the structured losses, listed by the other modules of this
+  package, ``tests/ptx/<family>.py`` (found by :func:`extra_modules`; each has
+  ``jobs()``, a list of hashable job descriptions, and
+  ``build(job) -> (py_func, signature, cc, checks)`` where ``checks`` maps a
+  name to a substring the PTX must contain).
 
-Usage: ``python tests/ptx_all.py [--jobs N]``.
+Usage, from the repository root: ``python -m tests.ptx.catalogue [--jobs N] [--only TEXT]``
+(``python tests/ptx/catalogue.py`` works too).
 """
 
 from __future__ import annotations
@@ -34,10 +36,20 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from unittest import mock
 
+if not __package__:  # run by its file path: make ``tests`` importable from the repository root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 CCS = [(8, 0), (9, 0)]
-# Modules beside this script that list more kernels (see the module docstring).
-EXTRA = ("ptx_softmax", "ptx_pairwise", "ptx_sdml", "ptx_ctc")
-HELPERS = ("row_scales", "finish_rows", "sum_middle", "gather", "count_greater", "fill")
+HELPERS = (
+    "row_scales",
+    "finish_rows",
+    "sum_middle",
+    "gather",
+    "count_greater",
+    "fill",
+    "weigh_product",
+    "head_product",
+)
 # (compute dtype, input/output dtype): float16 inputs are computed in float32.
 PATHS = [("float32", "float32"), ("float64", "float64"), ("float32", "float16")]
 
@@ -51,7 +63,7 @@ def _jobs():
     from numba_losses.kernels.registry import ELEMENTWISE
 
     jobs = []
-    for term in sorted(ELEMENTWISE):
+    for term in [*sorted(ELEMENTWISE), "computed"]:  # "computed": the weighting of a structured loss
         for cc in CCS:
             for path in PATHS:
                 for shuffle in (True, False):
@@ -63,16 +75,20 @@ def _jobs():
         for cc in CCS:
             for path in PATHS:
                 jobs.append((name, None, cc, path, True, True))
-    for module in _extra_modules():
+    for module in extra_modules():
         jobs += [("extra", module.__name__, job) for job in module.jobs()]
     return jobs
 
 
-def _extra_modules():
+def extra_modules():
+    """The modules of this package besides this one, each listing one family's kernels, sorted by name."""
     import importlib
-    import importlib.util
+    import pkgutil
 
-    return [importlib.import_module(name) for name in EXTRA if importlib.util.find_spec(name) is not None]
+    package = __spec__.parent if __spec__ is not None else "tests.ptx"
+    here = os.path.dirname(os.path.abspath(__file__))
+    names = sorted(m.name for m in pkgutil.iter_modules([here]) if m.name != "catalogue" and not m.ispkg)
+    return [importlib.import_module(f"{package}.{name}") for name in names]
 
 
 def _compile_extra(job):
@@ -104,11 +120,12 @@ def _compile(job):
         return _compile_extra(job)
     from numba import types
 
+    from numba_losses.kernels.cuda.elementwise import build_rowmean_kernel, row_scales_kernel
     from numba_losses.kernels.cuda.gather import gather_kernel
     from numba_losses.kernels.cuda.makeloss import count_greater_kernel, fill_kernel
     from numba_losses.kernels.cuda.reduce import finish_rows_kernel, sum_middle_kernel
-    from numba_losses.kernels.cuda.rowmean import build_rowmean_kernel, row_scales_kernel
-    from numba_losses.kernels.registry import ELEMENTWISE
+    from numba_losses.kernels.cuda.weighting import head_product_kernel, weigh_product_kernel
+    from numba_losses.kernels.registry import COMPUTED, ELEMENTWISE
 
     kind, term, cc, (cdt, iodt), shuffle, full = job
     c = getattr(types, cdt)
@@ -118,7 +135,7 @@ def _compile(job):
     a3 = io[:, :, ::1]
     s3 = io[:, :, :]  # strided views of the caller's arrays
     if kind == "rowmean":
-        value, grad = ELEMENTWISE[term] if term in ELEMENTWISE else _user_l1()
+        value, grad = ELEMENTWISE.get(term) or (COMPUTED if term == "computed" else _user_l1())
         fn = build_rowmean_kernel(value, grad, full, full, full, shuffle).py_func
         sig = (s3, s3, a3, a3, c, c, f64[::1], c[::1], io[::1], a3, f64[:, ::1], i64, i64, i64)
     elif kind == "row_scales":
@@ -136,6 +153,12 @@ def _compile(job):
     elif kind == "count_greater":
         fn = count_greater_kernel.py_func
         sig = (io[::1], io, i64[::1])
+    elif kind == "weigh_product":  # loss (compute dtype) and sample_weight broadcast to the output
+        fn = weigh_product_kernel.py_func
+        sig = (c[:, :, :], s3, types.boolean, f64, c, io[:, :, ::1])
+    elif kind == "head_product":  # out_grad and sample_weight broadcast to the output, float64 products
+        fn = head_product_kernel.py_func
+        sig = (s3, types.boolean, s3, types.boolean, f64, f64[:, :, ::1])
     else:
         fn = fill_kernel.py_func
         sig = (io[::1], io)
@@ -145,16 +168,15 @@ def _compile(job):
 
 def _user_l1():
     """A user-made term (``elementwise_loss``'s adapter around plain Python functions)."""
-    from user_losses import l1_grad, l1_value  # tests/ is this script's directory
-
     from numba_losses.kernels.user_terms import make_term
+    from tests.user_losses import l1_grad, l1_value
 
     return make_term(l1_value, l1_grad, 0, "user_l1")
 
 
 def _label(job):
     if job[0] == "extra":
-        return f"{job[1]}/" + "/".join(str(part) for part in job[2])
+        return f"{job[1].rsplit('.', 1)[-1]}/" + "/".join(str(part) for part in job[2])
     kind, term, cc, (cdt, iodt), shuffle, full = job
     parts = [kind]
     if term:

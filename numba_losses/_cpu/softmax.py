@@ -1,0 +1,157 @@
+"""The softmax family on the host (:mod:`numba_losses.kernels.cpu.softmax`).
+
+SoftmaxCrossEntropyLoss: the gradient scale of every position comes first
+from the weighting (:func:`numba_losses._core.weighting.coef_rows_host`), the
+fused kernel then writes the loss per position and the gradient in one pass
+over the logits, and the weighting reduces the losses.
+
+KLDivLoss(from_logits=False): ``log_softmax(pred)`` into a scratch array, the
+elementwise family's ``kldiv_logits`` term on it (same backend), then the
+log-softmax backward in place on the gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from numba_losses.kernels._options import SERIAL_BELOW
+from numba_losses.kernels.cpu.softmax import (
+    build_log_softmax_backward_kernel,
+    build_log_softmax_kernel,
+    build_softmax_ce_kernel,
+)
+
+from .._core.buffers import host_empty, host_out_grad, host_result
+from .._core.request import Call
+from .._core.validate import as_host_array, check_buffer, reshape_like
+from .._core.weighting import coef_rows_host, weigh_rows_host
+from .._plan.softmax import (
+    ClassLayout,
+    KLDivSpec,
+    SoftmaxSpec,
+    check_sparse_label,
+    kldiv_term_call,
+    label_kind,
+    plan,
+)
+from . import elementwise
+
+
+def _rows(a: np.ndarray, lay: ClassLayout, contiguous: bool, transposed: bool = False) -> np.ndarray:
+    """``a`` (``pred``'s shape) in a kernel layout, a view when one exists.
+
+    ``contiguous``: ``(positions, C)`` rows; else ``(outer, C, inner)``, or
+    its ``(outer, inner, C)`` transpose (rows as strided 1-D views).
+    """
+    if contiguous:
+        return a.reshape(lay.n_rows, lay.n_classes)
+    try:
+        a3 = np.reshape(a, lay.shape3, copy=False)
+    except ValueError:
+        a3 = np.ascontiguousarray(a).reshape(lay.shape3)
+    return a3.transpose(0, 2, 1) if transposed else a3
+
+
+def _flat(a: np.ndarray, n: int) -> np.ndarray:
+    try:
+        return np.reshape(a, (n,), copy=False)
+    except ValueError:
+        return np.ascontiguousarray(a).reshape(n)
+
+
+def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
+    """``(out, (dpred,))`` of softmax cross-entropy or KLDivLoss from logits (``None`` where not wanted)."""
+    if isinstance(spec, KLDivSpec):
+        return _kldiv(spec, call)
+    x = as_host_array("pred", call.inputs["pred"])
+    y = as_host_array("label", call.inputs["label"])
+    sample_weight = call.inputs["sample_weight"]
+    sw = as_host_array("sample_weight", sample_weight) if sample_weight is not None else None
+    p = plan(spec, x, sw)
+    cdt, rdt, lay, rows = p.cdt, p.rdt, p.lay, p.rows
+    n_rows = lay.n_rows
+    inputs, taken = {"pred": x, "label": y, "sample_weight": sw}, []
+    grad_buf = out_buf = None
+    if call.want_grad and call.grad_out[0] is not None:
+        grad_buf = check_buffer("grad_out", call.grad_out[0], x.shape, rdt, inputs, taken)
+    if call.want_value and call.out is not None:
+        out_buf = check_buffer("out", call.out, rows.out_shape, rdt, inputs, taken)
+
+    xc = x.astype(cdt, copy=False)
+    contiguous = lay.inner == 1  # rows of C logits; otherwise the tiled kernel on (outer, C, inner)
+    if contiguous:
+        xc = np.ascontiguousarray(xc)
+    x_rows = _rows(xc, lay, contiguous)
+    if spec.sparse:
+        check_sparse_label(y.shape, lay)
+        lab = y
+        if y.dtype == np.float16:
+            lab = y.astype(np.float32)
+        elif y.dtype == np.bool_:
+            lab = y.view(np.uint8)
+        lab = _flat(lab, n_rows)
+        y_rows = x_rows
+    else:
+        yd = reshape_like("label", y, x.shape, "pred").astype(cdt, copy=False)
+        if contiguous:
+            yd = np.ascontiguousarray(yd)
+        y_rows = _rows(yd, lay, contiguous)
+        lab = np.zeros(1, dtype=cdt)
+
+    loss_rows = np.empty(n_rows, dtype=cdt)
+    coef = np.zeros(1, dtype=cdt)
+    dx = dx_rows = x_rows  # dummies of the right type when no gradient is written
+    if call.want_grad:
+        head = host_out_grad(call.out_grad, rows.out_shape)
+        coef = _flat(coef_rows_host(rows, lay.keep_shape, sw, head, cdt), n_rows).astype(cdt, copy=False)
+        dx = grad_buf if (grad_buf is not None and rdt == cdt) else host_empty(x.shape, cdt)
+        dx_rows = _rows(dx, lay, contiguous)
+
+    int_labels = spec.sparse and label_kind(lab.dtype) == "int"
+    kernel = build_softmax_ce_kernel(
+        spec.sparse, spec.from_logits, int_labels, call.want_grad, contiguous, x.size >= SERIAL_BELOW
+    )
+    if n_rows and lay.n_classes:
+        kernel(x_rows, lab, y_rows, coef, spec.ignore, spec.has_ignore, spec.eps, lay.inner, loss_rows, dx_rows)
+
+    value = None
+    if call.want_value:
+        out_c = out_buf if (out_buf is not None and rdt == cdt) else np.empty(rows.out_shape, dtype=cdt)
+        weigh_rows_host(rows, loss_rows.reshape(lay.keep_shape), sw, out_c)
+        value = host_result(out_c, out_buf, rdt)
+    return value, ((host_result(dx, grad_buf, rdt),) if call.want_grad else None)
+
+
+def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
+    x = as_host_array("pred", call.inputs["pred"])
+    p = plan(spec, x, None)
+    cdt, rdt, lay = p.cdt, p.rdt, p.lay
+    if call.want_grad and call.grad_out[0] is not None:  # the inner call sees lp, not pred
+        check_buffer("grad_out", call.grad_out[0], x.shape, rdt, {"pred": x})
+    parallel = x.size >= SERIAL_BELOW
+    lp = host_empty(x.shape, cdt)
+    xc = x.astype(cdt, copy=False)
+    contiguous = lay.inner == 1 and xc.flags.c_contiguous
+    if lay.n_rows and lay.n_classes:
+        build_log_softmax_kernel(contiguous, parallel)(
+            _rows(xc, lay, contiguous, True), lay.inner, lay.n_rows, _rows(lp, lay, contiguous, True)
+        )
+    term, inner_call = kldiv_term_call(spec, call, lp, rdt == cdt)
+    value, grads = elementwise.run(term, inner_call)
+    if call.want_value and rdt != cdt:
+        out_buf = check_buffer("out", call.out, value.shape, rdt) if call.out is not None else None
+        value = host_result(value, out_buf, rdt)
+    if not call.want_grad:
+        return value, None
+    u = grads[0]
+    if lay.n_rows and lay.n_classes:
+        rows = lay.inner == 1  # lp and u are C-contiguous arrays of pred's shape
+        build_log_softmax_backward_kernel(rows, parallel)(
+            _rows(lp, lay, rows, True), lay.inner, lay.n_rows, _rows(u, lay, rows, True)
+        )
+    if rdt != cdt:
+        grad_buf = check_buffer("grad_out", call.grad_out[0], x.shape, rdt) if call.grad_out[0] is not None else None
+        u = host_result(u, grad_buf, rdt)
+    return value, (u,)

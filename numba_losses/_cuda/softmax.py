@@ -1,0 +1,115 @@
+"""The softmax family on the device (:mod:`numba_losses.kernels.cuda.softmax`); same plan and results as the host.
+
+``pred`` is passed to the kernels as a strided ``(outer, C, inner)`` view of
+the caller's memory in its own dtype (a copy only when no such view exists);
+the weighting of the per-position loss runs on the device row kernels
+(:mod:`numba_losses._core.weighting`). Outputs are allocated by the caller's
+array library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numba_losses.kernels.cuda import THREADS
+from numba_losses.kernels.cuda.softmax import (
+    build_softmax_ce_kernel,
+    log_softmax_backward_kernel,
+    log_softmax_kernel,
+    softmax_plan,
+)
+
+from .._core.buffers import device_out_grad, device_result, device_target
+from .._core.device import DeviceArray, DeviceContext, checked, device_view, on_device, same_device, wrap_input
+from .._core.request import Call
+from .._core.validate import reshape_like
+from .._core.weighting import coef_rows_device, weigh_rows_device
+from .._plan.softmax import (
+    ClassLayout,
+    KLDivSpec,
+    SoftmaxSpec,
+    check_sparse_label,
+    kldiv_term_call,
+    label_kind,
+    plan,
+)
+from . import elementwise
+
+
+def _launch_rows(kernel: Any, lay: ClassLayout, ctx: DeviceContext, *args: Any) -> None:
+    if lay.n_rows == 0 or lay.n_classes == 0:
+        return
+    group, blocks = softmax_plan(lay.n_rows, lay.n_classes, lay.inner, ctx.sms)
+    kernel[blocks, THREADS, ctx.stream](*args, group)
+
+
+def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
+    """The device twin of :func:`numba_losses._cpu.softmax.run`."""
+    xd = checked("pred", call.inputs["pred"])
+    with on_device(xd) as ctx:
+        if isinstance(spec, KLDivSpec):
+            return _kldiv(spec, call, xd, ctx)
+        inputs = {"pred": xd, "label": checked("label", call.inputs["label"])}
+        if call.inputs["sample_weight"] is not None:
+            inputs["sample_weight"] = wrap_input("sample_weight", call.inputs["sample_weight"], ctx)
+        if call.out_grad is not None:
+            inputs["out_grad"] = wrap_input("out_grad", call.out_grad, ctx)
+        same_device(inputs)
+        yd, swd = inputs["label"], inputs.get("sample_weight")
+        x = xd.layout
+        p = plan(spec, x, swd.layout if swd is not None else None)
+        cdt, rdt, lay, rows = p.cdt, p.rdt, p.lay, p.rows
+        n_rows = lay.n_rows
+        x3 = device_view(xd, x, lay.shape3, ctx)
+        dummy3 = ctx.dummy(3, cdt)
+        if spec.sparse:
+            check_sparse_label(yd.layout.shape, lay)
+            lab = device_view(yd, yd.layout, (lay.outer, lay.inner), ctx)
+            y3 = x3
+        else:
+            y3 = device_view(yd, reshape_like("label", yd.layout, x.shape, "pred"), lay.shape3, ctx)
+            lab = ctx.dummy(2, cdt)
+        taken: list = []
+        grads, dx3, coef = None, dummy3, ctx.dummy(1, cdt)
+        if call.want_grad:
+            grad_native, target = device_target("grad_out", call.grad_out[0], x.shape, rdt, ctx, inputs, taken)
+            grads, dx3 = (grad_native,), target.reshape(lay.shape3)
+            og = device_out_grad(inputs.get("out_grad"), rows.out_shape)
+            coef = coef_rows_device(rows, lay.keep_shape, swd, og, cdt, ctx)
+        out_native = out_dev = None
+        if call.want_value:
+            out_native, out_dev = device_target("out", call.out, rows.out_shape, rdt, ctx, inputs, taken)
+        loss_native, loss_dev = ctx.empty(lay.keep_shape, cdt)
+        int_labels = spec.sparse and label_kind(yd.layout.dtype) == "int"
+        kernel = build_softmax_ce_kernel(spec.sparse, spec.from_logits, int_labels, call.want_grad)
+        proto = cdt.type(0)
+        args = (x3, lab, y3, coef, spec.ignore, spec.has_ignore, spec.eps, proto, loss_dev.reshape(n_rows), dx3)
+        _launch_rows(kernel, lay, ctx, *args)
+        if call.want_value:
+            weigh_rows_device(rows, DeviceArray.wrap("loss", loss_native), swd, out_dev, ctx)
+        return out_native, grads
+
+
+def _kldiv(spec: KLDivSpec, call: Call, xd: DeviceArray, ctx: DeviceContext) -> tuple[Any, tuple[Any, ...] | None]:
+    x = xd.layout
+    p = plan(spec, x, None)
+    cdt, rdt, lay = p.cdt, p.rdt, p.lay
+    if call.want_grad and call.grad_out[0] is not None:  # the inner call sees lp, not pred
+        device_target("grad_out", call.grad_out[0], x.shape, rdt, ctx, {"pred": xd}, [])
+    proto = cdt.type(0)
+    lp_native, lp_dev = ctx.empty(x.shape, cdt)
+    lp3 = lp_dev.reshape(lay.shape3)
+    _launch_rows(log_softmax_kernel, lay, ctx, device_view(xd, x, lay.shape3, ctx), proto, lp3)
+    same = rdt == cdt  # the caller's buffers take the term's results directly
+    term, inner_call = kldiv_term_call(spec, call, lp_native, same)
+    value, grads = elementwise.run(term, inner_call)
+    if call.want_value and not same:
+        value = device_result(value, rdt, call.out, ctx)
+    if not call.want_grad:
+        return value, None
+    u = grads[0]
+    ud = DeviceArray.wrap("grad", u)
+    _launch_rows(log_softmax_backward_kernel, lay, ctx, lp3, proto, ud.view(ud.layout.reshape(lay.shape3)))
+    if not same:
+        u = device_result(u, rdt, call.grad_out[0], ctx)
+    return value, (u,)
