@@ -1,4 +1,4 @@
-"""CTCLoss: numba_losses vs a batch-vectorised NumPy version vs PyTorch CPU.
+"""CTCLoss: numba_losses vs a batch-vectorised NumPy version vs PyTorch, on the CPU and on CUDA.
 
 Cases (the issue's): T=200, N=32, C=40 with labels of length 50 (short
 sequences, the recursions dominate) and T=1000, N=8, C=5000 with labels of
@@ -6,7 +6,10 @@ length 100 (a large alphabet, the log-softmax and the gradient dominate).
 float32 activations in 'TNC' layout, full lengths, labels drawn from the
 non-blank classes. PyTorch's side is ``F.ctc_loss(F.log_softmax(x))`` (the
 log-softmax is part of the loss here, MXNet-style), backward with a head of
-ones. ``setup`` calls everything once, so compilation is never timed.
+ones. ``device`` is an asv parameter of :class:`CTC` (``"cuda"``: CuPy arrays
+and PyTorch CUDA tensors, every timed call synchronised; skipped without a
+GPU or CuPy); the NumPy version runs on the CPU only (:class:`CTCNumPy`).
+``setup`` calls everything once, so compilation is never timed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import importlib.util
 import numpy as np
 
 import numba_losses as nl
+
+from .common import DEVICES, Device
 
 CASES = [(200, 32, 40, 50), (1000, 8, 5000, 100)]  # (T, N, C, label length)
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -83,52 +88,72 @@ def numpy_ctc(x: np.ndarray, lab: np.ndarray, want_grad: bool = True) -> tuple[n
 
 
 class CTC:
-    """Wall time of one call: forward, and forward+backward into reused buffers."""
+    """Wall time of one call: forward, and forward+backward into reused buffers; PyTorch's."""
+
+    params = (CASES, DEVICES)
+    param_names = ["case", "device"]
+
+    def setup(self, case, device):
+        self.dev = Device(device)
+        x, lab = ctc_inputs(case)
+        self.blank = x.shape[2] - 1
+        self.x, self.lab = self.dev.asarray(x), self.dev.asarray(lab)
+        self.loss = nl.CTCLoss(layout="TNC")
+        self.out, (self.grad,) = self.loss.forward_backward(self.x, self.lab)
+        self.loss(self.x, self.lab)
+        self.torch_ok = False
+        if HAS_TORCH:
+            try:
+                torch = self.dev.use_torch()
+            except NotImplementedError:  # PyTorch without CUDA: only the torch timings are missing
+                pass
+            else:
+                t, n, _, length = case
+                self.tx = self.dev.tensor(x, grad=True)
+                self.tl = self.dev.tensor(lab).long()
+                self.il = torch.full((n,), t, dtype=torch.long, device=self.tx.device)
+                self.tll = torch.full((n,), length, dtype=torch.long, device=self.tx.device)
+                self.torch_ok = True
+                self.time_torch_forward_backward(case, device)
+        self.dev.sync()
+
+    def time_forward(self, case, device):
+        self.loss(self.x, self.lab)
+        self.dev.sync()
+
+    def time_forward_backward(self, case, device):
+        self.loss.forward_backward(self.x, self.lab, out=self.out, grad_out=self.grad)
+        self.dev.sync()
+
+    def _torch_cost(self):
+        import torch.nn.functional as F
+
+        return F.ctc_loss(F.log_softmax(self.tx, -1), self.tl, self.il, self.tll, blank=self.blank, reduction="none")
+
+    def time_torch_forward(self, case, device):
+        if not self.torch_ok:
+            raise NotImplementedError("PyTorch is not installed" if not HAS_TORCH else "needs PyTorch with CUDA")
+        with self.dev.torch.no_grad():
+            self._torch_cost()
+        self.dev.sync()
+
+    def time_torch_forward_backward(self, case, device):
+        if not self.torch_ok:
+            raise NotImplementedError("PyTorch is not installed" if not HAS_TORCH else "needs PyTorch with CUDA")
+        self.tx.grad = None
+        cost = self._torch_cost()
+        cost.backward(self.dev.torch.ones_like(cost))
+        self.dev.sync()
+
+
+class CTCNumPy:
+    """Wall time of the NumPy version's forward+backward (CPU)."""
 
     params = (CASES,)
     param_names = ["case"]
 
     def setup(self, case):
         self.x, self.lab = ctc_inputs(case)
-        self.loss = nl.CTCLoss(layout="TNC")
-        self.out, (self.grad,) = self.loss.forward_backward(self.x, self.lab)
-        self.loss(self.x, self.lab)
-        if HAS_TORCH:
-            import torch
-
-            t, n, _, length = case
-            self.tx = torch.from_numpy(self.x).requires_grad_(True)
-            self.tl = torch.from_numpy(self.lab).long()
-            self.il = torch.full((n,), t, dtype=torch.long)
-            self.tll = torch.full((n,), length, dtype=torch.long)
-            self.time_torch_forward_backward(case)
-
-    def time_forward(self, case):
-        self.loss(self.x, self.lab)
-
-    def time_forward_backward(self, case):
-        self.loss.forward_backward(self.x, self.lab, out=self.out, grad_out=self.grad)
 
     def time_numpy_forward_backward(self, case):
         numpy_ctc(self.x, self.lab)
-
-    def time_torch_forward(self, case):
-        if not HAS_TORCH:
-            raise NotImplementedError("PyTorch is not installed")
-        import torch
-        import torch.nn.functional as F
-
-        with torch.no_grad():
-            F.ctc_loss(F.log_softmax(self.tx, -1), self.tl, self.il, self.tll, blank=self.x.shape[2] - 1,
-                       reduction="none")  # fmt: skip
-
-    def time_torch_forward_backward(self, case):
-        if not HAS_TORCH:
-            raise NotImplementedError("PyTorch is not installed")
-        import torch
-        import torch.nn.functional as F
-
-        self.tx.grad = None
-        cost = F.ctc_loss(F.log_softmax(self.tx, -1), self.tl, self.il, self.tll, blank=self.x.shape[2] - 1,
-                          reduction="none")  # fmt: skip
-        cost.backward(torch.ones_like(cost))

@@ -2,14 +2,18 @@
 
 Shapes: ``(4096, 512)`` float32 (4096 rows of 512-element vectors, batch axis 0;
 memory-bound, the parallel kernels) and ``(64, 16)`` (call overhead, the serial
-kernels). The NumPy versions below are written here from SPEC.md sections 12
+kernels). The NumPy versions below are written here from docs/semantics.rst sections 12
 and 14 for speed (row dot products with ``einsum``, few temporaries); they
 skip MXNet's measure-zero subtleties (NaN rows of zero vectors, exact
 subgradients at ties). ``setup`` runs every timed call once, so compilation (or
 loading the on-disk kernel cache) is never timed.
 
-``asv_bench/compare_pairwise.py`` prints the same comparison side by side in one
-run, with PyTorch CPU added.
+``device`` is an asv parameter (``"cuda"``: the same classes on CuPy arrays,
+the NumPy versions through NumPy's dispatch protocols, every timed call
+synchronised; skipped without a GPU or CuPy).
+
+``python asv_bench/compare.py --family pairwise`` prints the same comparison
+side by side in one run, with PyTorch added.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 import numpy as np
 
 import numba_losses as nl
+
+from .common import DEVICES, Device
 
 LARGE = (4096, 512)
 SMALL = (64, 16)
@@ -104,30 +110,37 @@ CASES = {
 
 
 class PairwiseLoss:
-    """Wall time of one call: the library (with and without output buffers) and NumPy."""
+    """Wall time of one call: the library (with and without output buffers) and NumPy (CuPy on a GPU)."""
 
-    params = (list(CASES), [LARGE, SMALL])
-    param_names = ["loss", "shape"]
+    params = (list(CASES), [LARGE, SMALL], DEVICES)
+    param_names = ["loss", "shape", "device"]
 
-    def setup(self, loss, shape):
+    def setup(self, loss, shape, device):
+        self.dev = Device(device)
         make, inputs, self.numpy_loss, self.margin = CASES[loss]
         self.loss = make(margin=self.margin)
-        self.args = inputs(shape)
+        self.args = tuple(self.dev.asarray(a) for a in inputs(shape))
         self.out, self.grads = self.loss.forward_backward(*self.args)
         self.loss(*self.args)
         self.numpy_loss(*self.args, True, margin=self.margin)
+        self.dev.sync()
 
-    def time_forward(self, loss, shape):
+    def time_forward(self, loss, shape, device):
         self.loss(*self.args)
+        self.dev.sync()
 
-    def time_forward_backward(self, loss, shape):
+    def time_forward_backward(self, loss, shape, device):
         self.loss.forward_backward(*self.args)
+        self.dev.sync()
 
-    def time_forward_backward_out(self, loss, shape):
+    def time_forward_backward_out(self, loss, shape, device):
         self.loss.forward_backward(*self.args, out=self.out, grad_out=self.grads)
+        self.dev.sync()
 
-    def time_numpy_forward(self, loss, shape):
+    def time_numpy_forward(self, loss, shape, device):
         self.numpy_loss(*self.args, margin=self.margin)
+        self.dev.sync()
 
-    def time_numpy_forward_backward(self, loss, shape):
+    def time_numpy_forward_backward(self, loss, shape, device):
         self.numpy_loss(*self.args, True, margin=self.margin)
+        self.dev.sync()

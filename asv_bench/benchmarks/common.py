@@ -7,7 +7,7 @@ script ``asv_bench/compare.py``. Every loss is described by one :class:`Case`:
 * how to draw realistic float32 inputs (signed labels for the hinge losses,
   0/1 targets for BCE, counts for Poisson, probabilities for KL);
 * a vectorised NumPy version of the loss and its gradient, written here from
-  the semantics in SPEC.md (2-D inputs, batch axis 0, no weights, head
+  the semantics in docs/semantics.rst (2-D inputs, batch axis 0, no weights, head
   gradient of ones);
 * a PyTorch CPU version using ``torch.nn.functional`` (autograd for the
   gradient). ``torch`` is imported only when that version is called.
@@ -19,6 +19,7 @@ subgradients at measure-zero points such as ``x == 0`` for BCE.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from numba import njit, prange
 import numba_losses as nl
 
 LARGE = (4096, 4096)
+LARGE_GPU = (8192, 8192)  # 2**26 float32 elements: the "large" shape on a GPU
 SMALL = (64, 10)
 SEED = 1234
 BLOCK = 1 << 20  # distinct random elements per input array
@@ -388,3 +390,82 @@ USER_MADE = {
         rho=1.0
     ),
 }
+
+
+# -- devices (asv parameter ``device``) --------------------------------------------
+DEVICES = ["cpu", "cuda"]
+
+
+def skip_shape(shape: tuple[int, ...], device: str) -> None:
+    """asv skip: ``LARGE`` is timed on the CPU only, ``LARGE_GPU`` on the GPU only."""
+    if (shape == LARGE and device == "cuda") or (shape == LARGE_GPU and device == "cpu"):
+        raise NotImplementedError(f"{shape} is not timed on {device}")
+
+
+class Device:
+    """Where a benchmark's arrays live: NumPy arrays on the CPU, CuPy arrays on the GPU.
+
+    ``Device("cuda")`` raises ``NotImplementedError`` (asv's way to skip, from
+    ``setup``) where there is no GPU or no CuPy. Timed GPU calls end with
+    :meth:`sync`, so asv's wall clock measures the GPU work.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.torch: Any = None
+        if name == "cpu":
+            self.xp: Any = np
+            return
+        if importlib.util.find_spec("cupy") is None:
+            raise NotImplementedError("needs CuPy")
+        from numba import cuda
+
+        if cuda.config.ENABLE_CUDASIM or not cuda.is_available():
+            raise NotImplementedError("needs a CUDA GPU")
+        import cupy
+
+        self.xp = cupy
+
+    @property
+    def gpu(self) -> bool:
+        return self.name == "cuda"
+
+    def asarray(self, a: np.ndarray) -> Any:
+        """``a`` on this device (the array itself on the CPU)."""
+        return self.xp.asarray(a) if self.gpu else a
+
+    def use_torch(self) -> Any:
+        """The ``torch`` module for this device; ``NotImplementedError`` without PyTorch (or its CUDA)."""
+        if importlib.util.find_spec("torch") is None:
+            raise NotImplementedError("PyTorch is not installed")
+        import torch
+
+        if self.gpu and not torch.cuda.is_available():
+            raise NotImplementedError("needs PyTorch with CUDA")
+        self.torch = torch
+        return torch
+
+    def tensor(self, a: np.ndarray, grad: bool = False) -> Any:
+        """A PyTorch tensor of ``a`` on this device (sharing memory on the CPU)."""
+        t = self.torch.as_tensor(a, device="cuda") if self.gpu else self.torch.from_numpy(a)
+        return t.requires_grad_(True) if grad else t
+
+    def sync(self) -> None:
+        """Wait for the GPU work queued so far (CuPy's stream, and PyTorch's when used); nothing on the CPU."""
+        if self.gpu:
+            self.xp.cuda.get_current_stream().synchronize()
+            if self.torch is not None:
+                self.torch.cuda.synchronize()
+
+    def seconds(self, fn: Callable[[], Any]) -> float:
+        """Seconds per call of ``fn``: the best of 5 wall times on the CPU, CUDA events over 10 calls on a GPU."""
+        if not self.gpu:
+            return best_ms(fn, 5) / 1e3
+        fn()
+        start, stop = self.xp.cuda.Event(), self.xp.cuda.Event()
+        start.record()
+        for _ in range(10):
+            fn()
+        stop.record()
+        stop.synchronize()
+        return self.xp.cuda.get_elapsed_time(start, stop) / 1e3 / 10
