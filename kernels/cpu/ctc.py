@@ -41,11 +41,12 @@ import functools
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.extending import register_jitable
 
-from .._options import CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
+from .._options import CHUNK
 from ..vmath import like, softplus_neg, vexp
+from .compile import cache_key, compile_kernel
 from .softmax import BLOCK, row_max_sum_exp
 
 # Frames per tile of the gamma pass (a tile of alpha + beta, S x GAMMA_TILE, is transposed in L1).
@@ -68,10 +69,6 @@ def ext_class(lab, b, s, blank):
     return blank if s % 2 == 0 else lab[b, s // 2]
 
 
-def _settings(parallel):
-    return {"parallel": parallel, "fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL, "cache": CACHE}
-
-
 @functools.cache
 def build_ctc_frames_kernel(parallel):
     """Row statistics and label log-probabilities of every frame ``t < T_b``.
@@ -85,10 +82,10 @@ def build_ctc_frames_kernel(parallel):
         ``(N + 1,)`` int64 offsets of the samples' ``(T_b, S_b)`` blocks in the
         flat ``lpe``. Writes ``m[b, t]``, ``logs[b, t]`` (``(N, T)``) and ``lpe``.
     """
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def ctc_frames_kernel(x, sb, st, tlen, lab, llen, blank, off, m, logs, lpe):
-        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n, n_t = m.shape
         n_classes = x.shape[1]
@@ -115,8 +112,7 @@ def build_ctc_frames_kernel(parallel):
                 for s in range(n_s):
                     lpe[base + s] = (xr[ext_class(lab, b, s, blank)] - mm) - ls
 
-    ctc_frames_kernel.__qualname__ = ctc_frames_kernel.__name__ = f"ctc_frames_{_variant(parallel)}_kernel"
-    return njit(**_settings(parallel))(ctc_frames_kernel)
+    return compile_kernel(ctc_frames_kernel, "ctc_frames", parallel)
 
 
 @functools.cache
@@ -140,12 +136,12 @@ def build_ctc_paths_kernel(parallel):
         log-sum over the class's positions in increasing order (``chain``),
         vectorised along ``t``.
     """
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def ctc_paths_kernel(
         lpe, off, goff, tlen, lab, chain, first, llen, blank, feasible, zero_infinity, want_grad, ab, gam, ll, cost
     ):  # fmt: skip
-        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n = tlen.shape[0]
         for b in prange(n):
@@ -252,8 +248,7 @@ def build_ctc_paths_kernel(parallel):
                             g_u[tt] = log_add(g_u[tt], tile[2 * j + 1, tt])
                         j = chain[b, j]
 
-    ctc_paths_kernel.__qualname__ = ctc_paths_kernel.__name__ = f"ctc_paths_{_variant(parallel)}_kernel"
-    return njit(**_settings(parallel))(ctc_paths_kernel)
+    return compile_kernel(ctc_paths_kernel, "ctc_paths", parallel)
 
 
 @register_jitable(forceinline=True)
@@ -276,12 +271,12 @@ def build_ctc_grad_kernel(parallel):
         ``gam``/``goff`` from :func:`build_ctc_paths_kernel`, ``coef[b]`` the
         head-gradient scale; ``dx`` rows at ``b * dsb + t * dst``.
     """
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def ctc_grad_kernel(
         x, sb, st, dsb, dst, n_t, gmask, feasible, m, logs, gam, goff, tlen, lab, first, llen, blank, ll, coef, dx
     ):  # fmt: skip
-        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n = gmask.shape[0]
         n_classes = x.shape[1]
@@ -314,9 +309,4 @@ def build_ctc_grad_kernel(parallel):
                         k = lab[b, i]
                         _label_grad(dr, k, gam[gt + u * tb], (xr[k] - mm) - ls, llb, c)
 
-    ctc_grad_kernel.__qualname__ = ctc_grad_kernel.__name__ = f"ctc_grad_{_variant(parallel)}_kernel"
-    return njit(**_settings(parallel))(ctc_grad_kernel)
-
-
-def _variant(parallel):
-    return "parallel" if parallel else "serial"
+    return compile_kernel(ctc_grad_kernel, "ctc_grad", parallel)

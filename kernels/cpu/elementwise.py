@@ -26,10 +26,11 @@ wide); sums are accumulated in float64 through :func:`.reduce.block_sum`.
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .._options import BLOCK, CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
+from .._options import BLOCK, CHUNK
 from ..registry import is_builtin
+from .compile import cache_key, compile_kernel
 from .reduce import block_sum
 
 _ONE = np.float32(1.0)  # promotes exactly to float64 data; keeps float32 loops in float32
@@ -62,13 +63,10 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
     """
     block = BLOCK
     chunk = CHUNK
-    # Numba's cache key covers the closure's contents but not compile options such as
-    # ``parallel``: both go into this constant so that each variant and each version of
-    # the kernel sources gets its own cache entry.
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def rowmean_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx):
-        if cache_key < 0:  # never true; only ties the on-disk cache entry to cache_key
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_outer, n_rows, n_inner = x.shape
         if n_outer == 1 and n_inner == 1:
@@ -155,12 +153,5 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
                     s += partial[b, r]
                 out[b] = s * fscale[b]
 
-    variant = "parallel" if parallel else "serial"
-    rowmean_kernel.__qualname__ = f"{value.__name__.removesuffix('_value')}_rowmean_{variant}_kernel"
-    rowmean_kernel.__name__ = rowmean_kernel.__qualname__
-    return njit(
-        parallel=parallel,
-        fastmath=set(CPU_FASTMATH),
-        error_model=ERROR_MODEL,
-        cache=CACHE and is_builtin(value, grad),  # user-written terms are compiled per process
-    )(rowmean_kernel)
+    name = f"{value.__name__.removesuffix('_value')}_rowmean"
+    return compile_kernel(rowmean_kernel, name, parallel, cache=is_builtin(value, grad))

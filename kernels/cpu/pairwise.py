@@ -25,9 +25,10 @@ import functools
 import numpy as np
 from numba import njit, prange
 
-from .._options import BLOCK, CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, SUM_FASTMATH, source_fingerprint
+from .._options import BLOCK, CACHE, CHUNK, ERROR_MODEL, SUM_FASTMATH
 from ..pairwise_math import cosine_grad, cosine_head, triplet_grads, triplet_head, triplet_term
 from ..vmath import like
+from .compile import cache_key, compile_kernel
 from .reduce import block_sum
 
 
@@ -54,11 +55,6 @@ def cosine_sums(a, b, src, k):
     return s_ab, s_aa, s_bb
 
 
-def _compile(fn, name, parallel):
-    fn.__qualname__ = fn.__name__ = f"{name}_{'parallel' if parallel else 'serial'}_kernel"
-    return njit(parallel=parallel, fastmath=set(CPU_FASTMATH), error_model=ERROR_MODEL, cache=CACHE)(fn)
-
-
 @functools.cache
 def build_triplet_kernel(parallel):
     """Compile-on-first-call TripletLoss kernel, parallel or serial.
@@ -74,11 +70,10 @@ def build_triplet_kernel(parallel):
     """
     block = BLOCK
     chunk = CHUNK
-    # Numba's cache key covers closure contents, not ``parallel``: tie both to this constant.
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def triplet(x, p, n, margin, w, g, want_grad, out, dx, dp, dn):
-        if cache_key < 0:  # never true; only ties the on-disk cache entry to cache_key
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_outer, n_rows, n_inner = x.shape
         group = max(1, chunk // max(1, n_outer * n_inner))  # rows per task
@@ -118,7 +113,7 @@ def build_triplet_kernel(parallel):
                             i = np.uint64(i_)
                             dx[o, b, i], dp[o, b, i], dn[o, b, i] = triplet_grads(x[o, b, i], p[o, b, i], n[o, b, i], m)
 
-    return _compile(triplet, "triplet", parallel)
+    return compile_kernel(triplet, "triplet", parallel)
 
 
 @functools.cache
@@ -137,10 +132,10 @@ def build_cosine_kernel(parallel):
         ``db`` of shape ``(n_rows, k)`` for the head ``(g[r] * w) * rsw[r]``.
     """
     chunk = CHUNK
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def cosine(a, b, code, margin, g, rsw, w, want_grad, out, da, db):
-        if cache_key < 0:  # never true; only ties the on-disk cache entry to cache_key
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_src, k = a.shape
         n_rows = out.shape[0]
@@ -164,4 +159,4 @@ def build_cosine_kernel(parallel):
                         da[r, i] = cosine_grad(av, bv, ddot, dna, na)
                         db[r, i] = cosine_grad(bv, av, ddot, dnb, nb)
 
-    return _compile(cosine, "cosine", parallel)
+    return compile_kernel(cosine, "cosine", parallel)

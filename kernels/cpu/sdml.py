@@ -41,9 +41,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._options import CACHE, CPU_FASTMATH, ERROR_MODEL, SUM_FASTMATH, source_fingerprint
+from .._options import CACHE, CPU_FASTMATH, ERROR_MODEL, SUM_FASTMATH
 from ..sdml_math import dist_grad, kl_term
 from ..vmath import vexp
+from .compile import cache_key, compile_kernel
 from .reduce import block_sum
 
 ROWS = 32  # rows of x1 (and of dx1 / dx2) per task: each task streams x2 (or its transpose) once
@@ -250,12 +251,10 @@ def build_sdml_kernels(parallel):
         wrote; writes ``dx2`` ``(n, d)``.
     """
     rows = ROWS
-    # Numba's cache key covers the closure's contents but not ``parallel``: both go into
-    # this constant (see cpu/rowmean.py).
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def sdml_rows_kernel(x1, x2, qd, qo, log_qd, log_qo, r, g, want_grad, out, gt, zeros, c, x1t, x2t, dx1):
-        if cache_key < 0:  # never true; ties the on-disk cache entry to cache_key
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n, d = x1.shape
         n_tasks = (n + rows - 1) // rows
@@ -321,7 +320,7 @@ def build_sdml_kernels(parallel):
                         dx1[i, k] = 2.0 * (ri * (x1[i, k] - c[k]) - acc[i - i0, k])
 
     def sdml_cols_kernel(x2, gt, c, x1t, dx2):
-        if cache_key < 0:
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n, d = x2.shape
         n_tasks = (n + rows - 1) // rows
@@ -335,9 +334,6 @@ def build_sdml_kernels(parallel):
                 for k in range(d):
                     dx2[j, k] = -2.0 * (acc[j - j0, k] - cj * (x2[j, k] - c[k]))
 
-    variant = "parallel" if parallel else "serial"
-    kernels = []
-    for fn in (sdml_rows_kernel, sdml_cols_kernel):
-        fn.__qualname__ = fn.__name__ = f"{fn.__name__}_{variant}"
-        kernels.append(njit(parallel=parallel, **_KERNEL)(fn))
-    return tuple(kernels)
+    return compile_kernel(sdml_rows_kernel, "sdml_rows", parallel), compile_kernel(
+        sdml_cols_kernel, "sdml_cols", parallel
+    )

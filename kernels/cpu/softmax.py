@@ -36,12 +36,13 @@ import functools
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.extending import register_jitable
 
-from .._options import CACHE, CHUNK, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
+from .._options import CHUNK
 from ..softmax_math import pick_float, pick_int, smoothing
 from ..vmath import like, vexp
+from .compile import cache_key, compile_kernel
 from .reduce import block_sum, range_sum
 
 # Logits per block of the online max / sum-of-exponentials pass (fits in L1 twice).
@@ -133,15 +134,6 @@ def _row_sums(xr, yr, m, dense, smooth, buf64):
     return syx, sy, sx
 
 
-def _settings(parallel):
-    return {
-        "parallel": parallel,
-        "fastmath": set(CPU_FASTMATH),
-        "error_model": ERROR_MODEL,
-        "cache": CACHE,
-    }
-
-
 @functools.cache
 def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguous, parallel):
     """Fused softmax cross-entropy: per-row loss and, if ``want_grad``, the gradient.
@@ -175,10 +167,10 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     get_row = _row_contiguous
     pick = pick_int if int_label else pick_float
     dense = not sparse
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def softmax_ce_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx):
-        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_rows = loss.shape[0]
         n_classes = x.shape[-1]
@@ -247,10 +239,8 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     if sparse:  # the target's own slot, computed in one rounding
                         dr[j] = cc * (pj * qs - (c1 + c0))
 
-    variant = "parallel" if parallel else "serial"
-    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_{variant}_kernel"
-    softmax_ce_kernel.__qualname__ = softmax_ce_kernel.__name__ = name
-    return njit(**_settings(parallel))(softmax_ce_kernel)
+    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}"
+    return compile_kernel(softmax_ce_kernel, name, parallel)
 
 
 # Positions per task of the strided (class axis not last) kernel: the loops run along
@@ -270,10 +260,10 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
     """
     pick = pick_int if int_label else pick_float
     dense = not sparse
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def softmax_ce_tiled_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx):
-        if cache_key < 0:  # never true; ties the on-disk cache entry to the sources
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         outer, n_classes, _ = x.shape
         smooth = eps != 0.0
@@ -352,10 +342,8 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
                         g = cc * ((dx[o, c, ii] * like(one, s[k])) * like(one, sy[k]) - (c1 * tk + c0))
                     dx[o, c, ii] = like(one, 0.0) if skip[k] else g
 
-    variant = "parallel" if parallel else "serial"
-    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_tiled_{variant}_kernel"
-    softmax_ce_tiled_kernel.__qualname__ = softmax_ce_tiled_kernel.__name__ = name
-    return njit(**_settings(parallel))(softmax_ce_tiled_kernel)
+    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_tiled"
+    return compile_kernel(softmax_ce_tiled_kernel, name, parallel)
 
 
 @functools.cache
@@ -365,10 +353,10 @@ def build_log_softmax_kernel(contiguous, parallel):
     Returns ``kernel(x, inner, n_rows, lp)``, both arrays in the row layout.
     """
     get_row = _row_contiguous if contiguous else _row_strided
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def log_softmax_kernel(x, inner, n_rows, lp):
-        if cache_key < 0:
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = x.shape[-1]
         per = max(1, CHUNK // max(n_classes, 1))
@@ -383,9 +371,7 @@ def build_log_softmax_kernel(contiguous, parallel):
                 for k in range(n_classes):
                     lr[k] = (xr[k] - m) - ls
 
-    name = f"log_softmax_{'parallel' if parallel else 'serial'}"
-    log_softmax_kernel.__qualname__ = log_softmax_kernel.__name__ = name
-    return njit(**_settings(parallel))(log_softmax_kernel)
+    return compile_kernel(log_softmax_kernel, "log_softmax", parallel)
 
 
 @functools.cache
@@ -395,10 +381,10 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
     Returns ``kernel(lp, inner, n_rows, u)``, both arrays in the row layout.
     """
     get_row = _row_contiguous if contiguous else _row_strided
-    cache_key = source_fingerprint() * 2 + int(parallel)
+    key = cache_key(parallel)  # see .compile
 
     def log_softmax_backward_kernel(lp, inner, n_rows, u):
-        if cache_key < 0:
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = lp.shape[-1]
         per = max(1, CHUNK // max(n_classes, 1))
@@ -417,6 +403,4 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
                 for k in range(n_classes):
                     ur[k] = ur[k] - vexp(lr[k]) * sc
 
-    name = f"log_softmax_backward_{'parallel' if parallel else 'serial'}"
-    log_softmax_backward_kernel.__qualname__ = log_softmax_backward_kernel.__name__ = name
-    return njit(**_settings(parallel))(log_softmax_backward_kernel)
+    return compile_kernel(log_softmax_backward_kernel, "log_softmax_backward", parallel)

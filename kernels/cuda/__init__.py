@@ -11,9 +11,11 @@ import math
 
 from numba import cuda
 
-from .._options import CUDA_GRID_PER_SM, CUDA_SIM_THREADS, CUDA_THREADS
+from .._options import CACHE, CUDA_GRID_PER_SM, CUDA_SIM_THREADS, CUDA_THREADS
 
 SIMULATOR = bool(cuda.config.ENABLE_CUDASIM)
+# Options of every ``@cuda.jit`` kernel: the on-disk cache on a real GPU (the simulator has none).
+JIT = {"cache": CACHE and not SIMULATOR}
 # Threads per block of every kernel (the shared-memory reductions are sized by it).
 THREADS = CUDA_SIM_THREADS if SIMULATOR else CUDA_THREADS
 

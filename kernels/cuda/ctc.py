@@ -52,13 +52,11 @@ import math
 
 from numba import cuda, float64
 
-from .._options import CACHE, CUDA_THREADS
+from .._options import CUDA_THREADS
 from ..vmath import like
-from . import SIMULATOR, THREADS
+from . import JIT, SIMULATOR, THREADS
 from .reduce import group_max_all, group_sum_all
 from .softmax import _position
-
-_JIT = {"cache": CACHE and not SIMULATOR}
 
 # Most threads of a paths block (one sample per block, threads over the extended label).
 PATHS_MAX_THREADS = THREADS if SIMULATOR else 4 * CUDA_THREADS
@@ -101,7 +99,7 @@ def _ext_class(lab, b, s, blank):
     return blank if s % 2 == 0 else lab[b, s // 2]
 
 
-@cuda.jit(**_JIT)
+@cuda.jit(**JIT)
 def ctc_frames_kernel(x, tlen, lab, llen, blank, off, proto, m, logs, lpe, group):
     """Row statistics and label log-probabilities of every frame ``t < T_b``.
 
@@ -159,7 +157,7 @@ def ctc_frames_kernel(x, tlen, lab, llen, blank, off, proto, m, logs, lpe, group
             lpe[base + j] = (like(proto, x[b, t, _ext_class(lab, b, j, blank)]) - mm) - ls
 
 
-@cuda.jit(**_JIT)
+@cuda.jit(**JIT)
 def ctc_paths_kernel(lpe, off, tlen, lab, llen, blank, feasible, zero_infinity, want_grad, proto, ab, ring, ll, cost):
     r"""Forward-backward recursions, one block per sample: the cost and, for the gradient, ``ab``.
 
@@ -261,7 +259,7 @@ def _label_grad(dx, b, t, k, g, lp, llb, c):
         dx[b, t, k] = c * (_exp(lp) - _exp((g - lp) - llb))
 
 
-@cuda.jit(**_JIT)
+@cuda.jit(**JIT)
 def ctc_grad_kernel(x, dx, gmask, feasible, m, logs, ab, off, lab, chain, first, llen, blank, ll, coef, proto, group):
     """Gradient w.r.t. the activations, every frame (zero where masked).
 

@@ -8,11 +8,10 @@ the row kernels' ``(n_outer, n_rows, n_inner)`` layout, which is rare (e.g. a
 
 from numba import cuda
 
-from .._options import CACHE
-from . import SIMULATOR
+from . import JIT
 
 
-@cuda.jit(cache=CACHE and not SIMULATOR)
+@cuda.jit(**JIT)
 def gather_kernel(src, base, shape, strides, dst):
     """``dst[t] = src[base + sum_d i_d * strides[d]]`` for the C-order index ``(i_d)`` of ``t``.
 

@@ -7,14 +7,11 @@ CPU twin.
 
 from numba import cuda, int64
 
-from .._options import CACHE
-from . import SIMULATOR, THREADS
+from . import JIT, THREADS
 from .reduce import group_sum_shared
 
-_JIT = {"cache": CACHE and not SIMULATOR}
 
-
-@cuda.jit(**_JIT)
+@cuda.jit(**JIT)
 def count_greater_kernel(src, thr, count):
     """``count[0] += #{i : src[i] > thr}`` (strict; NaN is not counted), one atomic add per block."""
     sh = cuda.shared.array(THREADS, int64)
@@ -29,7 +26,7 @@ def count_greater_kernel(src, thr, count):
         cuda.atomic.add(count, 0, total)
 
 
-@cuda.jit(**_JIT)
+@cuda.jit(**JIT)
 def fill_kernel(dst, value):
     """``dst[:] = value`` (converted to ``dst``'s dtype)."""
     start, step = cuda.grid(1), cuda.gridsize(1)

@@ -19,14 +19,12 @@ import math
 
 from numba import cuda, float64
 
-from .._options import CACHE, CUDA_GRID_PER_SM
+from .._options import CUDA_GRID_PER_SM
 from ..pairwise_math import cosine_grad, cosine_head, label_code, triplet_grads, triplet_head, triplet_term
 from ..vmath import like
-from . import SIMULATOR, THREADS
+from . import JIT, THREADS
 from .elementwise import launch_plan
 from .reduce import group_sum_shared, group_sum_shuffle
-
-_JIT = {"cache": CACHE and not SIMULATOR}
 
 
 def row_groups(n_rows: int, k: int, sm_count: int, threads: int = THREADS) -> tuple[int, int]:
@@ -107,7 +105,7 @@ def build_triplet_kernel(shuffle):
 
     variant = "shuffle" if shuffle else "shared"
     triplet_kernel.__qualname__ = triplet_kernel.__name__ = f"triplet_cuda_{variant}_kernel"
-    return cuda.jit(**_JIT)(triplet_kernel)
+    return cuda.jit(**JIT)(triplet_kernel)
 
 
 @functools.cache
@@ -191,4 +189,4 @@ def build_cosine_kernel(shuffle):
 
     variant = "shuffle" if shuffle else "shared"
     cosine_kernel.__qualname__ = cosine_kernel.__name__ = f"cosine_cuda_{variant}_kernel"
-    return cuda.jit(**_JIT)(cosine_kernel)
+    return cuda.jit(**JIT)(cosine_kernel)

@@ -32,10 +32,9 @@ import math
 
 from numba import cuda, float32, float64
 
-from .._options import CACHE
 from ..sdml_math import dist_grad, kl_term
 from ..vmath import like
-from . import SIMULATOR, THREADS
+from . import JIT, SIMULATOR, THREADS
 from .reduce import group_sum_shared, group_sum_shuffle
 
 # Edge of the square thread tiles of the distance and gradient kernels (TILE x TILE threads per
@@ -43,7 +42,6 @@ from .reduce import group_sum_shared, group_sum_shuffle
 TILE = 4 if SIMULATOR else 16
 # Threads per block of the rows kernel (a power of two).
 ROW_THREADS = 8 if SIMULATOR else THREADS
-_JIT = {"cache": CACHE and not SIMULATOR}
 
 
 @functools.cache
@@ -209,5 +207,5 @@ def build_sdml_kernels(dtype_name, shuffle):
     kernels = []
     for fn in (sdml_dist_kernel, sdml_rows_kernel, sdml_grad_kernel):
         fn.__qualname__ = fn.__name__ = f"{fn.__name__}_{dtype_name}_{variant}"
-        kernels.append(cuda.jit(**_JIT)(fn))
+        kernels.append(cuda.jit(**JIT)(fn))
     return tuple(kernels)

@@ -14,14 +14,11 @@ NumPy does the same in a few vectorised calls, so this file has no CPU twin.
 
 from numba import cuda, float64
 
-from .._options import CACHE
 from ..vmath import like
-from . import SIMULATOR
-
-_JIT = {"cache": CACHE and not SIMULATOR}
+from . import JIT
 
 
-@cuda.jit(**_JIT)
+@cuda.jit(**JIT)
 def weigh_product_kernel(loss, sw, has_sw, weight, proto, out):
     """``out[o, r, j] = (loss[o, r, j] * sw[o, r, j]) * weight`` in the compute dtype of ``proto``.
 
@@ -42,7 +39,7 @@ def weigh_product_kernel(loss, sw, has_sw, weight, proto, out):
         out[o, r, j] = v * like(proto, weight)
 
 
-@cuda.jit(**_JIT)
+@cuda.jit(**JIT)
 def head_product_kernel(og, has_og, sw, has_sw, weight, h):
     """``h[o, r, j] = out_grad * sample_weight * weight`` in float64 (``og`` / ``sw`` read when given)."""
     n_outer, n_rows, n_cols = h.shape

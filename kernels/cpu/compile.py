@@ -1,0 +1,30 @@
+"""How every CPU kernel is compiled: one set of Numba options, one name rule, one cache key.
+
+Kernel factories build each variant (parallel or serial, and the factory's own
+flags) as a closure and hand it to :func:`compile_kernel`. Numba's on-disk
+cache key covers a closure's contents but not compile options such as
+``parallel``, nor the ``register_jitable`` helpers inlined from other files;
+so each kernel body starts with ``if key < 0: return`` on the value of
+:func:`cache_key` (never true), which ties its cache entry to the variant and
+to a hash of every kernel source file.
+"""
+
+from numba import njit
+
+from .._options import CACHE, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
+
+
+def cache_key(parallel: bool) -> int:
+    """The constant a kernel closure captures: the kernel sources' hash and the variant."""
+    return source_fingerprint() * 2 + int(parallel)
+
+
+def compile_kernel(fn, name: str, parallel: bool, cache: bool = True):
+    """``fn`` as a lazily compiled Numba kernel named ``{name}_{parallel|serial}_kernel``.
+
+    ``cache=False`` keeps it out of the on-disk cache (a user's functions may
+    not be importable by a later process).
+    """
+    fn.__qualname__ = fn.__name__ = f"{name}_{'parallel' if parallel else 'serial'}_kernel"
+    options = {"fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL, "cache": CACHE and cache}
+    return njit(parallel=parallel, **options)(fn)
