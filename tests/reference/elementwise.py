@@ -1,6 +1,6 @@
 """Independent NumPy terms of the elementwise losses: ``f(x, y, a, p) -> (value, d value / dx)``.
 
-Used by ``tests/test_properties.py``: float64 arrays of the broadcast shape in,
+Used by ``tests/test_elementwise.py``: float64 arrays of the broadcast shape in,
 one ``(value, derivative)`` pair per loss term out (``a`` is the auxiliary
 input such as ``pos_weight`` or ``None``, ``p`` the loss parameters); no code
 shared with the package.
