@@ -64,7 +64,7 @@ class CTCLoss(Loss):
         (gluon's choice), or the blank is class 0, labels are ``1..C-1`` and
         padded with ``0`` (MXNet's ``ctc_loss`` operator option).
     **kwargs
-        Accepted and ignored (gluon's ``prefix``, ``params``).
+        gluon's ``prefix`` / ``params``, accepted and ignored; any other keyword raises ``TypeError``.
 
     Notes
     -----

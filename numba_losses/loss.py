@@ -49,7 +49,10 @@ class Loss:
         The axis that indexes samples; the loss is reduced over all others.
         Negative values count from the end.
     **kwargs
-        Accepted and ignored (gluon's ``prefix`` / ``params``).
+        gluon's ``prefix`` and ``params``, accepted and ignored. Any other
+        keyword raises ``TypeError`` (with the name to use where a PyTorch or
+        MXNet-operator spelling has an equivalent here): a misspelt parameter
+        never runs silently with its default.
 
     Notes
     -----
@@ -83,6 +86,14 @@ class Loss:
                 setattr(cls, method, _named_method(cls, method, extra))
 
     def __init__(self, weight: float | None, batch_axis: int, **kwargs: Any) -> None:
+        unknown = [k for k in kwargs if k not in _GLUON_KWARGS]
+        if unknown:
+            name = unknown[0]
+            hint = _HINTS.get(name, "")
+            raise TypeError(
+                f"{type(self).__name__} got an unexpected keyword argument {name!r}"
+                + (f"; {hint}" if hint else f" (gluon's {' and '.join(_GLUON_KWARGS)} are accepted and ignored)")
+            )
         self._weight = weight
         self._batch_axis = batch_axis
 
@@ -217,6 +228,28 @@ class Loss:
         return check_weight(self._weight)
 
 
+_GLUON_KWARGS = ("prefix", "params")
+# Spellings from PyTorch or MXNet's operators, and what this library calls them.
+_HINTS = {
+    "delta": "did you mean rho= (HuberLoss's threshold)?",
+    "beta": "did you mean rho= (HuberLoss's threshold)?",
+    "ignore_index": "did you mean ignore_label= (SoftmaxCELoss)?",
+    "blank": "did you mean blank_label='first' or 'last' (CTCLoss)?",
+    "reduction": "losses return one value per sample as in gluon (reduction='none'); reduce the output yourself",
+    "size_average": "losses return one value per sample as in gluon; reduce the output yourself",
+    "reduce": "losses return one value per sample as in gluon; reduce the output yourself",
+    "log_target": "not supported: KLDivLoss's label holds probabilities, as in MXNet",
+    "pos_weight": "pos_weight is an input of SigmoidBCELoss: loss(pred, label, sample_weight, pos_weight)",
+    "sample_weight": "sample_weight is an input: loss(pred, label, sample_weight)",
+    "smoothing": "did you mean label_smoothing= (SoftmaxCELoss) or smoothing_parameter= (SDMLLoss)?",
+    "eps": "epsilon is an input of PoissonNLLLoss: loss(pred, target, sample_weight, epsilon)",
+    "epsilon": "epsilon is an input of PoissonNLLLoss: loss(pred, target, sample_weight, epsilon)",
+    "full": "did you mean compute_full= (PoissonNLLLoss)?",
+    "log_input": "did you mean from_logits= (PoissonNLLLoss)?",
+    "sparse": "did you mean sparse_label= (SoftmaxCELoss)?",
+    "label_smoothing": "label_smoothing is a keyword of SoftmaxCELoss",
+    "ignore_label": "ignore_label is a keyword of SoftmaxCELoss",
+}
 _P = inspect.Parameter
 _OPTIONAL = "Array | None"
 _BUFFERS = {  # the keyword-only arguments of each public method, after the inputs

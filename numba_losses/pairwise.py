@@ -47,7 +47,7 @@ class TripletLoss(Loss):
     batch_axis : int, default 0
         The axis of the samples; the loss is summed over all others.
     **kwargs
-        Accepted and ignored (gluon's ``prefix`` / ``params``).
+        gluon's ``prefix`` / ``params``, accepted and ignored; any other keyword raises ``TypeError``.
 
     Notes
     -----
@@ -100,7 +100,7 @@ class CosineEmbeddingLoss(Loss):
     margin : float, default 0
         :math:`\mu`, for the ``y = -1`` branch.
     **kwargs
-        Accepted and ignored (gluon's ``prefix`` / ``params``).
+        gluon's ``prefix`` / ``params``, accepted and ignored; any other keyword raises ``TypeError``.
 
     Notes
     -----

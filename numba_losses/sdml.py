@@ -45,7 +45,7 @@ class SDMLLoss(Loss):
     batch_axis : int, default 0
         Kept but never applied either; the batch is always axis 0.
     **kwargs
-        Accepted and ignored (gluon's ``prefix``, ``params``).
+        gluon's ``prefix`` / ``params``, accepted and ignored; any other keyword raises ``TypeError``.
 
     Notes
     -----
