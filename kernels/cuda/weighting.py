@@ -18,6 +18,15 @@ from ..vmath import like
 from . import JIT
 
 
+@cuda.jit(device=True, inline="always")
+def _index3(t, n_rows, n_cols):
+    """``(o, r, j)`` of flat index ``t`` in a C-ordered ``(n_outer, n_rows, n_cols)`` array."""
+    o = t // (n_rows * n_cols)
+    rem = t - o * (n_rows * n_cols)
+    r = rem // n_cols
+    return o, r, rem - r * n_cols
+
+
 @cuda.jit(**JIT)
 def weigh_product_kernel(loss, sw, has_sw, weight, proto, out):
     """``out[o, r, j] = (loss[o, r, j] * sw[o, r, j]) * weight`` in the compute dtype of ``proto``.
@@ -26,13 +35,9 @@ def weigh_product_kernel(loss, sw, has_sw, weight, proto, out):
     the result is stored in ``out``'s dtype.
     """
     n_outer, n_rows, n_cols = out.shape
-    per_outer = n_rows * n_cols
     start, step = cuda.grid(1), cuda.gridsize(1)
-    for t in range(start, n_outer * per_outer, step):
-        o = t // per_outer
-        rem = t - o * per_outer
-        r = rem // n_cols
-        j = rem - r * n_cols
+    for t in range(start, n_outer * n_rows * n_cols, step):
+        o, r, j = _index3(t, n_rows, n_cols)
         v = like(proto, loss[o, r, j])
         if has_sw:
             v = v * like(proto, sw[o, r, j])
@@ -43,13 +48,9 @@ def weigh_product_kernel(loss, sw, has_sw, weight, proto, out):
 def head_product_kernel(og, has_og, sw, has_sw, weight, h):
     """``h[o, r, j] = out_grad * sample_weight * weight`` in float64 (``og`` / ``sw`` read when given)."""
     n_outer, n_rows, n_cols = h.shape
-    per_outer = n_rows * n_cols
     start, step = cuda.grid(1), cuda.gridsize(1)
-    for t in range(start, n_outer * per_outer, step):
-        o = t // per_outer
-        rem = t - o * per_outer
-        r = rem // n_cols
-        j = rem - r * n_cols
+    for t in range(start, n_outer * n_rows * n_cols, step):
+        o, r, j = _index3(t, n_rows, n_cols)
         v = float64(1.0)
         if has_og:
             v = float64(og[o, r, j])

@@ -27,19 +27,12 @@ from .._core.buffers import host_empty, host_out_grad, host_result
 from .._core.request import Call
 from .._core.validate import as_host_array, check_buffer, reshape_like
 from .._core.weighting import coef_rows_host, weigh_rows_host
-from .._plan.softmax import (
-    ClassLayout,
-    KLDivSpec,
-    SoftmaxSpec,
-    check_sparse_label,
-    kldiv_term_call,
-    label_kind,
-    plan,
-)
+from .._plan import softmax as family
+from .._plan.softmax import KLDivSpec, SoftmaxSpec
 from . import elementwise
 
 
-def _rows(a: np.ndarray, lay: ClassLayout, contiguous: bool, transposed: bool = False) -> np.ndarray:
+def _rows(a: np.ndarray, lay: family.ClassLayout, contiguous: bool, transposed: bool = False) -> np.ndarray:
     """``a`` (``pred``'s shape) in a kernel layout, a view when one exists.
 
     ``contiguous``: ``(positions, C)`` rows; else ``(outer, C, inner)``, or
@@ -69,7 +62,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
     y = as_host_array("label", call.inputs["label"])
     sample_weight = call.inputs["sample_weight"]
     sw = as_host_array("sample_weight", sample_weight) if sample_weight is not None else None
-    p = plan(spec, x, sw)
+    p = family.plan(spec, x, sw)
     cdt, rdt, lay, rows = p.cdt, p.rdt, p.lay, p.rows
     n_rows = lay.n_rows
     inputs, taken = {"pred": x, "label": y, "sample_weight": sw}, []
@@ -85,7 +78,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         xc = np.ascontiguousarray(xc)
     x_rows = _rows(xc, lay, contiguous)
     if spec.sparse:
-        check_sparse_label(y.shape, lay)
+        family.check_sparse_label(y.shape, lay)
         lab = y
         if y.dtype == np.float16:
             lab = y.astype(np.float32)
@@ -109,7 +102,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         dx = grad_buf if (grad_buf is not None and rdt == cdt) else host_empty(x.shape, cdt)
         dx_rows = _rows(dx, lay, contiguous)
 
-    int_labels = spec.sparse and label_kind(lab.dtype) == "int"
+    int_labels = spec.sparse and family.label_kind(lab.dtype) == "int"
     kernel = build_softmax_ce_kernel(
         spec.sparse, spec.from_logits, int_labels, call.want_grad, contiguous, x.size >= SERIAL_BELOW
     )
@@ -126,7 +119,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
 
 def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     x = as_host_array("pred", call.inputs["pred"])
-    p = plan(spec, x, None)
+    p = family.plan(spec, x, None)
     cdt, rdt, lay = p.cdt, p.rdt, p.lay
     if call.want_grad and call.grad_out[0] is not None:  # the inner call sees lp, not pred
         check_buffer("grad_out", call.grad_out[0], x.shape, rdt, {"pred": x})
@@ -138,7 +131,7 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         build_log_softmax_kernel(contiguous, parallel)(
             _rows(xc, lay, contiguous, True), lay.inner, lay.n_rows, _rows(lp, lay, contiguous, True)
         )
-    term, inner_call = kldiv_term_call(spec, call, lp, rdt == cdt)
+    term, inner_call = family.kldiv_term_call(spec, call, lp, rdt == cdt)
     value, grads = elementwise.run(term, inner_call)
     if call.want_value and rdt != cdt:
         out_buf = check_buffer("out", call.out, value.shape, rdt) if call.out is not None else None

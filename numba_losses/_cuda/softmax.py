@@ -24,19 +24,12 @@ from .._core.device import DeviceArray, DeviceContext, checked, device_view, on_
 from .._core.request import Call
 from .._core.validate import reshape_like
 from .._core.weighting import coef_rows_device, weigh_rows_device
-from .._plan.softmax import (
-    ClassLayout,
-    KLDivSpec,
-    SoftmaxSpec,
-    check_sparse_label,
-    kldiv_term_call,
-    label_kind,
-    plan,
-)
+from .._plan import softmax as family
+from .._plan.softmax import KLDivSpec, SoftmaxSpec
 from . import elementwise
 
 
-def _launch_rows(kernel: Any, lay: ClassLayout, ctx: DeviceContext, *args: Any) -> None:
+def _launch_rows(kernel: Any, lay: family.ClassLayout, ctx: DeviceContext, *args: Any) -> None:
     if lay.n_rows == 0 or lay.n_classes == 0:
         return
     group, blocks = softmax_plan(lay.n_rows, lay.n_classes, lay.inner, ctx.sms)
@@ -57,13 +50,13 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         same_device(inputs)
         yd, swd = inputs["label"], inputs.get("sample_weight")
         x = xd.layout
-        p = plan(spec, x, swd.layout if swd is not None else None)
+        p = family.plan(spec, x, swd.layout if swd is not None else None)
         cdt, rdt, lay, rows = p.cdt, p.rdt, p.lay, p.rows
         n_rows = lay.n_rows
         x3 = device_view(xd, x, lay.shape3, ctx)
         dummy3 = ctx.dummy(3, cdt)
         if spec.sparse:
-            check_sparse_label(yd.layout.shape, lay)
+            family.check_sparse_label(yd.layout.shape, lay)
             lab = device_view(yd, yd.layout, (lay.outer, lay.inner), ctx)
             y3 = x3
         else:
@@ -80,7 +73,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         if call.want_value:
             out_native, out_dev = device_target("out", call.out, rows.out_shape, rdt, ctx, inputs, taken)
         loss_native, loss_dev = ctx.empty(lay.keep_shape, cdt)
-        int_labels = spec.sparse and label_kind(yd.layout.dtype) == "int"
+        int_labels = spec.sparse and family.label_kind(yd.layout.dtype) == "int"
         kernel = build_softmax_ce_kernel(spec.sparse, spec.from_logits, int_labels, call.want_grad)
         proto = cdt.type(0)
         args = (x3, lab, y3, coef, spec.ignore, spec.has_ignore, spec.eps, proto, loss_dev.reshape(n_rows), dx3)
@@ -92,7 +85,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
 
 def _kldiv(spec: KLDivSpec, call: Call, xd: DeviceArray, ctx: DeviceContext) -> tuple[Any, tuple[Any, ...] | None]:
     x = xd.layout
-    p = plan(spec, x, None)
+    p = family.plan(spec, x, None)
     cdt, rdt, lay = p.cdt, p.rdt, p.lay
     if call.want_grad and call.grad_out[0] is not None:  # the inner call sees lp, not pred
         device_target("grad_out", call.grad_out[0], x.shape, rdt, ctx, {"pred": xd}, [])
@@ -101,7 +94,7 @@ def _kldiv(spec: KLDivSpec, call: Call, xd: DeviceArray, ctx: DeviceContext) -> 
     lp3 = lp_dev.reshape(lay.shape3)
     _launch_rows(log_softmax_kernel, lay, ctx, device_view(xd, x, lay.shape3, ctx), proto, lp3)
     same = rdt == cdt  # the caller's buffers take the term's results directly
-    term, inner_call = kldiv_term_call(spec, call, lp_native, same)
+    term, inner_call = family.kldiv_term_call(spec, call, lp_native, same)
     value, grads = elementwise.run(term, inner_call)
     if call.want_value and not same:
         value = device_result(value, rdt, call.out, ctx)
