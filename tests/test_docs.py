@@ -257,7 +257,16 @@ def test_tour_plot_fails_cleanly_on_an_unwritable_directory(tmp_path, monkeypatc
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     assert tour.main(["--shape", "8", "16", "--plot", str(blocker / "sub")]) == 1
-    assert "gallery:" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "gallery: cannot write into" in captured.err
+    assert "compiling" not in captured.err and "checks:" not in captured.out  # refused before the tour
+
+
+def test_tour_help_says_what_it_does_and_how_long_the_first_run_takes():
+    proc = subprocess.run([sys.executable, "-m", "numba_losses", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for text in ("finite", "first run compiles", "later runs take seconds", "--plot DIR", "Exit status"):
+        assert text in proc.stdout, text
 
 
 # -- the site ------------------------------------------------------------------------------
