@@ -94,8 +94,9 @@ def device_buffer(
         raise TypeError(f"{name} must be a device array (the inputs are), got {type(buf).__name__}")
     d = DeviceArray.wrap(name, buf)
     check_buffer(name, d.layout, shape, dtype)
-    if d.layout.size and any(overlaps(d, a) for a in inputs.values()):
-        raise ValueError(f"{name} {SHARE_INPUTS}")
+    for other, a in inputs.items():
+        if d.layout.size and overlaps(d, a):
+            raise ValueError(f"{name} {SHARE_INPUTS}: it overlaps {other}")
     if d.layout.size and any(overlaps(d, t) for t in taken):
         raise ValueError(f"{name}: output buffers must not share memory with each other")
     taken.append(d)

@@ -119,9 +119,9 @@ def check_buffer(
     if not buf.flags.c_contiguous or not buf.flags.writeable:
         raise ValueError(f"{name} must be a writable C-contiguous array")
     if inputs is not None:
-        for a in inputs.values():
+        for other, a in inputs.items():
             if isinstance(a, np.ndarray) and np.may_share_memory(buf, a):
-                raise ValueError(f"{name} {SHARE_INPUTS}")
+                raise ValueError(f"{name} {SHARE_INPUTS}: it overlaps {other}")
     if taken is not None:
         for t in taken:
             if np.may_share_memory(buf, t):

@@ -38,7 +38,7 @@ def run(spec: ElementwiseSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]
     ew3 = view3(sw, full, shape3, cdt, contiguous=True) if rows.elementwise else None
     fscale, coef = row_scales_host(rows, host_out_grad(call.out_grad, rows.out_shape), cdt)
 
-    inputs = {spec.pred: x, spec.label: y, "aux": a, "sample_weight": sw}
+    inputs = {spec.pred: x, spec.label: y, spec.aux or "aux": a, "sample_weight": sw}
     taken: list = []
     out_buf = check_buffer("out", call.out, rows.out_shape, rdt, inputs, taken) if call.out is not None else None
     out_c = out_buf if (out_buf is not None and rdt == cdt) else np.empty(rows.out_shape, dtype=cdt)
