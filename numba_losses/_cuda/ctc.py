@@ -23,7 +23,7 @@ from numba_losses.kernels.cuda import THREADS
 from numba_losses.kernels.cuda import ctc as kern
 from numba_losses.kernels.cuda.softmax import softmax_plan
 
-from .._core.buffers import device_target
+from .._core.buffers import device_out_grad, device_target
 from .._core.device import DeviceArray, DeviceContext, checked, on_device, same_device, to_host, wrap_input
 from .._core.request import Call
 from .._core.validate import compute_dtype, result_dtype
@@ -74,11 +74,7 @@ def _run(spec: CTCSpec, call: Call, inputs: dict[str, DeviceArray], ctx: DeviceC
     plan = plan_ctc(x.shape, spec, host)
     swd, ogd = inputs.get("sample_weight"), inputs.get("out_grad")
     full = product_shape((plan.n,), swd.layout.shape if swd is not None else None)
-    if ogd is not None:
-        try:
-            np.broadcast_to(ogd.layout, full)
-        except ValueError:
-            raise ValueError(f"out_grad has shape {ogd.layout.shape}, expected the output's shape {full}") from None
+    device_out_grad(ogd, full)  # its shape is checked before anything runs
     taken: list = []
     out_native = out_dev = None
     if call.want_value:

@@ -14,7 +14,7 @@ import numpy as np
 from numba_losses.kernels.cuda import SIMULATOR, THREADS
 from numba_losses.kernels.cuda.pairwise import build_cosine_kernel, build_triplet_kernel, row_groups
 
-from .._core.buffers import device_target
+from .._core.buffers import device_out_grad, device_target
 from .._core.device import (
     DeviceArray,
     DeviceContext,
@@ -95,8 +95,7 @@ def _cosine(spec: CosineSpec, call: Call, inputs: dict[str, DeviceArray], ctx: D
         w_kernel = cdt.type(spec.weight)
         out_rows = out_view.reshape((n_rows,))
     else:  # sample_weight grows the output: unweighted rows first, then the product weighting
-        if ogd is not None:
-            broadcast_view("out_grad", ogd, out_shape, out_shape, ctx)  # the shape check
+        device_out_grad(ogd, out_shape)  # its shape is checked before anything runs
         rsw = g_row = one
         if call.want_grad:
             g_row = coef_product_device((n_rows, 1), out_shape, swd, spec.weight, ogd, cdt, ctx).reshape((n_rows,))

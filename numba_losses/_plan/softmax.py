@@ -21,6 +21,7 @@ import numpy as np
 from .._core.request import Call
 from .._core.validate import broadcast_shape, compute_dtype, normalize_axis, result_dtype
 from .._core.weighting import Rows, plan_rows
+from . import elementwise
 from .elementwise import ElementwiseSpec
 
 
@@ -154,9 +155,6 @@ def kldiv_term_call(spec: KLDivSpec, call: Call, lp: Any, buffers: bool) -> tupl
     ``out`` / ``grad_out`` take the term's results directly; the gradient
     w.r.t. ``lp`` is then turned into the gradient w.r.t. ``pred`` in place.
     """
-    term = ElementwiseSpec(
-        "kldiv_logits", weight=spec.weight, batch_axis=spec.batch_axis, reduce="sum", label_mode="broadcast"
-    )
     inner = Call(
         {"pred": lp, "label": call.inputs["label"], "sample_weight": call.inputs["sample_weight"]},
         call.want_value,
@@ -165,7 +163,14 @@ def kldiv_term_call(spec: KLDivSpec, call: Call, lp: Any, buffers: bool) -> tupl
         call.out if buffers else None,
         tuple(b if buffers else None for b in call.grad_out),
     )
-    return term, inner
+    return kldiv_term(spec), inner
+
+
+def kldiv_term(spec: KLDivSpec) -> ElementwiseSpec:
+    """KLDivLoss's elementwise term, summed over the non-batch axes of the log-probabilities."""
+    return ElementwiseSpec(
+        "kldiv_logits", weight=spec.weight, batch_axis=spec.batch_axis, reduce="sum", label_mode="broadcast"
+    )
 
 
 def result_shapes(spec: SoftmaxSpec | KLDivSpec, inputs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
@@ -175,11 +180,8 @@ def result_shapes(spec: SoftmaxSpec | KLDivSpec, inputs: dict[str, Any]) -> tupl
     sw = inputs.get("sample_weight")
     sw = None if sw is None else np.asarray(sw)
     p = plan(spec, x, sw)
-    if isinstance(spec, KLDivSpec):  # the elementwise sum over the log-probabilities' non-batch axes
-        full = broadcast_shape(
-            {"pred": x.shape, "label": label.shape, **({"sample_weight": sw.shape} if sw is not None else {})}
-        )
-        out_shape = plan_rows(full, sw, spec.weight, spec.batch_axis, "sum").out_shape
+    if isinstance(spec, KLDivSpec):  # the elementwise term's plan on the log-probabilities (pred's shape)
+        out_shape = elementwise.plan(kldiv_term(spec), x, label, None, sw).rows.out_shape
     else:
         if spec.sparse:
             check_sparse_label(label.shape, p.lay)
