@@ -131,3 +131,14 @@ def test_import_loads_no_cuda_code_and_a_cpu_call_none_either():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_every_package_directory_is_shipped():
+    """pyproject's package list names every directory with an ``__init__.py`` (a wheel has them all)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = set(config["packages"])
+    packages = {_module_name(p) for p in [*PACKAGE.rglob("__init__.py"), *KERNELS.rglob("__init__.py")]}
+    assert packages - shipped == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert shipped - packages == set()
