@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._core.params import check_flag
 from ._core.request import Call
 from ._plan.ctc import CTCSpec, check_blank, check_layouts
 from .loss import Loss
@@ -106,7 +107,7 @@ class CTCLoss(Loss):
         super().__init__(weight, 0 if layout == "NTC" else 1, **kwargs)
         self._layout = layout
         self._label_layout = label_layout
-        self._zero_infinity = bool(zero_infinity)
+        self._zero_infinity = check_flag(type(self).__name__, "zero_infinity", zero_infinity)
         self._blank_label = check_blank(blank_label)
 
     @property

@@ -20,6 +20,7 @@ from numba.core.errors import NumbaError
 
 from numba_losses.kernels.user_terms import MAX_PARAMS, make_term
 
+from ._core.params import check_real
 from .elementwise import ElementwiseLoss
 
 
@@ -79,6 +80,8 @@ def elementwise_loss(
     >>> MyL1()(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]]))
     array([1.5])
     """
+    value_fn = _python_function("value_fn", value_fn)
+    grad_fn = _python_function("grad_fn", grad_fn)
     defaults = dict(params) if isinstance(params, Mapping) else dict.fromkeys(params)
     if len(defaults) > MAX_PARAMS:
         raise ValueError(f"a user loss takes at most {MAX_PARAMS} float parameters, got {len(defaults)}")
@@ -91,11 +94,11 @@ def elementwise_loss(
         values = {}
         for p in param_names:
             if p in kwargs:
-                values[p] = float(kwargs.pop(p))
+                values[p] = check_real(cls_name, p, kwargs.pop(p))
             elif defaults[p] is None:
                 raise TypeError(f"{cls_name} needs the parameter {p!r}")
             else:
-                values[p] = float(defaults[p])
+                values[p] = check_real(cls_name, p, defaults[p])
         if kwargs:
             raise TypeError(f"{cls_name} got unexpected parameter(s) {', '.join(kwargs)}")
         ElementwiseLoss.__init__(self, weight, batch_axis)
@@ -119,3 +122,14 @@ def elementwise_loss(
         (ElementwiseLoss,),
         {"__init__": __init__, "_term": _term, "_run": _run, "__doc__": doc, "__module__": value_fn.__module__},
     )
+
+
+def _python_function(name: str, fn: Any) -> Callable[..., float]:
+    """The plain Python function behind ``fn``: a Numba-compiled one (``@njit``) gives its ``py_func``,
+    which the library compiles for each target itself."""
+    py_func = getattr(fn, "py_func", None)
+    if callable(py_func):
+        return py_func
+    if not callable(fn) or isinstance(fn, type):
+        raise TypeError(f"elementwise_loss: {name} must be a function, got {fn!r} ({type(fn).__name__})")
+    return fn

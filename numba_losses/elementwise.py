@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ._core.params import check_flag, check_int, check_real
 from ._core.request import Call
 from ._core.validate import check_weight
 from ._plan.elementwise import ElementwiseSpec
@@ -97,7 +98,13 @@ class L2Loss(ElementwiseLoss):
         super().__init__(weight, batch_axis, **kwargs)
 
     def _global_weight(self) -> float:
-        return check_weight(self._weight / 2)  # weight=None raises TypeError here, as in MXNet
+        try:
+            half = self._weight / 2  # MXNet halves first: None or a string fails here with TypeError
+        except TypeError:
+            raise TypeError(
+                f"L2Loss: weight must be a number, got {self._weight!r} (MXNet's L2Loss computes weight / 2)"
+            ) from None
+        return check_weight(half)
 
     def _term(self, inputs):
         return "l2", 0.0, 0.0
@@ -161,7 +168,7 @@ class SigmoidBinaryCrossEntropyLoss(ElementwiseLoss):
         self, from_sigmoid: bool = False, weight: float | None = None, batch_axis: int = 0, **kwargs: Any
     ) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        self._from_sigmoid = from_sigmoid
+        self._from_sigmoid = check_flag(type(self).__name__, "from_sigmoid", from_sigmoid)
 
     def _term(self, inputs):
         if self._from_sigmoid:
@@ -192,7 +199,7 @@ class HuberLoss(ElementwiseLoss):
 
     def __init__(self, rho: float = 1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        self._rho = rho
+        self._rho = check_real(type(self).__name__, "rho", rho, low=0.0, low_open=True)
 
     def _term(self, inputs):
         return "huber", float(self._rho), 0.5 / self._rho
@@ -205,7 +212,7 @@ class _MarginLoss(ElementwiseLoss):
 
     def __init__(self, margin: float = 1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        self._margin = margin
+        self._margin = check_real(type(self).__name__, "margin", margin)
 
     def _term(self, inputs):
         return self._term_name, float(self._margin), 0.0
@@ -312,8 +319,8 @@ class PoissonNLLLoss(ElementwiseLoss):
         **kwargs: Any,
     ) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        self._from_logits = from_logits
-        self._compute_full = compute_full
+        self._from_logits = check_flag(type(self).__name__, "from_logits", from_logits)
+        self._compute_full = check_flag(type(self).__name__, "compute_full", compute_full)
 
     def _term(self, inputs):
         eps = inputs["epsilon"]
@@ -358,8 +365,8 @@ class KLDivLoss(ElementwiseLoss):
         self, from_logits: bool = True, axis: int = -1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any
     ) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        self._from_logits = from_logits
-        self._axis = axis
+        self._from_logits = check_flag(type(self).__name__, "from_logits", from_logits)
+        self._axis = check_int(type(self).__name__, "axis", axis)
 
     def _term(self, inputs):
         return "kldiv_logits", 0.0, 0.0

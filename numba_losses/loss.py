@@ -94,8 +94,8 @@ class Loss:
                 f"{type(self).__name__} got an unexpected keyword argument {name!r}"
                 + (f"; {hint}" if hint else f" (gluon's {' and '.join(_GLUON_KWARGS)} are accepted and ignored)")
             )
-        self._weight = weight
-        self._batch_axis = batch_axis
+        self._weight = weight  # checked at call time, as MXNet does (SDMLLoss never reads it)
+        self._batch_axis = batch_axis  # checked at call time against the input's rank
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k.lstrip('_')}={v!r}" for k, v in vars(self).items())
@@ -176,7 +176,7 @@ class Loss:
         >>> nl.SoftmaxCELoss(axis=1).result_shapes(np.empty((8, 21, 4, 4), np.float32), np.empty((8, 4, 4)))
         (ShapeDtype(shape=(8,), dtype=dtype('float32')), (ShapeDtype(shape=(8, 21, 4, 4), dtype=dtype('float32')),))
         """
-        inputs = {name: layout_of(a) for name, a in self._bind(args, kwargs).items()}
+        inputs = {name: layout_of(name, a) for name, a in self._bind(args, kwargs).items()}
         call = Call(inputs, want_value=True, want_grad=True, grad_out=(None,) * len(self._differentiable))
         spec = self._spec(call)
         out, grads = importlib.import_module(f"numba_losses._plan.{spec.family}").result_shapes(spec, inputs)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._core.device import DeviceArray
+from ._core.params import check_real
 from ._core.request import is_device_array, select_backend
 from ._core.validate import as_host_array, compute_dtype, result_dtype
 from ._plan.makeloss import check_normalization, head_constant
@@ -62,11 +63,15 @@ def make_loss(
     Raises
     ------
     ValueError
-        Unknown ``normalization`` (the message lists the valid values).
+        Unknown ``normalization`` (the message lists the valid values);
+        ``grad_scale`` or ``valid_thresh`` NaN or infinite.
     TypeError
-        ``data`` not of a floating-point dtype.
+        ``data`` not of a floating-point dtype; ``grad_scale`` or
+        ``valid_thresh`` not a real number.
     """
     check_normalization(normalization)
+    grad_scale = check_real("make_loss", "grad_scale", grad_scale)
+    valid_thresh = check_real("make_loss", "valid_thresh", valid_thresh)
     return family_module(select_backend({"data": data}), "makeloss").make_loss(
         data, grad_scale, valid_thresh, normalization
     )
@@ -108,8 +113,8 @@ class MakeLoss:
         if not isinstance(loss, Loss):
             raise TypeError(f"MakeLoss wraps a numba_losses Loss, got {type(loss).__name__}")
         self.loss = loss
-        self.grad_scale = float(grad_scale)
-        self.valid_thresh = float(valid_thresh)
+        self.grad_scale = check_real("MakeLoss", "grad_scale", grad_scale)
+        self.valid_thresh = check_real("MakeLoss", "valid_thresh", valid_thresh)
         self.normalization = normalization
 
     def __repr__(self) -> str:

@@ -9,20 +9,14 @@ CUDA kernels of ``numba_losses.kernels.{cpu,cuda}.pairwise``; the math is in
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
+from ._core.params import check_real
 from ._core.request import Call
 from ._plan.pairwise import CosineSpec, TripletSpec
 from .loss import Loss
 
 __all__ = ["TripletLoss", "CosineEmbeddingLoss"]
-
-
-def _number(name: str, value: Any) -> float:
-    if not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
 
 
 class TripletLoss(Loss):
@@ -64,10 +58,10 @@ class TripletLoss(Loss):
 
     def __init__(self, margin: float = 1, weight: float | None = None, batch_axis: int = 0, **kwargs: Any) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        self._margin = margin
+        self._margin = check_real(type(self).__name__, "margin", margin)
 
     def _spec(self, call: Call) -> TripletSpec:
-        return TripletSpec(_number("margin", self._margin), self._scalar_weight(), self._batch_axis)
+        return TripletSpec(self._margin, self._scalar_weight(), self._batch_axis)
 
 
 class CosineEmbeddingLoss(Loss):
@@ -118,7 +112,7 @@ class CosineEmbeddingLoss(Loss):
 
     def __init__(self, weight: float | None = None, batch_axis: int = 0, margin: float = 0, **kwargs: Any) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        self._margin = margin
+        self._margin = check_real(type(self).__name__, "margin", margin)
 
     def _spec(self, call: Call) -> CosineSpec:
-        return CosineSpec(_number("margin", self._margin), self._scalar_weight())
+        return CosineSpec(self._margin, self._scalar_weight())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._core.params import check_real
 from ._core.request import Call
-from ._plan.sdml import SDMLSpec, smoothing_value
+from ._plan.sdml import SDMLSpec
 from .loss import Loss
 
 __all__ = ["SDMLLoss"]
@@ -67,7 +68,9 @@ class SDMLLoss(Loss):
         self, smoothing_parameter: float = 0.3, weight: float | None = 1.0, batch_axis: int = 0, **kwargs: Any
     ) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        self._smoothing_parameter = smoothing_parameter
+        self._smoothing_parameter = check_real(
+            type(self).__name__, "smoothing_parameter", smoothing_parameter, low=0.0, high=1.0
+        )
 
     @property
     def smoothing_parameter(self) -> float:
@@ -75,4 +78,4 @@ class SDMLLoss(Loss):
         return self._smoothing_parameter
 
     def _spec(self, call: Call) -> SDMLSpec:
-        return SDMLSpec(smoothing_value(self._smoothing_parameter))
+        return SDMLSpec(self._smoothing_parameter)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._core.params import check_flag, check_int, check_real
 from ._core.request import Call
 from ._plan.softmax import SoftmaxSpec, check_options
 from .loss import Loss
@@ -79,11 +80,15 @@ class SoftmaxCrossEntropyLoss(Loss):
         **kwargs: Any,
     ) -> None:
         super().__init__(weight, batch_axis, **kwargs)
-        self._axis = axis
-        self._sparse_label = sparse_label
-        self._from_logits = from_logits
+        owner = type(self).__name__
+        self._axis = check_int(owner, "axis", axis)
+        self._sparse_label = check_flag(owner, "sparse_label", sparse_label)
+        self._from_logits = check_flag(owner, "from_logits", from_logits)
+        if ignore_label is not None:
+            ignore_label = check_real(owner, "ignore_label", ignore_label)
         self._ignore_label = ignore_label
-        self._label_smoothing = label_smoothing
+        self._label_smoothing = check_real(owner, "label_smoothing", label_smoothing, low=0.0, high=1.0)
+        check_options(self._sparse_label, self._ignore_label, self._label_smoothing)
 
     def _spec(self, call: Call) -> SoftmaxSpec:
         sparse = bool(self._sparse_label)

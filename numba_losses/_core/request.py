@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .validate import host_input, needs_host_check
+
 CPU = "cpu"
 CUDA = "cuda"
 
@@ -171,8 +173,13 @@ def make_call(
     ``epsilon``) do not take part in the backend choice.
     """
     inputs = bind(owner, names, n_required, scalar_defaults, args, kwargs)
+    for name, a in inputs.items():
+        if type(a) is np.ndarray and needs_host_check(a):
+            inputs[name] = host_input(name, a)
     if not want_grad:
         out_grad = None
+    elif type(out_grad) is np.ndarray and needs_host_check(out_grad):
+        out_grad = host_input("out_grad", out_grad)
     buffers = split_grad_out(grad_out, differentiable) if want_grad else (None,) * len(differentiable)
     backend = CPU
     for a in (*inputs.values(), out_grad):  # NumPy arrays, numbers and None: the host, without asking more

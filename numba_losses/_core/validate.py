@@ -13,17 +13,47 @@ _FLOAT_KINDS = "f"
 _REAL_KINDS = "fiub"
 
 
+MAX_NDIM = 32  # NumPy's broadcasting and iteration helpers stop at 32 dimensions
+SUPPORTED_DTYPES = "float16, float32, float64, signed or unsigned integers, or bool"
+
+
 def as_host_array(name: str, a: Any) -> np.ndarray:
-    """``np.asarray(a)`` with a clear error for dtypes no loss accepts."""
+    """``np.asarray(a)``, checked by :func:`host_input`."""
     try:
         arr = np.asarray(a)
     except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
         raise TypeError(f"{name}: cannot be converted to an array ({exc})") from exc
-    if arr.dtype.kind not in _REAL_KINDS:
-        raise TypeError(
-            f"{name}: dtype {arr.dtype} is not supported; expected a real floating point, integer or bool array"
-        )
-    return arr
+    return host_input(name, arr)
+
+
+def needs_host_check(arr: np.ndarray) -> bool:
+    """Cheap test: whether ``arr`` needs :func:`host_input` (an unusual dtype, byte order or rank)."""
+    dt = arr.dtype
+    return dt.kind not in _REAL_KINDS or dt.itemsize > 8 or not dt.isnative or arr.ndim > MAX_NDIM
+
+
+def host_input(name: str, arr: np.ndarray) -> np.ndarray:
+    """A host input the kernels can read: supported dtypes in native byte order, at most 32 dimensions.
+
+    Big-endian (non-native) arrays are converted to a native copy (the caller's
+    array is not touched). Complex, object, string, datetime and extended
+    precision (``np.longdouble``) arrays are refused.
+
+    Raises
+    ------
+    TypeError
+        An unsupported dtype (the message names ``name`` and the supported dtypes).
+    ValueError
+        More than 32 dimensions.
+    """
+    if not needs_host_check(arr):
+        return arr
+    dt = arr.dtype
+    if dt.kind not in _REAL_KINDS or dt.itemsize > 8:
+        raise TypeError(f"{name}: dtype {dt} is not supported; expected {SUPPORTED_DTYPES}")
+    if arr.ndim > MAX_NDIM:
+        raise ValueError(f"{name}: {arr.ndim} dimensions; at most {MAX_NDIM} are supported")
+    return arr.astype(dt.newbyteorder("="))  # big-endian: a native copy
 
 
 def compute_dtype(name: str, arr: np.ndarray) -> np.dtype:
@@ -42,27 +72,46 @@ def result_dtype(arr: np.ndarray, cdtype: np.dtype) -> np.dtype:
     return np.dtype(np.float16) if arr.dtype == np.float16 else cdtype
 
 
-def layout_of(a: Any) -> Any:
-    """A layout array for ``a``: ``a`` itself if it is a NumPy array or a number, else a never-read
-    zero-stride array with ``a.shape`` and ``a.dtype`` (a description such as ``jax.ShapeDtypeStruct``,
-    a Dask or device array)."""
-    if a is None or isinstance(a, (np.ndarray, numbers.Number, np.generic)):
+def layout_of(name: str, a: Any) -> Any:
+    """A layout array for input ``name``: ``a`` itself if it is a NumPy array a call reads as it is, or a
+    number; else a never-read zero-stride array with ``a.shape`` and ``a.dtype`` (a description such as
+    ``jax.ShapeDtypeStruct``, a Dask or device array, or a big-endian array, described in native order).
+    Dtypes and ranks are checked as a call checks them (:func:`host_input`)."""
+    if a is None or isinstance(a, (numbers.Number, np.generic)):
+        return a
+    if isinstance(a, np.ndarray) and not needs_host_check(a):
         return a
     try:
         shape, dtype = tuple(int(n) for n in a.shape), np.dtype(a.dtype)
     except (AttributeError, TypeError) as exc:
-        raise TypeError(f"expected an array or an object with .shape and .dtype, got {type(a).__name__}") from exc
-    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape=shape, strides=(0,) * len(shape))
+        raise TypeError(
+            f"{name}: expected an array or an object with .shape and .dtype, got {type(a).__name__}"
+        ) from exc
+    layout = np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape=shape, strides=(0,) * len(shape))
+    return host_input(name, layout)
 
 
 def check_weight(weight: Any) -> float:
-    """MXNet's call-time check: ``weight`` must be a number (``None`` means 1)."""
+    """MXNet's call-time check: ``weight`` must be a number (``None`` means 1).
+
+    Raises
+    ------
+    AssertionError
+        Not a number (MXNet's own check).
+    ValueError
+        NaN or infinite: every output would be NaN or infinite (MXNet computes
+        them; refusing is a deliberate difference).
+    """
     if weight is None:
         return 1.0
-    if type(weight) is float or type(weight) is int:  # fast path, no ABC check
-        return float(weight)
-    assert isinstance(weight, numbers.Number) and not isinstance(weight, complex), "weight must be a number"
-    return float(weight)
+    if type(weight) is not float and type(weight) is not int:  # the fast path skips the ABC check
+        assert isinstance(weight, numbers.Number) and not isinstance(weight, complex), (
+            f"weight must be a number, got {weight!r} ({type(weight).__name__})"
+        )
+    value = float(weight)
+    if value - value != 0.0:  # NaN or infinite
+        raise ValueError(f"weight must be finite, got {weight!r}")
+    return value
 
 
 def reshape_like(name: str, arr: np.ndarray, shape: tuple[int, ...], like: str = "pred") -> np.ndarray:

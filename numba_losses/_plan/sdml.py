@@ -23,14 +23,6 @@ class SDMLSpec:
     smoothing: float
 
 
-def smoothing_value(value: Any) -> float:
-    """``smoothing_parameter`` as a float (``TypeError`` naming it otherwise)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"smoothing_parameter must be a number, got {value!r}") from None
-
-
 @dataclass(slots=True)
 class Targets:
     """The smoothed target constants of one call, as compute-dtype scalars.
