@@ -20,10 +20,12 @@ import hashlib
 import os
 from pathlib import Path
 
+from .cache import CACHE as CACHE_ENABLED
+
 CPU_FASTMATH = frozenset({"contract"})
 SUM_FASTMATH = frozenset({"contract", "reassoc"})
 ERROR_MODEL = "numpy"  # float division by zero gives inf/NaN, never raises
-CACHE = os.environ.get("NUMBA_LOSSES_CACHE", "1") != "0"
+CACHE = CACHE_ENABLED  # NUMBA_LOSSES_CACHE=0 turns it off; see .cache for the fallbacks
 SERIAL_BELOW = int(os.environ.get("NUMBA_LOSSES_SERIAL_BELOW", "32768"))
 
 # Elements evaluated per block before the block is summed (fits in L1).

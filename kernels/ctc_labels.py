@@ -26,9 +26,8 @@ value)`` for the dispatcher to turn into a ``ValueError`` (the codes are
 import math
 
 import numpy as np
-from numba import njit
 
-from ._options import CACHE
+from .cache import njit_cached
 
 OK = 0
 BAD_LENGTH = 1  # label_lengths[b] NaN/inf, or lround outside [0, Lw]
@@ -36,7 +35,7 @@ NOT_FINITE = 2  # a used label value is NaN or infinite
 OUT_OF_ALPHABET = 3  # a used label value rounds outside [0, C)
 
 
-@njit(cache=CACHE)
+@njit_cached()
 def lround(v):
     """C's ``lround`` of a finite float64: nearest integer, halves away from zero."""
     a = abs(v)
@@ -46,7 +45,7 @@ def lround(v):
     return -r if v < 0.0 else r
 
 
-@njit(cache=CACHE)
+@njit_cached()
 def scan_labels(rows, lengths, use_lengths, pad, blank, n_classes, lab, llen, reps, chain, first):
     """Fill ``lab``, ``llen``, ``reps``, ``chain``, ``first`` from ``rows`` (see the module docstring).
 

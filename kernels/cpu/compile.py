@@ -11,7 +11,8 @@ to a hash of every kernel source file.
 
 from numba import njit
 
-from .._options import CACHE, CPU_FASTMATH, ERROR_MODEL, source_fingerprint
+from .._options import CPU_FASTMATH, ERROR_MODEL, source_fingerprint
+from ..cache import cached
 
 
 def cache_key(parallel: bool) -> int:
@@ -26,5 +27,5 @@ def compile_kernel(fn, name: str, parallel: bool, cache: bool = True):
     not be importable by a later process).
     """
     fn.__qualname__ = fn.__name__ = f"{name}_{'parallel' if parallel else 'serial'}_kernel"
-    options = {"fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL, "cache": CACHE and cache}
-    return njit(parallel=parallel, **options)(fn)
+    options = {"fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL}
+    return cached(njit(parallel=parallel, **options)(fn), cache)

@@ -6,12 +6,11 @@ function is inlined into a kernel whose scalar math must not be reassociated.
 The lane pattern is fixed by the compiled code, not by the thread count.
 """
 
-from numba import njit
+from .._options import ERROR_MODEL, SUM_FASTMATH
+from ..cache import njit_cached
 
-from .._options import CACHE, ERROR_MODEL, SUM_FASTMATH
 
-
-@njit(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, cache=CACHE)
+@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL)
 def block_sum(buf, n):
     """Sum of ``buf[:n]`` (float32 or float64) in float64 SIMD lanes."""
     s = 0.0
@@ -20,7 +19,7 @@ def block_sum(buf, n):
     return s
 
 
-@njit(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, cache=CACHE)
+@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL)
 def range_sum(a, j0, j1):
     """Sum of ``a[j0:j1]`` (float32 or float64, any 1-D layout) in float64 SIMD lanes."""
     s = 0.0

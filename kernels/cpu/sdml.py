@@ -39,9 +39,10 @@ import functools
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .._options import CACHE, CPU_FASTMATH, ERROR_MODEL, SUM_FASTMATH
+from .._options import CPU_FASTMATH, ERROR_MODEL, SUM_FASTMATH
+from ..cache import njit_cached
 from ..sdml_math import dist_grad, kl_term
 from ..vmath import vexp
 from .compile import cache_key, compile_kernel
@@ -52,10 +53,10 @@ COLS = 16  # rows of x2 per distance tile (16 KiB at D = 256 float32: stays in L
 SPAN = 1024  # length of the reduction chunks of the gradient products
 
 # The tiles are sums: compiled on their own with ``reassoc`` so LLVM vectorises them.
-_TILE = {"fastmath": set(SUM_FASTMATH), "error_model": ERROR_MODEL, "cache": CACHE}
+_TILE = {"fastmath": set(SUM_FASTMATH), "error_model": ERROR_MODEL}
 
 
-@njit(**_TILE)
+@njit_cached(**_TILE)
 def sqdist_2x4(a0, a1, b0, b1, b2, b3, d):
     """Squared distances of rows ``a0, a1`` to rows ``b0..b3`` (length ``d``), row-major 2x4."""
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = a0.dtype.type(0)
@@ -77,7 +78,7 @@ def sqdist_2x4(a0, a1, b0, b1, b2, b3, d):
     return s00, s01, s02, s03, s10, s11, s12, s13
 
 
-@njit(**_TILE)
+@njit_cached(**_TILE)
 def sqdist_1(a, b, d):
     """Squared distance of rows ``a`` and ``b`` (length ``d``)."""
     s = a.dtype.type(0)
@@ -90,7 +91,7 @@ def sqdist_1(a, b, d):
 # The dot tiles run over a chunk [j0, j1) of long rows: they take whole 2-D arrays and row
 # numbers (no row views to build per call) and index with unsigned integers (no
 # negative-index wraparound, so the loads vectorise).
-@njit(**_TILE)
+@njit_cached(**_TILE)
 def dot_2x4(a, r, b, k, j0, j1):
     """Dot products of rows ``r, r+1`` of ``a`` with rows ``k..k+3`` of ``b`` over ``[j0, j1)``, row-major 2x4."""
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = a.dtype.type(0)
@@ -119,7 +120,7 @@ def dot_2x4(a, r, b, k, j0, j1):
     return s00, s01, s02, s03, s10, s11, s12, s13
 
 
-@njit(**_TILE)
+@njit_cached(**_TILE)
 def dot_1(a, r, b, k, j0, j1):
     """Dot product of row ``r`` of ``a`` and row ``k`` of ``b`` over ``[j0, j1)``."""
     s = a.dtype.type(0)
@@ -131,10 +132,10 @@ def dot_1(a, r, b, k, j0, j1):
     return s
 
 
-_KERNEL = {"fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL, "cache": CACHE}
+_KERNEL = {"fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL}
 
 
-@njit(**_KERNEL)
+@njit_cached(**_KERNEL)
 def _dist_block(x1, x2, i0, i1, blk):
     """``blk[i - i0, j] = dist[i, j]`` for rows ``i0 <= i < i1``, tiles of :data:`COLS` rows of ``x2``."""
     n, d = x2.shape
@@ -165,7 +166,7 @@ def _dist_block(x1, x2, i0, i1, blk):
                 blk[i - i0, j] = sqdist_1(x1[i], x2[j], d)
 
 
-@njit(**_KERNEL)
+@njit_cached(**_KERNEL)
 def _products(a, bt, r0, r1, acc):
     """``acc[r - r0, k] += sum_j a[r, j] * bt[k, j]`` for rows ``r0 <= r < r1`` (float64 ``acc``)."""
     n = a.shape[1]
@@ -195,7 +196,7 @@ def _products(a, bt, r0, r1, acc):
                 acc[r - r0, k] += dot_1(a, r, bt, k, j0, j1)
 
 
-@njit(**_KERNEL)
+@njit_cached(**_KERNEL)
 def _transpose_8x8(src, shift, dst, i0, j0, t0):
     """``dst[j, t0 + a] = src[i0 + a, j] - shift[j]`` for ``a < 8`` and ``j0 <= j < j0 + 8``."""
     i0 = np.uint64(i0)  # unsigned: no negative-index wraparound in the inner loops
@@ -209,7 +210,7 @@ def _transpose_8x8(src, shift, dst, i0, j0, t0):
             dst[j0 + b, t0 + a] = row[j0 + b] - shift[j0 + b]
 
 
-@njit(**_KERNEL)
+@njit_cached(**_KERNEL)
 def _transpose_rows(src, i0, i1, shift, dst, t0):
     """``dst[j, t0 + i - i0] = src[i, j] - shift[j]`` for rows ``i0 <= i < i1`` of ``src``, all columns."""
     m = src.shape[1]

@@ -1,0 +1,186 @@
+"""The on-disk kernel cache: where it lives, and a cache that can never break a call.
+
+Numba's own cache (``cache=True``) fails in three ways that this module turns
+into at most one warning and a correct result:
+
+* **No writable location** (a read-only install and no writable ``$HOME``, as
+  in many containers): ``@njit(cache=True)`` raises ``RuntimeError: cannot
+  cache function ...: no locator available`` when the module is imported.
+  :func:`cache_enabled` checks once, at import, whether Numba can place a cache;
+  if not, it points Numba's ``NUMBA_CACHE_DIR`` setting at a new temporary
+  directory (or, if none can be made, turns caching off) and warns once.
+* **A read-only cache that is already filled** (a ``NUMBA_CACHE_DIR`` warmed
+  when a container image was built, mounted read-only later): Numba skips any
+  directory it cannot write to and recompiles everything. The cache here also
+  reads from such a directory (and skips saving).
+* **A damaged cache file** (truncated, emptied or overwritten ``.nbi`` /
+  ``.nbc``): Numba raises from the call that loads it. Here every data file
+  carries a SHA-256 digest of its contents; a file that fails to load or to
+  verify is ignored, the kernel is recompiled and, where the directory is
+  writable, the entry rewritten (one warning per process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import warnings
+
+from numba import njit
+from numba.core import caching, config
+
+_DIGEST = 32  # bytes of SHA-256 in front of every data file written here
+_warned: set[str] = set()
+
+
+class CacheWarning(UserWarning):
+    """The kernel cache could not be used as configured (results are unaffected)."""
+
+
+def _warn_once(kind: str, message: str) -> None:
+    if kind not in _warned:
+        _warned.add(kind)
+        warnings.warn(message, CacheWarning, stacklevel=3)
+
+
+class _ReadableCacheDir(caching.UserProvidedCacheLocator):
+    """``NUMBA_CACHE_DIR`` when it exists but cannot be written: read what it holds."""
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if not config.CACHE_DIR or not os.path.isdir(config.CACHE_DIR) or not os.path.isfile(py_file):
+            return None
+        locator = cls(py_func, py_file)
+        return locator if os.access(config.CACHE_DIR, os.R_OK | os.X_OK) else None
+
+    def ensure_cache_path(self):
+        """Nothing to create: the directory exists and is only read."""
+
+
+class _CheckedCacheFile(caching.IndexDataCacheFile):
+    """Data files with a SHA-256 digest of their contents in front, checked when loaded."""
+
+    def _save_data(self, name, data):
+        payload = self._dump(data)
+        with self._open_for_write(self._data_path(name)) as f:
+            f.write(hashlib.sha256(payload).digest() + payload)
+
+    def _load_data(self, name):
+        with open(self._data_path(name), "rb") as f:
+            blob = f.read()
+        digest, payload = blob[:_DIGEST], blob[_DIGEST:]
+        if hashlib.sha256(payload).digest() != digest:
+            raise ValueError(f"cache file {self._data_path(name)!r} is damaged (digest mismatch)")
+        return pickle.loads(payload)
+
+
+class _CheckedImpl(caching.CompileResultCacheImpl):
+    _locator_classes = [
+        caching.UserProvidedCacheLocator,
+        _ReadableCacheDir,
+        *caching.CompileResultCacheImpl._locator_classes[1:],
+    ]
+
+    def get_filename_base(self, fullname, abiflags):
+        """Numba's file name with ``-sha256`` added: files without digests are never read as ours."""
+        return super().get_filename_base(fullname, abiflags) + "-sha256"
+
+
+class CheckedFunctionCache(caching.FunctionCache):
+    """Numba's function cache, made unable to fail a call (see the module docstring)."""
+
+    _impl_class = _CheckedImpl
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._cache_file.__class__ = _CheckedCacheFile
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as exc:  # noqa: BLE001 - any damage means: recompile
+            _warn_once(
+                "damaged",
+                f"numba_losses: ignoring a damaged kernel cache entry in {self._cache_path!r} ({exc}); "
+                "the kernel is recompiled. Delete that directory's .nbi/.nbc files to clean it up.",
+            )
+            self._forget_index()
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs compile time
+            _warn_once(
+                "unwritable",
+                f"numba_losses: cannot write the kernel cache in {self._cache_path!r} ({exc}); kernels compiled "
+                "in this process are not saved. Set NUMBA_CACHE_DIR to a writable directory to keep them.",
+            )
+
+    def _forget_index(self) -> None:
+        try:
+            os.unlink(self._cache_file._index_path)
+        except OSError:
+            pass  # read-only or already gone: the next save (if any) rewrites it
+
+
+def _probe() -> int:  # a function of this package, to ask Numba where its cache would go
+    return 0
+
+
+def _location_available() -> bool:
+    try:
+        CheckedFunctionCache(_probe)
+    except RuntimeError:
+        return False
+    return True
+
+
+def cache_enabled() -> bool:
+    """Whether kernels are cached on disk; called once when the kernels are imported.
+
+    ``NUMBA_LOSSES_CACHE=0`` turns the cache off. Otherwise, when Numba finds no
+    place for it, ``NUMBA_CACHE_DIR`` is pointed at a new temporary directory
+    (for the whole process, so the caller's own cached Numba functions work
+    too) with one :class:`CacheWarning`; if even that fails, caching is off.
+    """
+    if os.environ.get("NUMBA_LOSSES_CACHE", "1") == "0":
+        return False
+    if _location_available():
+        return True
+    try:
+        config.CACHE_DIR = tempfile.mkdtemp(prefix="numba-losses-cache-")
+        fallback = _location_available()
+    except OSError:
+        fallback = False
+    if fallback:
+        _warn_once(
+            "location",
+            "numba_losses: no writable place for Numba's kernel cache (the install directory and the user cache "
+            f"directory are read-only); using the temporary directory {config.CACHE_DIR!r} for this process. Set "
+            "NUMBA_CACHE_DIR to a writable directory to keep compiled kernels between runs.",
+        )
+        return True
+    _warn_once(
+        "location",
+        "numba_losses: no writable place for Numba's kernel cache and no temporary directory; kernels are "
+        "compiled in every process. Set NUMBA_CACHE_DIR to a writable directory to cache them.",
+    )
+    return False
+
+
+CACHE = cache_enabled()
+
+
+def cached(dispatcher, enabled: bool = True):
+    """``dispatcher`` (a CPU ``@njit`` one built without ``cache=``) with the checked on-disk cache."""
+    if enabled and CACHE:
+        dispatcher._cache = CheckedFunctionCache(dispatcher.py_func)
+    return dispatcher
+
+
+def njit_cached(**options):
+    """``@njit(**options)`` with the checked on-disk cache (for module-level helpers)."""
+    return lambda fn: cached(njit(**options)(fn))

@@ -1,0 +1,188 @@
+"""The on-disk kernel cache can never break the package.
+
+Every scenario runs a fresh Python process (one that obeys file permissions:
+see ``_unprivileged``; plain root ignores them) that imports the package and computes
+L2Loss's values and gradient, and checks the results against values computed here, and how many
+warnings the process printed (at most one, naming what to do).
+
+Scenarios: no writable location at all (read-only install, no writable
+``$HOME``), ``NUMBA_CACHE_DIR`` read-only (empty, and filled in advance, which
+is then used), ``NUMBA_CACHE_DIR`` a regular file, and cache files truncated,
+emptied or overwritten with random bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import numba_losses as nl
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 300
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json, warnings
+    warnings.simplefilter("always")
+    caught = []
+    warnings.showwarning = lambda message, category, *rest: caught.append(f"{category.__name__}: {message}")
+    import numpy as np, numba_losses as nl
+    x = np.linspace(-2, 2, 40).reshape(4, 10)
+    y = np.linspace(1, -1, 40).reshape(4, 10)
+    out, (grad,) = nl.L2Loss().forward_backward(x, y)
+    print(json.dumps({"l2": out.tolist(), "grad": grad.tolist(), "warnings": caught}))
+    """
+)
+
+
+def _expected():
+    x = np.linspace(-2, 2, 40).reshape(4, 10)
+    y = np.linspace(1, -1, 40).reshape(4, 10)
+    return {
+        "l2": (0.5 * ((x - y) ** 2).mean(1)).tolist(),
+        "grad": ((x - y) / 10).tolist(),
+    }
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix that makes the process obey file permissions.
+
+    As root, ``setpriv`` drops the two capabilities that let root ignore them
+    (``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``): the process keeps uid 0
+    (so it can still run the interpreter wherever it is installed) but cannot
+    write to a read-only directory, exactly like an ordinary user.
+    """
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv (util-linux): cannot make the test obey permissions")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+def _run(env: dict[str, str], *, as_user: bool = True) -> dict:
+    """Run the script in a fresh process; ``as_user``: one that obeys file permissions (see _unprivileged)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE_DIR", "HOME", "XDG_"))}
+    base["PYTHONPATH"] = os.pathsep.join([str(ROOT), base.get("PYTHONPATH", "")])
+    command = [*(_unprivileged() if as_user else []), sys.executable, "-c", _SCRIPT]
+    done = subprocess.run(
+        command, env={**base, **env}, capture_output=True, text=True, timeout=TIMEOUT, cwd="/", check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key, value in _expected().items():
+        np.testing.assert_allclose(result[key], value, rtol=1e-12, err_msg=key)
+    return result
+
+
+def _read_only_tree(path: Path) -> None:
+    for p in [path, *path.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+
+
+def _writable_tree(path: Path) -> None:
+    for p in [path, *path.rglob("*")]:
+        p.chmod(0o777 if p.is_dir() else 0o666)
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """A temporary directory the unprivileged account can reach (pytest's are private to their owner)."""
+    base = Path(os.environ.get("NL_CACHE_TEST_DIR", "/tmp")) / f"nl-cache-{os.getpid()}-{tmp_path.name}"
+    base.mkdir(mode=0o777)
+    base.chmod(0o777)
+    yield base
+    _writable_tree(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _installed_copy(where: Path) -> Path:
+    """A read-only copy of the package (as a system install would be)."""
+    site = where / "site"
+    skip = shutil.ignore_patterns("__pycache__", "kernels")  # a checkout may link kernels/ in for development
+    shutil.copytree(ROOT / "numba_losses", site / "numba_losses", ignore=skip)
+    shutil.copytree(ROOT / "kernels", site / "numba_losses" / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    _read_only_tree(site)
+    site.chmod(0o555)
+    return site
+
+
+def test_no_writable_location_falls_back_to_a_temporary_directory_with_one_warning(sandbox):
+    site = _installed_copy(sandbox)
+    home = sandbox / "home"
+    home.mkdir(mode=0o555)
+    result = _run({"PYTHONPATH": str(site), "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache")})
+    assert len(result["warnings"]) == 1, result["warnings"]
+    assert "NUMBA_CACHE_DIR" in result["warnings"][0] and "temporary directory" in result["warnings"][0]
+
+
+def test_cache_dir_that_is_a_regular_file_still_computes(sandbox):
+    blocker = sandbox / "not-a-dir"
+    blocker.write_text("x")
+    result = _run({"NUMBA_CACHE_DIR": str(blocker), "HOME": str(sandbox)})
+    assert len(result["warnings"]) <= 1, result["warnings"]
+
+
+def test_read_only_empty_cache_dir_computes_with_at_most_one_warning(sandbox):
+    cache = sandbox / "cache"
+    cache.mkdir()
+    _read_only_tree(cache)
+    result = _run({"NUMBA_CACHE_DIR": str(cache), "HOME": str(sandbox)})
+    assert len(result["warnings"]) <= 1, result["warnings"]
+    if result["warnings"]:
+        assert "NUMBA_CACHE_DIR" in result["warnings"][0]
+
+
+def test_a_cache_filled_in_advance_is_used_read_only(sandbox):
+    cache = sandbox / "cache"
+    cache.mkdir(mode=0o777)
+    env = {"NUMBA_CACHE_DIR": str(cache), "HOME": str(sandbox)}
+    _run(env, as_user=False)  # warm it (as the owner)
+    files = sorted(p.name for p in cache.rglob("*.nbi"))
+    assert files, "nothing was cached"
+    _read_only_tree(cache)
+    result = _run(env)  # now only readable: everything is loaded, nothing to save, no warning
+    assert result["warnings"] == []
+    assert sorted(p.name for p in cache.rglob("*.nbi")) == files
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "random"])
+def test_damaged_cache_files_are_recompiled_with_one_warning(sandbox, damage):
+    cache = sandbox / "cache"
+    cache.mkdir(mode=0o777)
+    env = {"NUMBA_CACHE_DIR": str(cache), "HOME": str(sandbox)}
+    _run(env, as_user=False)
+    rng = np.random.default_rng(0)
+    damaged = sorted([*cache.rglob("*.nbi"), *cache.rglob("*.nbc")])
+    assert damaged
+    for path in damaged:
+        data = path.read_bytes()
+        if damage == "truncate":
+            path.write_bytes(data[: len(data) // 2])
+        elif damage == "empty":
+            path.write_bytes(b"")
+        else:  # overwrite a stretch in the middle, keeping the size
+            start = len(data) // 3
+            n = max(1, min(64, len(data) - start))
+            path.write_bytes(data[:start] + rng.bytes(n) + data[start + n :])
+    result = _run(env, as_user=False)
+    assert len(result["warnings"]) <= 1, result["warnings"]
+    result = _run(env, as_user=False)  # rewritten by the previous run: clean again
+    assert result["warnings"] == [], result["warnings"]
+
+
+def test_in_process_results_are_unaffected():
+    """The same values in this process (whatever its cache), against the same independent formulas."""
+    x = np.linspace(-2, 2, 40).reshape(4, 10)
+    y = np.linspace(1, -1, 40).reshape(4, 10)
+    out, (grad,) = nl.L2Loss().forward_backward(x, y)
+    np.testing.assert_allclose(out, _expected()["l2"], rtol=1e-12)
+    np.testing.assert_allclose(grad, _expected()["grad"], rtol=1e-12)
