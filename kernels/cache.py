@@ -36,7 +36,15 @@ _warned: set[str] = set()
 
 
 class CacheWarning(UserWarning):
-    """The kernel cache could not be used as configured (results are unaffected)."""
+    """The on-disk kernel cache could not be used as configured; results are unaffected.
+
+    Issued at most once per kind per process: no writable cache location (a
+    temporary directory is used instead), a cache directory that cannot be
+    written (compiled kernels are not saved), or a damaged cache entry (it is
+    recompiled). Each message says what to set, usually ``NUMBA_CACHE_DIR``.
+    Filter it like any warning, e.g.
+    ``warnings.filterwarnings("ignore", category=numba_losses.CacheWarning)``.
+    """
 
 
 def _warn_once(kind: str, message: str) -> None:
@@ -45,85 +53,98 @@ def _warn_once(kind: str, message: str) -> None:
         warnings.warn(message, CacheWarning, stacklevel=3)
 
 
-class _ReadableCacheDir(caching.UserProvidedCacheLocator):
-    """``NUMBA_CACHE_DIR`` when it exists but cannot be written: read what it holds."""
+def _readable_cache_dir(user_provided, settings):
+    """A locator for ``NUMBA_CACHE_DIR`` when it exists but cannot be written: read what it holds."""
 
-    @classmethod
-    def from_function(cls, py_func, py_file):
-        if not config.CACHE_DIR or not os.path.isdir(config.CACHE_DIR) or not os.path.isfile(py_file):
-            return None
-        locator = cls(py_func, py_file)
-        return locator if os.access(config.CACHE_DIR, os.R_OK | os.X_OK) else None
+    class ReadableCacheDir(user_provided):
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            where = settings.CACHE_DIR
+            if not where or not os.path.isdir(where) or not os.path.isfile(py_file):
+                return None
+            return cls(py_func, py_file) if os.access(where, os.R_OK | os.X_OK) else None
 
-    def ensure_cache_path(self):
-        """Nothing to create: the directory exists and is only read."""
+        def ensure_cache_path(self):
+            """Nothing to create: the directory exists and is only read."""
+
+    return ReadableCacheDir
 
 
-class _CheckedCacheFile(caching.IndexDataCacheFile):
+def _checked_cache_file(index_data_file):
     """Data files with a SHA-256 digest of their contents in front, checked when loaded."""
 
-    def _save_data(self, name, data):
-        payload = self._dump(data)
-        with self._open_for_write(self._data_path(name)) as f:
-            f.write(hashlib.sha256(payload).digest() + payload)
+    class CheckedCacheFile(index_data_file):
+        def _save_data(self, name, data):
+            payload = self._dump(data)
+            with self._open_for_write(self._data_path(name)) as f:
+                f.write(hashlib.sha256(payload).digest() + payload)
 
-    def _load_data(self, name):
-        with open(self._data_path(name), "rb") as f:
-            blob = f.read()
-        digest, payload = blob[:_DIGEST], blob[_DIGEST:]
-        if hashlib.sha256(payload).digest() != digest:
-            raise ValueError(f"cache file {self._data_path(name)!r} is damaged (digest mismatch)")
-        return pickle.loads(payload)
+        def _load_data(self, name):
+            with open(self._data_path(name), "rb") as f:
+                blob = f.read()
+            digest, payload = blob[:_DIGEST], blob[_DIGEST:]
+            if hashlib.sha256(payload).digest() != digest:
+                raise ValueError(f"cache file {self._data_path(name)!r} is damaged (digest mismatch)")
+            return pickle.loads(payload)
 
-
-class _CheckedImpl(caching.CompileResultCacheImpl):
-    _locator_classes = [
-        caching.UserProvidedCacheLocator,
-        _ReadableCacheDir,
-        *caching.CompileResultCacheImpl._locator_classes[1:],
-    ]
-
-    def get_filename_base(self, fullname, abiflags):
-        """Numba's file name with ``-sha256`` added: files without digests are never read as ours."""
-        return super().get_filename_base(fullname, abiflags) + "-sha256"
+    return CheckedCacheFile
 
 
-class CheckedFunctionCache(caching.FunctionCache):
-    """Numba's function cache, made unable to fail a call (see the module docstring)."""
+def checked_cache_class(base, index_data_file, settings):
+    """``base`` (Numba's ``FunctionCache``, or numba-cuda's ``CUDACache``) made unable to fail a call.
 
-    _impl_class = _CheckedImpl
+    ``index_data_file``: the ``IndexDataCacheFile`` class of the same caching
+    module; ``settings``: the config module whose ``CACHE_DIR`` it reads.
+    """
+    impl = base._impl_class
+    user_provided, *others = impl._locator_classes
+    cache_file = _checked_cache_file(index_data_file)
 
-    def __init__(self, py_func):
-        super().__init__(py_func)
-        self._cache_file.__class__ = _CheckedCacheFile
+    class CheckedImpl(impl):
+        _locator_classes = [user_provided, _readable_cache_dir(user_provided, settings), *others]
 
-    def load_overload(self, sig, target_context):
-        try:
-            return super().load_overload(sig, target_context)
-        except Exception as exc:  # noqa: BLE001 - any damage means: recompile
-            _warn_once(
-                "damaged",
-                f"numba_losses: ignoring a damaged kernel cache entry in {self._cache_path!r} ({exc}); "
-                "the kernel is recompiled. Delete that directory's .nbi/.nbc files to clean it up.",
-            )
-            self._forget_index()
-            return None
+        def get_filename_base(self, fullname, abiflags):
+            """Numba's file name with ``-sha256`` added: files without digests are never read as ours."""
+            return super().get_filename_base(fullname, abiflags) + "-sha256"
 
-    def save_overload(self, sig, data):
-        try:
-            super().save_overload(sig, data)
-        except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs compile time
-            _warn_once(
-                "unwritable",
-                f"numba_losses: cannot write the kernel cache in {self._cache_path!r} ({exc}); kernels compiled "
-                "in this process are not saved. Set NUMBA_CACHE_DIR to a writable directory to keep them.",
-            )
+    class CheckedCache(base):
+        _impl_class = CheckedImpl
 
-    def _forget_index(self) -> None:
-        try:
-            os.unlink(self._cache_file._index_path)
-        except OSError:
-            pass  # read-only or already gone: the next save (if any) rewrites it
+        def __init__(self, py_func):
+            super().__init__(py_func)
+            self._cache_file.__class__ = cache_file
+
+        def load_overload(self, sig, target_context):
+            try:
+                return super().load_overload(sig, target_context)
+            except Exception as exc:  # noqa: BLE001 - any damage means: recompile
+                _warn_once(
+                    "damaged",
+                    f"numba_losses: ignoring a damaged kernel cache entry in {self._cache_path!r} ({exc}); "
+                    "the kernel is recompiled. Delete that directory's .nbi/.nbc files to clean it up.",
+                )
+                try:
+                    os.unlink(self._cache_file._index_path)  # the next save rewrites it
+                except OSError:
+                    pass  # read-only or already gone
+                return None
+
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs compile time
+                _warn_once(
+                    "unwritable",
+                    f"numba_losses: cannot write the kernel cache in {self._cache_path!r} ({exc}); kernels "
+                    "compiled in this process are not saved. Set NUMBA_CACHE_DIR to a writable directory to "
+                    "keep them.",
+                )
+
+    CheckedCache.__name__ = CheckedCache.__qualname__ = f"Checked{base.__name__}"
+    return CheckedCache
+
+
+CheckedFunctionCache = checked_cache_class(caching.FunctionCache, caching.IndexDataCacheFile, config)
 
 
 def _probe() -> int:  # a function of this package, to ask Numba where its cache would go
@@ -138,6 +159,9 @@ def _location_available() -> bool:
     return True
 
 
+FALLBACK_DIR: str | None = None  # the temporary cache directory, when one had to be made
+
+
 def cache_enabled() -> bool:
     """Whether kernels are cached on disk; called once when the kernels are imported.
 
@@ -150,8 +174,9 @@ def cache_enabled() -> bool:
         return False
     if _location_available():
         return True
+    global FALLBACK_DIR
     try:
-        config.CACHE_DIR = tempfile.mkdtemp(prefix="numba-losses-cache-")
+        config.CACHE_DIR = FALLBACK_DIR = tempfile.mkdtemp(prefix="numba-losses-cache-")
         fallback = _location_available()
     except OSError:
         fallback = False

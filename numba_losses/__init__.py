@@ -34,6 +34,7 @@ from .elementwise import (  # noqa: E402
     SquaredHingeLoss,
 )
 from .gradcheck import GradientCheckError, check_gradient  # noqa: E402
+from .kernels.cache import CacheWarning  # noqa: E402
 from .loss import Loss  # noqa: E402
 from .makeloss import MakeLoss, make_loss  # noqa: E402
 from .pairwise import CosineEmbeddingLoss, TripletLoss  # noqa: E402
@@ -67,4 +68,5 @@ __all__ = [
     "make_loss",
     "elementwise_loss",
     "UserCompileError",
+    "CacheWarning",
 ]

@@ -54,7 +54,7 @@ from numba import cuda, float64
 
 from .._options import CUDA_THREADS
 from ..vmath import like
-from . import JIT, SIMULATOR, THREADS
+from . import SIMULATOR, THREADS, jit_kernel
 from .reduce import group_max_all, group_sum_all
 from .softmax import _position
 
@@ -99,7 +99,7 @@ def _ext_class(lab, b, s, blank):
     return blank if s % 2 == 0 else lab[b, s // 2]
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def ctc_frames_kernel(x, tlen, lab, llen, blank, off, proto, m, logs, lpe, group):
     """Row statistics and label log-probabilities of every frame ``t < T_b``.
 
@@ -157,7 +157,7 @@ def ctc_frames_kernel(x, tlen, lab, llen, blank, off, proto, m, logs, lpe, group
             lpe[base + j] = (like(proto, x[b, t, _ext_class(lab, b, j, blank)]) - mm) - ls
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def ctc_paths_kernel(lpe, off, tlen, lab, llen, blank, feasible, zero_infinity, want_grad, proto, ab, ring, ll, cost):
     r"""Forward-backward recursions, one block per sample: the cost and, for the gradient, ``ab``.
 
@@ -259,7 +259,7 @@ def _label_grad(dx, b, t, k, g, lp, llb, c):
         dx[b, t, k] = c * (_exp(lp) - _exp((g - lp) - llb))
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def ctc_grad_kernel(x, dx, gmask, feasible, m, logs, ab, off, lab, chain, first, llen, blank, ll, coef, proto, group):
     """Gradient w.r.t. the activations, every frame (zero where masked).
 

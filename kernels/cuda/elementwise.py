@@ -32,7 +32,7 @@ from numba import cuda, float64
 from .._options import CUDA_BLOCKS_PER_SM, CUDA_GRID_PER_SM, CUDA_ITEMS
 from ..registry import is_builtin
 from ..vmath import like
-from . import JIT, THREADS
+from . import THREADS, jit_kernel
 from .reduce import group_sum_shared, group_sum_shuffle
 
 
@@ -159,10 +159,10 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, shuffle):
     variant = "shuffle" if shuffle else "shared"
     rowmean_kernel.__qualname__ = f"{value.__name__.removesuffix('_value')}_rowmean_cuda_{variant}_kernel"
     rowmean_kernel.__name__ = rowmean_kernel.__qualname__
-    return cuda.jit(cache=JIT["cache"] and is_builtin(value, grad))(rowmean_kernel)
+    return jit_kernel(rowmean_kernel, cache=is_builtin(value, grad))
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def row_scales_kernel(scale, rw, og, has_rw, has_og, fscale, coef):
     """Per-row scales: ``fscale[b] = scale * rw[b]``, ``coef[b] = fscale[b] * og[b]`` (in ``coef``'s dtype).
 

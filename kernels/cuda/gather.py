@@ -8,10 +8,10 @@ the row kernels' ``(n_outer, n_rows, n_inner)`` layout, which is rare (e.g. a
 
 from numba import cuda
 
-from . import JIT
+from . import jit_kernel
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def gather_kernel(src, base, shape, strides, dst):
     """``dst[t] = src[base + sum_d i_d * strides[d]]`` for the C-order index ``(i_d)`` of ``t``.
 

@@ -7,11 +7,11 @@ CPU twin.
 
 from numba import cuda, int64
 
-from . import JIT, THREADS
+from . import THREADS, jit_kernel
 from .reduce import group_sum_shared
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def count_greater_kernel(src, thr, count):
     """``count[0] += #{i : src[i] > thr}`` (strict; NaN is not counted), one atomic add per block."""
     sh = cuda.shared.array(THREADS, int64)
@@ -26,7 +26,7 @@ def count_greater_kernel(src, thr, count):
         cuda.atomic.add(count, 0, total)
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def fill_kernel(dst, value):
     """``dst[:] = value`` (converted to ``dst``'s dtype)."""
     start, step = cuda.grid(1), cuda.gridsize(1)

@@ -22,7 +22,7 @@ from numba import cuda, float64
 from .._options import CUDA_GRID_PER_SM
 from ..pairwise_math import cosine_grad, cosine_head, label_code, triplet_grads, triplet_head, triplet_term
 from ..vmath import like
-from . import JIT, THREADS
+from . import THREADS, jit_kernel
 from .elementwise import launch_plan
 from .reduce import group_sum_shared, group_sum_shuffle
 
@@ -105,7 +105,7 @@ def build_triplet_kernel(shuffle):
 
     variant = "shuffle" if shuffle else "shared"
     triplet_kernel.__qualname__ = triplet_kernel.__name__ = f"triplet_cuda_{variant}_kernel"
-    return cuda.jit(**JIT)(triplet_kernel)
+    return jit_kernel(triplet_kernel)
 
 
 @functools.cache
@@ -189,4 +189,4 @@ def build_cosine_kernel(shuffle):
 
     variant = "shuffle" if shuffle else "shared"
     cosine_kernel.__qualname__ = cosine_kernel.__name__ = f"cosine_cuda_{variant}_kernel"
-    return cuda.jit(**JIT)(cosine_kernel)
+    return jit_kernel(cosine_kernel)

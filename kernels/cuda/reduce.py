@@ -24,7 +24,7 @@ broadcast axis.
 from numba import cuda, float64
 
 from ..vmath import like
-from . import JIT
+from . import jit_kernel
 
 _FULL_MASK = 0xFFFFFFFF
 
@@ -103,7 +103,7 @@ def group_sum_shuffle(s, sh, tid, lane, group):
     return s
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def finish_rows_kernel(partial, fscale, proto, out):
     """``out[b] = sum_r partial[b, r] * fscale[b]``, the partials added in order.
 
@@ -119,7 +119,7 @@ def finish_rows_kernel(partial, fscale, proto, out):
         out[b] = like(proto, s * fscale[b])
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def sum_middle_kernel(src, dst):
     """``dst[o, i] = sum_m src[o, m, i]`` (float64 accumulation), one thread per output."""
     n_outer, n_mid, n_inner = src.shape

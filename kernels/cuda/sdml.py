@@ -34,7 +34,7 @@ from numba import cuda, float32, float64
 
 from ..sdml_math import dist_grad, kl_term
 from ..vmath import like
-from . import JIT, SIMULATOR, THREADS
+from . import SIMULATOR, THREADS, jit_kernel
 from .reduce import group_sum_shared, group_sum_shuffle
 
 # Edge of the square thread tiles of the distance and gradient kernels (TILE x TILE threads per
@@ -207,5 +207,5 @@ def build_sdml_kernels(dtype_name, shuffle):
     kernels = []
     for fn in (sdml_dist_kernel, sdml_rows_kernel, sdml_grad_kernel):
         fn.__qualname__ = fn.__name__ = f"{fn.__name__}_{dtype_name}_{variant}"
-        kernels.append(cuda.jit(**JIT)(fn))
+        kernels.append(jit_kernel(fn))
     return tuple(kernels)

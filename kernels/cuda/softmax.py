@@ -28,7 +28,7 @@ from numba import cuda, float64
 from .._options import CUDA_GRID_PER_SM, CUDA_ITEMS
 from ..softmax_math import pick_float, pick_int, smoothing
 from ..vmath import like
-from . import JIT, THREADS
+from . import THREADS, jit_kernel
 from .reduce import group_max_all, group_sum_all
 
 
@@ -189,10 +189,10 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad):
 
     name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_cuda_kernel"
     softmax_ce_kernel.__qualname__ = softmax_ce_kernel.__name__ = name
-    return cuda.jit(**JIT)(softmax_ce_kernel)
+    return jit_kernel(softmax_ce_kernel)
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def log_softmax_kernel(x, proto, lp, group):
     """``lp = x - m - log(sum(exp(x - m)))`` along axis 1 of ``(outer, C, inner)`` arrays."""
     sh = cuda.shared.array(THREADS, float64)
@@ -211,7 +211,7 @@ def log_softmax_kernel(x, proto, lp, group):
                 lp[o, k, i] = (like(proto, x[o, k, i]) - m) - ls
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def log_softmax_backward_kernel(lp, proto, u, group):
     """In place ``u <- u - exp(lp) * sum(u)`` along axis 1 of ``(outer, C, inner)`` arrays."""
     sh = cuda.shared.array(THREADS, float64)

@@ -15,7 +15,7 @@ NumPy does the same in a few vectorised calls, so this file has no CPU twin.
 from numba import cuda, float64
 
 from ..vmath import like
-from . import JIT
+from . import jit_kernel
 
 
 @cuda.jit(device=True, inline="always")
@@ -27,7 +27,7 @@ def _index3(t, n_rows, n_cols):
     return o, r, rem - r * n_cols
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def weigh_product_kernel(loss, sw, has_sw, weight, proto, out):
     """``out[o, r, j] = (loss[o, r, j] * sw[o, r, j]) * weight`` in the compute dtype of ``proto``.
 
@@ -44,7 +44,7 @@ def weigh_product_kernel(loss, sw, has_sw, weight, proto, out):
         out[o, r, j] = v * like(proto, weight)
 
 
-@cuda.jit(**JIT)
+@jit_kernel
 def head_product_kernel(og, has_og, sw, has_sw, weight, h):
     """``h[o, r, j] = out_grad * sample_weight * weight`` in float64 (``og`` / ``sw`` read when given)."""
     n_outer, n_rows, n_cols = h.shape
