@@ -117,6 +117,7 @@ class _Function:
         return f"numba_losses.jax.function({self.loss!r})"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import jax
         import jax.numpy as jnp
 
         bound = self._base._bind(args, kwargs)
@@ -130,8 +131,8 @@ class _Function:
         static = tuple((n, a) for n, a in bound.items() if n not in dynamic)
         key = (dynamic, static)
         fn = self._cache.get(key)
-        if fn is None:
-            fn = self._cache[key] = _custom_vjp(self.loss, self._base, dynamic, dict(static))
+        if fn is None:  # jit: an eager call reuses the compiled callbacks instead of tracing them again
+            fn = self._cache[key] = jax.jit(_custom_vjp(self.loss, self._base, dynamic, dict(static)))
         return fn(*(jnp.asarray(bound[n]) for n in dynamic))
 
 
