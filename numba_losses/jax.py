@@ -229,6 +229,9 @@ def _plan(loss: Any, base: Loss, inputs: dict[str, Any]) -> tuple[Any, tuple[Any
     shapes = {
         n: (a if a is None or is_scalar(a) else jax.ShapeDtypeStruct(a.shape, a.dtype)) for n, a in inputs.items()
     }
+    for n, a in shapes.items():
+        if isinstance(a, jax.ShapeDtypeStruct) and np.dtype(a.dtype).kind not in "fiub":  # bfloat16, complex
+            raise TypeError(f"{n}: dtype {a.dtype} is not supported; use float16, float32, float64 or integers")
     out, grads = loss.result_shapes(**shapes)
     canon = jax.dtypes.canonicalize_dtype
     out_sds = jax.ShapeDtypeStruct(out.shape, canon(out.dtype))

@@ -393,6 +393,23 @@ def test_errors_are_raised_while_tracing():
         nlj.function(lambda x: x)
 
 
+def test_unsupported_dtypes_are_refused_while_tracing():
+    f = nlj.function(nl.L2Loss())
+    with pytest.raises(TypeError, match="^pred: dtype bfloat16 is not supported"):
+        jax.jit(f)(jnp.ones((2, 3), jnp.bfloat16), jnp.ones((2, 3)))
+    with pytest.raises(TypeError, match="^label: dtype complex64 is not supported"):
+        f(jnp.ones((2, 3)), jnp.ones((2, 3), jnp.complex64))
+
+
+def test_float16_in_float16_out():
+    f = nlj.function(nl.L2Loss())
+    x = jnp.asarray(np.linspace(-1, 1, 12).reshape(4, 3), jnp.float16)
+    y = jnp.zeros((4, 3), jnp.float16)
+    out, dx = jax.value_and_grad(lambda x: f(x, y).sum())(x)
+    assert out.dtype == jnp.float16 and dx.dtype == jnp.float16
+    np.testing.assert_allclose(np.asarray(dx, np.float64), np.asarray(x, np.float64) / 3, rtol=1e-3)
+
+
 def test_value_errors_from_the_callback_reach_the_caller():
     f = nlj.function(nl.CTCLoss())
     pred = jnp.zeros((1, 4, 3))
