@@ -116,7 +116,7 @@ def import_inputs(
         if a is None or isinstance(a, (int, float, bool, np.number, np.bool_)):
             imported[name] = a
             continue
-        if is_dlpack(a) and not _is_cuda_array(a):
+        if is_dlpack(a) and (_on_host(a) or not _is_cuda_array(a)):
             lib = library_of(a)
             a = import_array(name, a)
             if first and lib in _RETURNED_IN and isinstance(a, np.ndarray):
@@ -126,6 +126,14 @@ def import_inputs(
     if out_grad is not None and is_dlpack(out_grad) and not _is_cuda_array(out_grad):
         out_grad = import_array("out_grad", out_grad)
     return imported, out_grad, origin
+
+
+def _on_host(a: Any) -> bool:
+    """A DLPack producer on the host (asked first: the ``__cuda_array_interface__`` probe is slow for JAX)."""
+    try:
+        return int(a.__dlpack_device__()[0]) == KDL_CPU
+    except Exception:  # noqa: BLE001 - import_array reports it
+        return False
 
 
 def _is_cuda_array(a: Any) -> bool:
