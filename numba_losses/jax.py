@@ -31,7 +31,7 @@ instead would make the mapped axis the batch axis (or reduce it away).
 
 from __future__ import annotations
 
-import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -109,7 +109,9 @@ class _Function:
     def __init__(self, loss: Loss | MakeLoss, base: Loss) -> None:
         self.loss = loss
         self._base = base
-        functools.update_wrapper(self, type(base).__call__, updated=())
+        sig = inspect.signature(type(base).__call__)  # the loss's inputs, without self and out=
+        params = [p for p in list(sig.parameters.values())[1:] if p.kind != p.KEYWORD_ONLY]
+        self.__signature__ = sig.replace(parameters=params, return_annotation="jax.Array")
         self.__doc__ = f"{loss!r} as a JAX function (numba_losses.jax.function)."
         self._cache: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
