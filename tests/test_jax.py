@@ -319,6 +319,28 @@ def test_vmap_is_not_the_loss_of_the_stacked_batch():
     close(out, jnp.full((3, 5), 0.5), "float32")
 
 
+def test_vmap_over_a_non_leading_axis():
+    f = nlj.function(nl.SoftmaxCELoss())
+    rng = np.random.default_rng(10)
+    x = jnp.asarray(rng.standard_normal((5, 3, 4)).astype(np.float32))  # mapped axis 1, size 3
+    y = jnp.asarray(rng.integers(0, 4, (5, 3)).astype(np.int32))
+
+    def g(a, b):
+        return jax.grad(lambda a: (f(a, b) * jnp.arange(5.0)).sum())(a)
+
+    close(
+        jax.vmap(f, in_axes=(1, 1))(x, y),
+        jnp.stack([ref_softmax_sparse(x[:, i], y[:, i]) for i in range(3)]),
+        "float32",
+    )
+
+    def ref_g(a, b):
+        return jax.grad(lambda a: (ref_softmax_sparse(a, b) * jnp.arange(5.0)).sum())(a)
+
+    want = jnp.stack([ref_g(x[:, i], y[:, i]) for i in range(3)])
+    close(jax.vmap(g, in_axes=(1, 1), out_axes=1)(x, y), jnp.moveaxis(want, 0, 1), "float32")
+
+
 def test_nested_vmap():
     f = nlj.function(nl.SoftmaxCELoss())
     rng = np.random.default_rng(7)
