@@ -442,3 +442,17 @@ def test_value_errors_from_the_callback_reach_the_caller():
 def test_import_numba_losses_does_not_import_jax():
     code = "import sys, numba_losses; assert 'jax' not in sys.modules and 'numba_losses.jax' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="CPU kernel bug (not the adapter): the parallel variant of the contiguous sparse SoftmaxCE kernel "
+    "(inputs of NUMBA_LOSSES_SERIAL_BELOW = 32768 elements and more) loses the target's own gradient slot",
+)
+def test_softmax_gradient_at_a_parallel_size():
+    f = nlj.function(nl.SoftmaxCELoss())
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.standard_normal((40, 1000)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 1000, 40).astype(np.int32))
+    got = jax.grad(lambda x: f(x, y).sum())(x)
+    close(got, jax.grad(lambda x: ref_softmax_sparse(x, y).sum())(x), "float32")
