@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .interop import import_inputs
 from .validate import host_input, needs_host_check
 
 CPU = "cpu"
@@ -62,6 +63,8 @@ class Call:
         One entry (a buffer or ``None``) per differentiable input.
     backend : {"cpu", "cuda"}
         Where the call runs, decided from the arrays.
+    origin : {"jax", "torch"} or None
+        The library fresh host results are returned in (DLPack inputs, :mod:`.interop`).
     """
 
     inputs: dict[str, Any]
@@ -71,6 +74,7 @@ class Call:
     out: Any = None
     grad_out: tuple[Any, ...] = field(default_factory=tuple)
     backend: str = CPU
+    origin: str | None = None
 
     def arrays(self, skip: Sequence[str] = ()) -> dict[str, Any]:
         """The inputs and the head gradient that are given, by name (for messages and checks)."""
@@ -181,11 +185,12 @@ def make_call(
     elif type(out_grad) is np.ndarray and needs_host_check(out_grad):
         out_grad = host_input("out_grad", out_grad)
     buffers = split_grad_out(grad_out, differentiable) if want_grad else (None,) * len(differentiable)
-    backend = CPU
+    backend, origin = CPU, None
     for a in (*inputs.values(), out_grad):  # NumPy arrays, numbers and None: the host, without asking more
         if a is not None and type(a) is not np.ndarray and not isinstance(a, _SCALARS):
+            inputs, out_grad, origin = import_inputs(inputs, out_grad, out, buffers)  # DLPack objects: no copy
             named = {n: v for n, v in inputs.items() if n not in scalar_defaults}
             named["out_grad"] = out_grad
             backend = select_backend(named)
             break
-    return Call(inputs, want_value, want_grad, out_grad, out if want_value else None, buffers, backend)
+    return Call(inputs, want_value, want_grad, out_grad, out if want_value else None, buffers, backend, origin)

@@ -1,0 +1,307 @@
+r"""JAX adapter: any loss of this library as a JAX function that ``jit``, ``grad`` and ``vmap`` accept.
+
+:func:`function` wraps a loss object (built-in, made with
+:func:`~numba_losses.elementwise_loss`, or :class:`~numba_losses.MakeLoss`) in a
+:func:`jax.custom_vjp` function whose kernels run on the host through
+:func:`jax.pure_callback`:
+
+* a call that is not differentiated runs the plain forward pass (``loss(...)``);
+* under differentiation the forward rule runs the fused
+  ``loss.forward_backward(...)`` once and keeps the gradients; the backward rule
+  multiplies them by the cotangent :math:`\bar o` per sample,
+  :math:`\partial\,\textstyle\sum_i \bar o_i o_i / \partial x_i = \bar o_i\,\partial o_i / \partial x_i`,
+  where that is exact (below), and otherwise runs ``loss.backward(...,
+  out_grad=`` :math:`\bar o` ``)`` through a second callback.
+
+Scaling is exact when every sample of every differentiable input reaches one
+output element only: the elementwise, softmax (class axis not the batch axis),
+CTC and Triplet losses with a one-dimensional output of the batch size and
+inputs not broadcast along the batch axis, CosineEmbeddingLoss with its
+``(M, 1)`` rows, and any loss whose output has one element. SDMLLoss (each row
+sees the whole batch), outputs grown by ``sample_weight`` and broadcast inputs
+take the second callback. :class:`~numba_losses.MakeLoss` ignores the
+cotangent, as MXNet's ``MakeLoss`` ignores its head gradient.
+
+Under :func:`jax.vmap` the callbacks use ``vmap_method="expand_dims"``: every
+argument arrives with the mapped axes in front (size 1 where it is not mapped)
+and the callback loops over them in Python, one kernel call per mapped element
+with exactly the per-example shapes. Handing the stacked arrays to the loss
+instead would make the mapped axis the batch axis (or reduce it away).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._core.request import Call, is_scalar
+from ._core.validate import layout_of, normalize_axis
+from .loss import Loss
+from .makeloss import MakeLoss
+from .pairwise import CosineEmbeddingLoss
+
+VMAP_METHOD = "expand_dims"
+_SEPARABLE = ("elementwise", "softmax", "ctc", "pairwise")  # families with per-sample (per-row) outputs
+
+
+def function(loss: Loss | MakeLoss) -> Callable[..., Any]:
+    """A JAX function computing ``loss`` of its inputs, differentiable with :func:`jax.grad`.
+
+    Parameters
+    ----------
+    loss : Loss or MakeLoss
+        Any loss object of this library.
+
+    Returns
+    -------
+    callable
+        ``f(*inputs, **inputs)`` with the loss's inputs (positional or by
+        name, ``None`` or left out for an optional one), returning the
+        per-sample loss as a ``jax.Array`` of the shape and dtype
+        ``loss.result_shapes`` gives. Gradients flow to the loss's
+        differentiable inputs (``type(loss)._differentiable``: ``pred``, or
+        all of Triplet's / CosineEmbedding's / SDML's arrays); labels,
+        ``sample_weight`` and the other inputs are constants (zero cotangent,
+        ``float0`` for integer arrays). Python numbers (PoissonNLLLoss's
+        ``epsilon``) are static.
+
+    Raises
+    ------
+    TypeError
+        ``loss`` is not a loss of this library; at call time, a traced array
+        given for a number input such as ``epsilon``.
+    ImportError
+        JAX is not installed (``pip install 'numba_losses[jax]'``).
+
+    Notes
+    -----
+    The kernels run on the host: under ``jit`` on a GPU the inputs are copied
+    to the host and the results back (a host round trip per call).
+    Errors found from shapes and dtypes are raised while tracing; errors that
+    need values (CTC lengths and labels) are raised inside the callback.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numba_losses as nl
+    >>> import numba_losses.jax as nlj
+    >>> f = nlj.function(nl.L2Loss())
+    >>> x, y = jnp.ones((2, 3)), jnp.zeros((2, 3))
+    >>> jax.grad(lambda x: f(x, y).sum())(x)
+    Array([[0.33333334, 0.33333334, 0.33333334],
+           [0.33333334, 0.33333334, 0.33333334]], dtype=float32)
+    """
+    try:
+        import jax  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("numba_losses.jax needs JAX: pip install 'numba_losses[jax]' (or 'jax[cpu]')") from exc
+    base = loss.loss if isinstance(loss, MakeLoss) else loss
+    if not isinstance(base, Loss):
+        raise TypeError(f"function() takes a numba_losses Loss or MakeLoss, got {type(loss).__name__}")
+    return _Function(loss, base)
+
+
+class _Function:
+    """The callable :func:`function` returns (one custom_vjp function per set of static inputs)."""
+
+    def __init__(self, loss: Loss | MakeLoss, base: Loss) -> None:
+        self.loss = loss
+        self._base = base
+        sig = inspect.signature(type(base).__call__)  # the loss's inputs, without self and out=
+        params = [p for p in list(sig.parameters.values())[1:] if p.kind != p.KEYWORD_ONLY]
+        self.__signature__ = sig.replace(parameters=params, return_annotation="jax.Array")
+        self.__doc__ = f"{loss!r} as a JAX function (numba_losses.jax.function)."
+        self._cache: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"numba_losses.jax.function({self.loss!r})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        bound = self._base._bind(args, kwargs)
+        dynamic = tuple(n for n, a in bound.items() if a is not None and not is_scalar(a))
+        for n in dynamic:
+            if n in self._base._scalar_inputs:
+                raise TypeError(
+                    f"{n} must be a Python number (a static value), got {type(bound[n]).__name__}; "
+                    "close over it instead of passing it through jit or vmap"
+                )
+        static = tuple((n, a) for n, a in bound.items() if n not in dynamic)
+        key = (dynamic, static)
+        fn = self._cache.get(key)
+        if fn is None:  # jit: an eager call reuses the compiled callbacks instead of tracing them again
+            fn = self._cache[key] = jax.jit(_custom_vjp(self.loss, self._base, dynamic, dict(static)))
+        return fn(*(jnp.asarray(bound[n]) for n in dynamic))
+
+
+def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[str, Any]) -> Callable[..., Any]:
+    """The ``jax.custom_vjp`` function of the arrays ``dynamic`` (``static`` holds the rest)."""
+    import jax
+
+    def named(arrays: tuple[Any, ...]) -> dict[str, Any]:
+        return {**static, **dict(zip(dynamic, arrays, strict=True))}
+
+    def plan(arrays: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], str]:
+        return _plan(loss, base, named(arrays))
+
+    @jax.custom_vjp
+    def f(*arrays: Any) -> Any:
+        out_sds, _, _ = plan(arrays)
+        run = _host(lambda kw: (loss(**kw),), named, arrays, (out_sds,))
+        return jax.pure_callback(run, (out_sds,), *arrays, vmap_method=VMAP_METHOD)[0]
+
+    def fwd(*arrays: Any) -> tuple[Any, dict[str, Any]]:
+        out_sds, grad_sds, rule = plan(arrays)
+        if rule == "callback":  # the backward rule runs loss.backward: keep the inputs
+            return f(*arrays), {"callback": arrays}
+        run = _host(lambda kw: _flat(loss.forward_backward(**kw)), named, arrays, (out_sds, *grad_sds))
+        out, *grads = jax.pure_callback(run, (out_sds, *grad_sds), *arrays, vmap_method=VMAP_METHOD)
+        return out, {rule: (tuple(grads), arrays)}
+
+    def bwd(res: dict[str, Any], ct: Any) -> tuple[Any, ...]:
+        ((rule, saved),) = res.items()
+        if rule == "callback":
+            arrays = saved
+            _, grad_sds, _ = plan(arrays)
+            run = _host(
+                lambda kw: loss.backward(**kw), lambda a: {**named(a[:-1]), "out_grad": a[-1]}, (*arrays, ct), grad_sds
+            )
+            grads = jax.pure_callback(run, grad_sds, *arrays, ct, vmap_method=VMAP_METHOD)
+        else:
+            grads, arrays = saved
+            grads = tuple(_scale(g, ct, rule, base) for g in grads)
+        return _cotangents(base, dynamic, arrays, grads)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _differentiable(base: Loss, inputs: dict[str, Any]) -> tuple[Any, ...]:
+    """The differentiable inputs, in the order of the gradients."""
+    return tuple(inputs[n] for n in type(base)._differentiable)
+
+
+def _cotangents(base: Loss, dynamic: tuple[str, ...], arrays: tuple[Any, ...], grads: tuple[Any, ...]) -> tuple:
+    """One cotangent per array argument: its gradient, or ``None`` (zero; ``float0`` for integers)."""
+    import jax.numpy as jnp
+
+    by_name = dict(zip(type(base)._differentiable, grads, strict=True))
+    out = []
+    for n, a in zip(dynamic, arrays, strict=True):
+        g = by_name.get(n)
+        out.append(None if g is None or not jnp.issubdtype(a.dtype, jnp.inexact) else g.astype(a.dtype))
+    return tuple(out)
+
+
+def _scale(g: Any, ct: Any, rule: str, base: Loss) -> Any:
+    """The saved gradient ``g`` (of ``sum(out)``) times the cotangent, sample by sample."""
+    if rule == "makeloss":  # MXNet's MakeLoss: the head gradient is not read
+        return g
+    if rule == "scalar":
+        return g * ct.reshape(()).astype(g.dtype)
+    if rule == "rows":  # CosineEmbedding: one output row per position of the leading axes
+        return g * ct.reshape(g.shape[:-1] + (1,)).astype(g.dtype)
+    axis = _batch_axis(base, g.ndim)
+    shape = [1] * g.ndim
+    shape[axis] = g.shape[axis]
+    return g * ct.reshape(shape).astype(g.dtype)
+
+
+def _batch_axis(base: Loss, ndim: int) -> int:
+    """The axis of a differentiable input that indexes the output's samples."""
+    layout = getattr(base, "_layout", None)
+    if isinstance(layout, str):  # CTCLoss: 'NTC' or 'TNC'
+        return layout.index("N")
+    return normalize_axis(base._batch_axis, ndim)
+
+
+def _plan(loss: Any, base: Loss, inputs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], str]:
+    """Result shapes (``jax.ShapeDtypeStruct``) and the backward rule, from shapes and dtypes only.
+
+    The rule is ``"makeloss"``, ``"scalar"`` (one output element), ``"batch"``
+    (one output element per position of the batch axis), ``"rows"``
+    (CosineEmbeddingLoss) or ``"callback"`` (``loss.backward`` with the cotangent).
+    """
+    import jax
+
+    shapes = {
+        n: (a if a is None or is_scalar(a) else jax.ShapeDtypeStruct(a.shape, a.dtype)) for n, a in inputs.items()
+    }
+    for n, a in shapes.items():
+        if isinstance(a, jax.ShapeDtypeStruct) and np.dtype(a.dtype).kind not in "fiub":  # bfloat16, complex
+            raise TypeError(f"{n}: dtype {a.dtype} is not supported; use float16, float32, float64 or integers")
+    out, grads = loss.result_shapes(**shapes)
+    canon = jax.dtypes.canonicalize_dtype
+    out_sds = jax.ShapeDtypeStruct(out.shape, canon(out.dtype))
+    grad_sds = tuple(jax.ShapeDtypeStruct(g.shape, canon(g.dtype)) for g in grads)
+    return out_sds, grad_sds, _rule(loss, base, shapes, out.shape)
+
+
+def _rule(loss: Any, base: Loss, shapes: dict[str, Any], out_shape: tuple[int, ...]) -> str:
+    """How the backward rule gets the gradients for the cotangent (see :func:`_plan`)."""
+    if isinstance(loss, MakeLoss):
+        return "makeloss"
+    if int(np.prod(out_shape)) == 1:
+        return "scalar"
+    layouts = {n: layout_of(a) for n, a in shapes.items()}
+    spec = base._spec(Call(layouts, True, True, grad_out=(None,) * len(type(base)._differentiable)))
+    if spec.family not in _SEPARABLE:
+        return "callback"
+    xs = _differentiable(base, shapes)
+    if isinstance(base, CosineEmbeddingLoss):
+        ok = all(out_shape == (int(np.prod(x.shape[:-1])), 1) for x in xs)
+        return "rows" if ok else "callback"
+    if len(out_shape) != 1:
+        return "callback"
+    for x in xs:
+        axis = _batch_axis(base, len(x.shape))
+        if x.shape[axis] != out_shape[0]:
+            return "callback"
+        class_axis = getattr(base, "_axis", None)
+        if spec.family == "softmax" and normalize_axis(class_axis, len(x.shape), "axis") == axis:
+            return "callback"  # the softmax couples the samples
+    return "batch"
+
+
+def _flat(result: tuple[Any, tuple[Any, ...]]) -> tuple[Any, ...]:
+    out, grads = result
+    return (out, *grads)
+
+
+def _host(
+    run: Callable[[dict[str, Any]], tuple[Any, ...]],
+    named: Callable[[tuple[Any, ...]], dict[str, Any]],
+    traced: tuple[Any, ...],
+    result_sds: tuple[Any, ...],
+) -> Callable[..., tuple[np.ndarray, ...]]:
+    """The host callback: ``run`` on NumPy views, once per element of any ``vmap``-ped leading axes.
+
+    ``traced`` are the arguments as traced (per-example shapes); with
+    ``vmap_method="expand_dims"`` each argument arrives with the same number
+    of extra leading axes, of size 1 where it is not mapped.
+    """
+    ndims = [len(a.shape) for a in traced]
+    dtypes = [np.dtype(s.dtype) for s in result_sds]
+
+    def one(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        res = run(named(arrays))
+        return tuple(np.asarray(r, dtype=d) for r, d in zip(res, dtypes, strict=True))
+
+    def callback(*arrays: Any) -> tuple[np.ndarray, ...]:
+        arrays = tuple(np.asarray(a) for a in arrays)  # CPU jax.Arrays: read-only views, no copy
+        lead = arrays[0].ndim - ndims[0]
+        if lead == 0:
+            return one(arrays)
+        batch = np.broadcast_shapes(*(a.shape[:lead] for a in arrays))
+        arrays = tuple(np.broadcast_to(a, batch + a.shape[lead:]) for a in arrays)
+        results = tuple(np.empty(batch + tuple(s.shape), d) for s, d in zip(result_sds, dtypes, strict=True))
+        for idx in np.ndindex(*batch):
+            for r, v in zip(results, one(tuple(a[idx] for a in arrays)), strict=True):
+                r[idx] = v
+        return results
+
+    return callback
