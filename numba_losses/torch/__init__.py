@@ -1,0 +1,20 @@
+"""PyTorch adapter: the losses of this library as ``nn.Module`` objects and custom operators.
+
+Importing this subpackage imports PyTorch (``import numba_losses`` does not).
+
+* :class:`Module` wraps any loss object (``Module(nl.SoftmaxCELoss(axis=1))``);
+  the classes named as in gluon (:class:`SoftmaxCELoss`, :class:`CTCLoss`, ...)
+  build the wrapped loss from the same parameters.
+* :mod:`numba_losses.torch.functional` holds drop-in ``cross_entropy`` and
+  ``ctc_loss`` with PyTorch's semantics.
+* Each loss family is one ``torch.library`` custom operator
+  (``torch.ops.numba_losses.<family>``), with fake and autograd rules, so the
+  modules run eagerly, under ``torch.compile(fullgraph=True)`` and under
+  ``torch.autograd.gradcheck``.
+"""
+
+from . import functional
+from .modules import *  # noqa: F403 - the generated per-loss classes
+from .modules import Module, __all__ as _modules_all
+
+__all__ = ["functional", *_modules_all]
