@@ -14,7 +14,43 @@ Importing this subpackage imports PyTorch (``import numba_losses`` does not).
 """
 
 from . import functional
-from .modules import *  # noqa: F403 - the generated per-loss classes
-from .modules import Module, __all__ as _modules_all
+from .modules import (  # generated classes: numba_losses.torch.Module around the loss of the same name
+    CosineEmbeddingLoss,
+    CTCLoss,
+    HingeLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    L2Loss,
+    LogisticLoss,
+    Module,
+    PoissonNLLLoss,
+    SDMLLoss,
+    SigmoidBCELoss,
+    SigmoidBinaryCrossEntropyLoss,
+    SoftmaxCELoss,
+    SoftmaxCrossEntropyLoss,
+    SquaredHingeLoss,
+    TripletLoss,
+)
 
-__all__ = ["functional", *_modules_all]
+__all__ = [
+    "functional",
+    "Module",
+    "L2Loss",
+    "L1Loss",
+    "SigmoidBinaryCrossEntropyLoss",
+    "SigmoidBCELoss",
+    "HuberLoss",
+    "HingeLoss",
+    "SquaredHingeLoss",
+    "LogisticLoss",
+    "PoissonNLLLoss",
+    "KLDivLoss",
+    "SoftmaxCrossEntropyLoss",
+    "SoftmaxCELoss",
+    "CTCLoss",
+    "TripletLoss",
+    "CosineEmbeddingLoss",
+    "SDMLLoss",
+]

@@ -241,6 +241,7 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: list[torch.Tensor]
     ctx.fused = len(output) > 1
     ctx.makeloss = isinstance(loss, MakeLoss)
     if ctx.fused:
+        ctx.mark_non_differentiable(*output[1:])  # the gradients for ones: internal outputs
         views = plan(key, list(tensors), want_grad).views
         kept = [i for i, _ in enumerate(ctx.diff) if tensors[ctx.diff[i]] is not None]
         kept = [i for i in kept if tensors[ctx.diff[i]].requires_grad]
@@ -259,7 +260,7 @@ def _make_backward(backward_op: Any) -> Any:
         if ctx.fused:
             for i, view, saved in zip(ctx.kept, ctx.views, ctx.saved_tensors, strict=True):
                 result[ctx.diff[i]] = saved if ctx.makeloss or g is None else saved * g.reshape(view)
-        elif g is not None:
+        elif g is not None and any(ctx.needs_input_grad[1 + i] for i in ctx.diff):
             it = iter(ctx.saved_tensors)
             tensors = [next(it) if present else None for present in ctx.present]
             for i, dx in zip(ctx.diff, backward_op(ctx.key, tensors, g), strict=True):
@@ -269,13 +270,17 @@ def _make_backward(backward_op: Any) -> Any:
     return backward
 
 
+_FORWARD_SCHEMA = (
+    "(int key, Tensor x0, " + ", ".join(f"Tensor? x{i}" for i in range(1, N_SLOTS)) + ", bool want_grad) -> Tensor[]"
+)
+
+
 def _define(family: str) -> tuple[Any, Any]:
     forward = torch.library.custom_op(
         f"numba_losses::{family}",
         _forward,
         mutates_args=(),
-        schema="(int key, " + ", ".join(f"Tensor{'' if i == 0 else '?'} x{i}" for i in range(N_SLOTS)) + ", bool want_grad)"
-        " -> Tensor[]",
+        schema=_FORWARD_SCHEMA,
     )
     forward.register_fake(_forward_fake)
     backward = torch.library.custom_op(

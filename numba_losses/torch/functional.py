@@ -32,7 +32,9 @@ def _check_reduction(reduction: str) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _softmax_module(sparse: bool, ignore_index: int | None, label_smoothing: float) -> Module:
-    return Module(SoftmaxCELoss(axis=1, sparse_label=sparse, ignore_label=ignore_index, label_smoothing=label_smoothing))
+    return Module(
+        SoftmaxCELoss(axis=1, sparse_label=sparse, ignore_label=ignore_index, label_smoothing=label_smoothing)
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -195,7 +197,11 @@ def _reduce(
         total = total * positions
     if reduction == "sum":
         return total
-    return total / denominator
+    # PyTorch: NaN when no target counts (all ignored, empty), with a zero gradient rather than 0 * inf
+    denominator = torch.as_tensor(denominator, dtype=total.dtype, device=total.device)
+    counted = denominator != 0
+    ratio = total / torch.where(counted, denominator, torch.ones_like(denominator))
+    return torch.where(counted, ratio, torch.full_like(ratio, math.nan))
 
 
 class _NaNGradient(torch.autograd.Function):

@@ -83,7 +83,9 @@ class Module(torch.nn.Module):
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         owner = type(self.loss).__name__
         if len(args) > len(self.names):
-            raise TypeError(f"{owner} takes at most {len(self.names)} inputs ({', '.join(self.names)}), got {len(args)}")
+            raise TypeError(
+                f"{owner} takes at most {len(self.names)} inputs ({', '.join(self.names)}), got {len(args)}"
+            )
         values = list(args) + [None] * (len(self.names) - len(args))
         for key, v in kwargs.items():
             if key not in self.names:
