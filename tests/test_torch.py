@@ -462,3 +462,10 @@ def test_every_loss_class_has_a_module_class():
             assert list(inspect.signature(module_cls.__init__).parameters) == list(
                 inspect.signature(cls.__init__).parameters
             )
+
+
+def test_double_backward_raises_instead_of_a_silent_zero():
+    x, y = rnd(3, 4, grad=True), rnd(3, 4)
+    for module in (nlt.L2Loss(), nlt.SDMLLoss()):
+        with pytest.raises(RuntimeError, match="double backward"):
+            torch.autograd.grad(module(x, y).sum(), x, create_graph=True)

@@ -255,6 +255,11 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: list[torch.Tensor]
 
 def _make_backward(backward_op: Any) -> Any:
     def backward(ctx: Any, grads: list[torch.Tensor | None]) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: the kernels give first derivatives only
+            raise RuntimeError(
+                "numba_losses: double backward (create_graph=True) is not supported; the kernels compute first "
+                "derivatives only"
+            )
         g = grads[0]
         result: list[torch.Tensor | None] = [None] * ctx.n_inputs
         if ctx.fused:
