@@ -7,10 +7,13 @@ NumPy call; the functional layer against ``torch.nn.functional``.
 
 from __future__ import annotations
 
+import copy
+import gc
 import inspect
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -469,3 +472,26 @@ def test_double_backward_raises_instead_of_a_silent_zero():
     for module in (nlt.L2Loss(), nlt.SDMLLoss()):
         with pytest.raises(RuntimeError, match="double backward"):
             torch.autograd.grad(module(x, y).sum(), x, create_graph=True)
+
+
+def test_benchmark_script_runs_every_case(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "asv_bench"))
+    try:
+        import torch_step
+    finally:
+        sys.path.pop(0)
+    results = torch_step.main(["--smoke"])
+    assert capsys.readouterr().out.strip() == "ok"
+    assert all(ms > 0 for row in results.values() for ms in row.values())
+
+
+def test_a_copied_module_outlives_the_original():
+    module = nlt.HuberLoss(rho=0.5)
+    twin = copy.deepcopy(module)
+    assert twin.key != module.key and twin.loss is not module.loss
+    key = module.key
+    del module
+    gc.collect()
+    assert key not in nlt._ops._LOSSES  # the registry lets go with the module
+    x, y = rnd(3, 4, grad=True), rnd(3, 4)
+    np.testing.assert_array_equal(twin(x, y).detach().numpy(), nl.HuberLoss(rho=0.5)(x.detach().numpy(), y.numpy()))

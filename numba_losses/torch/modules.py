@@ -62,6 +62,11 @@ class Module(torch.nn.Module):
         self.scalar_names = tuple(inner(loss)._scalar_inputs)
         self.differentiable = tuple(self.names.index(n) for n in inner(loss)._differentiable)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy (``copy.deepcopy``, unpickling) registers its own loss: keys are never shared."""
+        super().__setstate__(state)
+        self.key = register(self.loss, owner=self)
+
     def extra_repr(self) -> str:
         return repr(self.loss)
 
