@@ -182,12 +182,20 @@ class _ForwardOnlyL2(nl.L2Loss):
 
 def test_no_input_requiring_grad_runs_the_forward_only():
     module = nlt.Module(_ForwardOnlyL2())
-    x, y = rnd(3, 4), rnd(3, 4, grad=True)  # label requires grad: not differentiable, no gradient work
-    out = module(x, y)
-    out.sum().backward()  # reaches the loss's node but computes nothing: no differentiable input needs it
-    assert y.grad is None
+    x, y = rnd(3, 4), rnd(3, 4)
+    assert not module(x, y).requires_grad
     with torch.no_grad():
         assert not module(x.requires_grad_(), y).requires_grad
+
+
+def test_an_input_that_is_not_differentiated_must_not_require_grad():
+    x, y = rnd(3, 4, grad=True), rnd(3, 4, grad=True)
+    with pytest.raises(NotImplementedError, match="label requires grad, but L2Loss is not differentiated"):
+        nlt.L2Loss()(x, y)
+    with pytest.raises(NotImplementedError, match="sample_weight requires grad"):
+        nlt.L2Loss()(x, y.detach(), rnd(3, 1, grad=True))
+    with torch.no_grad():
+        nlt.L2Loss()(x, y)  # nothing is differentiated: fine
 
 
 class _Spy(nl.SoftmaxCELoss):
@@ -495,3 +503,32 @@ def test_a_copied_module_outlives_the_original():
     assert key not in nlt._ops._LOSSES  # the registry lets go with the module
     x, y = rnd(3, 4, grad=True), rnd(3, 4)
     np.testing.assert_array_equal(twin(x, y).detach().numpy(), nl.HuberLoss(rho=0.5)(x.detach().numpy(), y.numpy()))
+
+
+OPCHECK = [
+    "L2",
+    "L2 sample_weight grows the output",
+    "PoissonNLL (one output)",
+    "SoftmaxCE axis=1",
+    "KLDiv softmax",
+    "CTC",
+    "Triplet",
+    "CosineEmbedding",
+    "SDML",
+    "MakeLoss(L2)",
+]
+
+
+@pytest.mark.parametrize("want_grad", [False, True])
+@pytest.mark.parametrize("name", OPCHECK)
+def test_registered_operators_pass_opcheck(name, want_grad):
+    """The operators themselves (what torch.compile calls): schema, fake shapes, autograd registration, AOT."""
+    module, inputs, _ = CASES[name]
+    values = module._bind(inputs, {})
+    slots = [module._tensor(n, v, values[0], False) for n, v in zip(module.names, values, strict=True)]
+    slots += [None] * (nlt._ops.N_SLOTS - len(slots))
+    forward, backward = nlt._ops.OPS[module.family]
+    torch.library.opcheck(forward, (module.key, *slots, want_grad))
+    out = forward(module.key, *[None if s is None else s.detach() for s in slots], False)[0]
+    n = len(module.names)
+    torch.library.opcheck(backward, (module.key, [s.detach() if s is not None else None for s in slots[:n]], out))

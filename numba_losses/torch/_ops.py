@@ -19,7 +19,8 @@ Every family has two operators:
 
 Their fake implementations read shapes from ``Loss.result_shapes`` (no kernel
 runs); their autograd rule saves at most one gradient per input that requires
-grad (fused) or only the inputs (not fused).
+grad (fused) or only the inputs (not fused). :class:`EagerFunction` runs the
+same functions without the dispatcher for eager calls.
 """
 
 from __future__ import annotations
@@ -98,12 +99,15 @@ class Plan:
 
 def _args(loss: Loss, inputs: list[torch.Tensor | None], fake: bool) -> list[Any]:
     """The loss's positional inputs: arrays (or shape descriptions), scalar inputs as floats."""
+    scalars = inner(loss)._scalar_inputs
+    if not scalars:
+        return [None if t is None else Meta(t) if fake else to_array(t) for t in inputs]
     out = []
     for name, t in zip(inner(loss)._inputs, inputs, strict=True):
         if t is None:
             out.append(None)
-        elif name in inner(loss)._scalar_inputs:
-            out.append(inner(loss)._scalar_inputs[name] if fake else float(t.item()))
+        elif name in scalars:
+            out.append(scalars[name] if fake else float(t.item()))
         else:
             out.append(Meta(t) if fake else to_array(t))
     return out
@@ -190,10 +194,9 @@ def _forward(key: int, *args: Any) -> list[torch.Tensor]:
     *xs, want_grad = args
     inputs = _slots(key, xs)
     loss = _LOSSES[key]
-    p = plan(key, inputs, want_grad)
     device = _device(inputs)
     args = _args(loss, inputs, fake=False)
-    if not p.fused:
+    if not (want_grad and plan(key, inputs, want_grad).fused):
         return [_own(to_tensor(loss(*args), device), inputs)]
     out, grads = loss.forward_backward(*args)
     return [_own(to_tensor(a, device), inputs) for a in (out, *grads)]
@@ -254,7 +257,7 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: list[torch.Tensor]
 
 
 def _make_backward(backward_op: Any) -> Any:
-    def backward(ctx: Any, grads: list[torch.Tensor | None]) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grads: Any) -> tuple[torch.Tensor | None, ...]:
         if torch.is_grad_enabled():  # create_graph=True: the kernels give first derivatives only
             raise RuntimeError(
                 "numba_losses: double backward (create_graph=True) is not supported; the kernels compute first "
@@ -301,3 +304,25 @@ def _define(family: str) -> tuple[Any, Any]:
 
 #: ``family -> (forward operator, backward operator)``.
 OPS = {family: _define(family) for family in FAMILIES}
+
+
+class EagerFunction(torch.autograd.Function):
+    """The forward operator's implementation and autograd rule without the dispatcher, for eager calls.
+
+    Same functions as the operators (``_forward``, ``_setup_context``, the backward), called
+    directly: a custom operator's Python dispatch costs ~100 us per call, as much as a small loss.
+    Under ``torch.compile`` the modules call the registered operators instead.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, key: int, *args: Any) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        output = _forward(key, *args)
+        _setup_context(ctx, (key, *args), output)  # in forward: a separate setup_context costs a signature bind
+        return tuple(output)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        return _eager_backward(ctx, grads)
+
+
+_eager_backward = _make_backward(_backward_impl)

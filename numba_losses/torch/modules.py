@@ -13,7 +13,8 @@ from .. import ctc, elementwise, pairwise, sdml, softmax
 from ..loss import Loss
 from ..makeloss import MakeLoss
 from ._bridge import LOW_PRECISION
-from ._ops import N_SLOTS, OPS, family_of, inner, register
+from ._ops import N_SLOTS, OPS, EagerFunction, family_of, inner, register
+from ._ops import _forward as forward_only
 
 __all__ = ["Module"]
 
@@ -50,6 +51,9 @@ class Module(torch.nn.Module):
       computed in float32 and the output is returned in ``pred``'s dtype.
     * Python numbers and NumPy arrays are accepted for the non-tensor inputs
       (``sample_weight``, PoissonNLLLoss's ``epsilon``).
+    * An input the loss does not differentiate (a label, ``sample_weight``) that
+      requires grad raises ``NotImplementedError`` rather than silently getting
+      no gradient; detach it.
     """
 
     def __init__(self, loss: Loss | MakeLoss) -> None:
@@ -81,8 +85,21 @@ class Module(torch.nn.Module):
         want_grad = torch.is_grad_enabled() and any(
             tensors[i] is not None and tensors[i].requires_grad for i in self.differentiable
         )
+        if torch.is_grad_enabled():
+            for i, t in enumerate(tensors):
+                if t is not None and t.requires_grad and i not in self.differentiable:
+                    raise NotImplementedError(
+                        f"{self.names[i]} requires grad, but {type(inner(self.loss)).__name__} is not differentiated "
+                        f"with respect to {self.names[i]} (only {', '.join(self.names[j] for j in self.differentiable)}"
+                        "); detach it"
+                    )
         slots = tensors + [None] * (N_SLOTS - len(tensors))
-        out = OPS[self.family][0](self.key, *slots, want_grad)[0]
+        if torch.compiler.is_compiling():
+            out = OPS[self.family][0](self.key, *slots, want_grad)[0]
+        elif want_grad:  # the operator's implementation and autograd rule, without its dispatch cost
+            out = EagerFunction.apply(self.key, *slots, want_grad)[0]
+        else:
+            out = forward_only(self.key, *slots, False)[0]
         return out.to(pred.dtype) if low else out
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
