@@ -532,3 +532,11 @@ def test_registered_operators_pass_opcheck(name, want_grad):
     out = forward(module.key, *[None if s is None else s.detach() for s in slots], False)[0]
     n = len(module.names)
     torch.library.opcheck(backward, (module.key, [s.detach() if s is not None else None for s in slots[:n]], out))
+
+
+def test_a_second_backward_through_the_graph_gives_the_same_gradients():
+    x, y = rnd(3, 4, grad=True), rnd(3, 4)
+    for module in (nlt.L2Loss(), nlt.SDMLLoss(), nlt.Module(nl.MakeLoss(nl.L2Loss()))):  # fused, rerun, MakeLoss
+        out = module(x, y).sum()
+        first = torch.autograd.grad(out, x, retain_graph=True)[0]
+        torch.testing.assert_close(torch.autograd.grad(out, x)[0], first, rtol=0, atol=0)

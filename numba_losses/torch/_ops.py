@@ -257,6 +257,10 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: list[torch.Tensor]
 
 
 def _make_backward(backward_op: Any) -> Any:
+    """The backward rule. The fused path scales a copy of the saved gradient (``saved * grad_output``): in
+    place would save a gradient-sized allocation per step but break a second backward through the graph
+    (``retain_graph=True``, as ``gradcheck`` and ``torch.autograd.functional.jacobian`` do)."""
+
     def backward(ctx: Any, grads: Any) -> tuple[torch.Tensor | None, ...]:
         if torch.is_grad_enabled():  # create_graph=True: the kernels give first derivatives only
             raise RuntimeError(
@@ -267,7 +271,10 @@ def _make_backward(backward_op: Any) -> Any:
         result: list[torch.Tensor | None] = [None] * ctx.n_inputs
         if ctx.fused:
             for i, view, saved in zip(ctx.kept, ctx.views, ctx.saved_tensors, strict=True):
-                result[ctx.diff[i]] = saved if ctx.makeloss or g is None else saved * g.reshape(view)
+                if ctx.makeloss:  # MXNet's MakeLoss ignores grad_output
+                    result[ctx.diff[i]] = saved.clone()
+                elif g is not None:
+                    result[ctx.diff[i]] = saved * g.reshape(view)
         elif g is not None and any(ctx.needs_input_grad[1 + i] for i in ctx.diff):
             it = iter(ctx.saved_tensors)
             tensors = [next(it) if present else None for present in ctx.present]
