@@ -525,7 +525,7 @@ def test_registered_operators_pass_opcheck(name, want_grad):
     """The operators themselves (what torch.compile calls): schema, fake shapes, autograd registration, AOT."""
     module, inputs, _ = CASES[name]
     values = module._bind(inputs, {})
-    slots = [module._tensor(n, v, values[0], False) for n, v in zip(module.names, values, strict=True)]
+    slots = [module._tensor(n, v, values[0]) for n, v in zip(module.names, values, strict=True)]
     slots += [None] * (nlt._ops.N_SLOTS - len(slots))
     forward, backward = nlt._ops.OPS[module.family]
     torch.library.opcheck(forward, (module.key, *slots, want_grad))

@@ -81,7 +81,7 @@ class Module(torch.nn.Module):
         if not isinstance(pred, torch.Tensor):
             raise TypeError(f"{self.names[0]} must be a torch.Tensor, got {type(pred).__name__}")
         low = pred.dtype in LOW_PRECISION
-        tensors = [self._tensor(name, v, pred, low) for name, v in zip(self.names, values, strict=True)]
+        tensors = [self._tensor(name, v, pred) for name, v in zip(self.names, values, strict=True)]
         want_grad = torch.is_grad_enabled() and any(
             tensors[i] is not None and tensors[i].requires_grad for i in self.differentiable
         )
@@ -121,7 +121,7 @@ class Module(torch.nn.Module):
             raise TypeError(f"{owner} is missing required input(s): {', '.join(missing)}")
         return values
 
-    def _tensor(self, name: str, v: Any, pred: torch.Tensor, low: bool) -> torch.Tensor | None:
+    def _tensor(self, name: str, v: Any, pred: torch.Tensor) -> torch.Tensor | None:
         """Input ``v`` as a tensor the operator takes (float32 for float16/bfloat16 inputs)."""
         if v is None:
             return None
