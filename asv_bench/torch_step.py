@@ -1,0 +1,149 @@
+"""One loss step (forward + backward of the loss only) with PyTorch's losses and with numba_losses.torch.
+
+Usage::
+
+    NUMBA_NUM_THREADS=2 python asv_bench/torch_step.py [--threads 2] [--full] [--repeats N] [--smoke]
+
+Cases (float32, CPU):
+
+* SoftmaxCE (2048, 32000) (``--full``: (8192, 32000), about 3 GB for PyTorch) and (256, 1000):
+  ``F.cross_entropy(x, y)`` against ``nlt.SoftmaxCELoss()(x, y).mean()`` (the module) and
+  ``nlf.cross_entropy(x, y)`` (the drop-in function);
+* CTC T=200, N=32, C=40, L=50 on raw activations: ``F.ctc_loss(F.log_softmax(x))`` against
+  ``nlt.CTCLoss(layout='TNC')(x, ...)`` (the library applies the log-softmax itself) and
+  ``nlf.ctc_loss(F.log_softmax(x), ...)`` (the drop-in function on log-probabilities);
+* the adapter's overhead at (64, 10): ``nlt.L2Loss()`` / ``nlt.SoftmaxCELoss()`` forward+backward
+  against the NumPy call ``loss.forward_backward`` on the same memory.
+
+Each step clears the input's ``.grad`` first; the time is the median of ``--repeats`` steps after
+two warm-up steps (kernels compiled, caches warm). ``--smoke`` runs every case once on tiny shapes
+and prints "ok" (the test suite uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numba
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import numba_losses as nl
+import numba_losses.torch as nlt
+from numba_losses.torch import functional as nlf
+
+
+def _median_ms(step: Callable[[], object], repeats: int) -> float:
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _backward_step(x: torch.Tensor, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    def step() -> None:
+        x.grad = None
+        loss().backward()
+
+    return step
+
+
+def softmax_case(n: int, c: int, repeats: int) -> dict[str, float]:
+    """``{name: ms}`` for one SoftmaxCE step at (n, c)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, generator=g).requires_grad_()
+    y = torch.randint(0, c, (n,), generator=g)
+    module = nlt.SoftmaxCELoss()
+    return {
+        "torch F.cross_entropy": _median_ms(_backward_step(x, lambda: F.cross_entropy(x, y)), repeats),
+        "nlt.SoftmaxCELoss().mean()": _median_ms(_backward_step(x, lambda: module(x, y).mean()), repeats),
+        "nlf.cross_entropy": _median_ms(_backward_step(x, lambda: nlf.cross_entropy(x, y)), repeats),
+    }
+
+
+def ctc_case(t: int, n: int, c: int, length: int, repeats: int) -> dict[str, float]:
+    """``{name: ms}`` for one CTC step on raw activations (T, N, C), labels of ``length``."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(t, n, c, generator=g).requires_grad_()
+    labels = torch.randint(1, c, (n, length), generator=g)
+    in_len = torch.full((n,), t)
+    tg_len = torch.full((n,), length)
+    module = nlt.CTCLoss(layout="TNC", blank_label="first")
+    return {
+        "torch F.ctc_loss(log_softmax)": _median_ms(
+            _backward_step(x, lambda: F.ctc_loss(F.log_softmax(x, 2), labels, in_len, tg_len)), repeats
+        ),
+        "nlt.CTCLoss('TNC').mean()": _median_ms(
+            _backward_step(x, lambda: module(x, labels, in_len, tg_len).mean()), repeats
+        ),
+        "nlf.ctc_loss(log_softmax)": _median_ms(
+            _backward_step(x, lambda: nlf.ctc_loss(F.log_softmax(x, 2), labels, in_len, tg_len)), repeats
+        ),
+    }
+
+
+def overhead_case(repeats: int) -> dict[str, float]:
+    """``{name: ms}``: the adapter's forward+backward against the NumPy call at (64, 10)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 10, generator=g).requires_grad_()
+    t = torch.randn(64, 10, generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    xn, tn, yn = x.detach().numpy(), t.numpy(), y.numpy()
+    l2, ce = nlt.L2Loss(), nlt.SoftmaxCELoss()
+    ones = np.ones(64, np.float32)
+    return {
+        "L2 NumPy forward_backward": _median_ms(lambda: nl.L2Loss().forward_backward(xn, tn, out_grad=ones), repeats),
+        "L2 nlt module fwd+bwd": _median_ms(_backward_step(x, lambda: l2(x, t).sum()), repeats),
+        "torch F.mse_loss fwd+bwd": _median_ms(_backward_step(x, lambda: F.mse_loss(x, t)), repeats),
+        "SoftmaxCE NumPy forward_backward": _median_ms(
+            lambda: nl.SoftmaxCELoss().forward_backward(xn, yn, out_grad=ones), repeats
+        ),
+        "SoftmaxCE nlt module fwd+bwd": _median_ms(_backward_step(x, lambda: ce(x, y).sum()), repeats),
+        "torch F.cross_entropy fwd+bwd": _median_ms(_backward_step(x, lambda: F.cross_entropy(x, y)), repeats),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the cases and print a table; returns ``{case: {name: ms}}``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave)")
+    parser.add_argument("--full", action="store_true", help="SoftmaxCE at (8192, 32000) instead of (2048, 32000)")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--smoke", action="store_true", help="every case once on tiny shapes; prints 'ok'")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.smoke:
+        results = {
+            "softmax": softmax_case(4, 7, 1),
+            "ctc": ctc_case(6, 2, 5, 2, 1),
+            "overhead": overhead_case(1),
+        }
+        print("ok")
+        return results
+    big = 8192 if args.full else 2048
+    results = {
+        f"SoftmaxCE ({big}, 32000)": softmax_case(big, 32000, max(3, args.repeats // 3)),
+        "SoftmaxCE (256, 1000)": softmax_case(256, 1000, args.repeats * 5),
+        "CTC T=200 N=32 C=40 L=50": ctc_case(200, 32, 40, 50, args.repeats),
+        "overhead (64, 10)": overhead_case(args.repeats * 20),
+    }
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, numba threads: ", end="")
+    print(numba.config.NUMBA_NUM_THREADS)
+    for case, row in results.items():
+        print(f"\n{case}")
+        for name, ms in row.items():
+            print(f"  {name:36s} {ms:10.3f} ms")
+    return results
+
+
+if __name__ == "__main__":
+    main()

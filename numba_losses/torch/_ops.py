@@ -1,0 +1,335 @@
+"""The ``torch.library`` custom operators: one per loss family, with fake and autograd rules.
+
+Loss objects carry parameters that are not tensors (axes, margins, user
+functions), so they are kept in a registry and the operator receives the
+registry key, an ``int``. An ``int`` argument is a constant of a compiled
+graph, so the key survives ``torch.compile`` (a new key is a new constant:
+a recompile, never a wrong result).
+
+Every family has two operators:
+
+* ``numba_losses::<family>(int key, Tensor x0, Tensor? x1, ..., Tensor? x4, bool want_grad) -> Tensor[]``
+  (the loss's inputs in order, ``None`` past the last; autograd sees tensors only as separate arguments):
+  ``[out]``, or ``[out, grad, ...]`` (one gradient per differentiable input,
+  the library's fused ``forward_backward`` with a head gradient of ones) when
+  ``want_grad`` and the gradient for any head gradient is that one scaled per
+  sample (:func:`plan`);
+* ``numba_losses::<family>_backward(int key, Tensor?[] inputs, Tensor out_grad) -> Tensor[]``:
+  the gradients for a head gradient, for the calls where scaling is not exact.
+
+Their fake implementations read shapes from ``Loss.result_shapes`` (no kernel
+runs); their autograd rule saves at most one gradient per input that requires
+grad (fused) or only the inputs (not fused). :class:`EagerFunction` runs the
+same functions without the dispatcher for eager calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..ctc import CTCLoss
+from ..elementwise import ElementwiseLoss, KLDivLoss
+from ..loss import Loss
+from ..makeloss import MakeLoss
+from ..pairwise import CosineEmbeddingLoss, TripletLoss
+from ..sdml import SDMLLoss
+from ..softmax import SoftmaxCrossEntropyLoss
+from ._bridge import Meta, to_array, to_tensor, torch_dtype
+
+FAMILIES = ("elementwise", "softmax", "ctc", "pairwise", "sdml", "makeloss")
+#: Input slots of the forward operator (CTCLoss has the most inputs).
+N_SLOTS = 5
+
+_LOSSES: dict[int, Loss | MakeLoss] = {}
+_KEYS = itertools.count()
+
+
+def register(loss: Loss | MakeLoss, owner: Any = None) -> int:
+    """Put ``loss`` in the registry; the key is dropped when ``owner`` is collected (never if ``None``)."""
+    key = next(_KEYS)
+    _LOSSES[key] = loss
+    if owner is not None:
+        weakref.finalize(owner, _LOSSES.pop, key, None)
+    return key
+
+
+def family_of(loss: Loss | MakeLoss) -> str:
+    """The loss family (the operator) of a loss object."""
+    if isinstance(loss, MakeLoss):
+        return "makeloss"
+    if isinstance(loss, KLDivLoss):
+        return "elementwise" if loss._from_logits else "softmax"
+    for cls, family in (
+        (ElementwiseLoss, "elementwise"),
+        (SoftmaxCrossEntropyLoss, "softmax"),
+        (CTCLoss, "ctc"),
+        ((TripletLoss, CosineEmbeddingLoss), "pairwise"),
+        (SDMLLoss, "sdml"),
+    ):
+        if isinstance(loss, cls):
+            return family
+    raise TypeError(f"expected a numba_losses loss or MakeLoss, got {type(loss).__name__}")
+
+
+def inner(loss: Loss | MakeLoss) -> Loss:
+    """The loss whose inputs a call binds (MakeLoss's wrapped loss)."""
+    return loss.loss if isinstance(loss, MakeLoss) else loss
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Shapes of one call and how its backward is done.
+
+    ``fused``: the forward computes the gradients for ones; the backward
+    multiplies gradient ``i`` by ``out_grad.reshape(views[i])`` (MakeLoss: by
+    nothing, its head gradient is its own).
+    """
+
+    out: tuple[tuple[int, ...], torch.dtype]
+    grads: tuple[tuple[tuple[int, ...], torch.dtype], ...]
+    fused: bool
+    views: tuple[tuple[int, ...] | None, ...]
+
+
+def _args(loss: Loss, inputs: list[torch.Tensor | None], fake: bool) -> list[Any]:
+    """The loss's positional inputs: arrays (or shape descriptions), scalar inputs as floats."""
+    scalars = inner(loss)._scalar_inputs
+    if not scalars:
+        return [None if t is None else Meta(t) if fake else to_array(t) for t in inputs]
+    out = []
+    for name, t in zip(inner(loss)._inputs, inputs, strict=True):
+        if t is None:
+            out.append(None)
+        elif name in scalars:
+            out.append(scalars[name] if fake else float(t.item()))
+        else:
+            out.append(Meta(t) if fake else to_array(t))
+    return out
+
+
+def _signature(inputs: list[torch.Tensor | None]) -> tuple[Any, ...]:
+    return tuple(None if t is None else (tuple(int(n) for n in t.shape), t.dtype) for t in inputs)
+
+
+def plan(key: int, inputs: list[torch.Tensor | None], want_grad: bool) -> Plan:
+    """The :class:`Plan` of a call (cached by key, shapes and dtypes)."""
+    return _plan(key, _signature(inputs), want_grad)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(key: int, sig: tuple[Any, ...], want_grad: bool) -> Plan:
+    loss = _LOSSES[key]
+    metas = [None if s is None else _Shape(*s) for s in sig]
+    out, grads = loss.result_shapes(*_args(loss, metas, fake=True))
+    out_t = (tuple(out.shape), torch_dtype(out.dtype))
+    grads_t = tuple((tuple(g.shape), torch_dtype(g.dtype)) for g in grads)
+    views = _scale_views(loss, [None if s is None else s[0] for s in sig], out_t[0]) if want_grad else None
+    fused = want_grad and views is not None
+    return Plan(out_t, grads_t, fused, views or ())
+
+
+class _Shape:
+    """A tensor-like description (shape, torch dtype) for :class:`Meta`."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self.shape, self.dtype = shape, dtype
+
+
+def _scale_views(loss: Loss | MakeLoss, shapes: list[tuple[int, ...] | None], out: tuple[int, ...]) -> Any:
+    """Per differentiable input, the shape ``out_grad`` takes to scale the gradient for ones exactly; ``None``
+    when that is not exact for this call (the backward then runs the kernel with ``out_grad``).
+
+    Exact when every element of an input's gradient comes from one output element: a one-element output,
+    or a per-sample output ``(n,)`` whose sample ``b`` reads only slice ``b`` of each differentiable input
+    along the batch axis (the element- and row-wise families, CTC and Triplet when no broadcast input adds
+    axes in front of ``pred``'s).
+    """
+    names = inner(loss)._inputs
+    diff = [names.index(n) for n in inner(loss)._differentiable]
+    if isinstance(loss, MakeLoss):
+        return tuple(() for _ in diff)  # MXNet's MakeLoss ignores the head gradient
+    n_out = 1
+    for n in out:
+        n_out *= n
+    if n_out == 1:
+        return tuple((1,) * len(shapes[i]) if shapes[i] is not None else None for i in diff)
+    if family_of(loss) not in ("elementwise", "softmax", "ctc") and not isinstance(loss, TripletLoss):
+        return None
+    pred = shapes[0]
+    if len(out) != 1 or not pred:
+        return None
+    if any(s is not None and len(s) > len(pred) for s in shapes if s is not None) and family_of(loss) != "ctc":
+        return None  # a broadcast input with more axes than pred shifts pred's axes
+    axis = loss._batch_axis
+    if not -len(pred) <= axis < len(pred) or pred[axis] != out[0]:
+        return None
+    axis %= len(pred)
+    views = []
+    for i in diff:
+        if shapes[i] != pred:
+            return None
+        v = [1] * len(pred)
+        v[axis] = out[0]
+        views.append(tuple(v))
+    return tuple(views)
+
+
+def _device(inputs: list[torch.Tensor | None]) -> torch.device:
+    return next(t.device for t in inputs if t is not None)
+
+
+def _slots(key: int, xs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor | None]:
+    return list(xs[: len(inner(_LOSSES[key])._inputs)])
+
+
+def _forward(key: int, *args: Any) -> list[torch.Tensor]:
+    *xs, want_grad = args
+    inputs = _slots(key, xs)
+    loss = _LOSSES[key]
+    device = _device(inputs)
+    args = _args(loss, inputs, fake=False)
+    if not (want_grad and plan(key, inputs, want_grad).fused):
+        return [_own(to_tensor(loss(*args), device), inputs)]
+    out, grads = loss.forward_backward(*args)
+    return [_own(to_tensor(a, device), inputs) for a in (out, *grads)]
+
+
+def _own(t: torch.Tensor, inputs: list[torch.Tensor | None]) -> torch.Tensor:
+    """``t`` as a custom operator may return it: contiguous (the fake's layout) and not an input's memory."""
+    if not t.is_contiguous():
+        return t.contiguous()
+    if any(x is not None and x.numel() and t.data_ptr() == x.data_ptr() for x in inputs):
+        return t.clone()
+    return t
+
+
+def _forward_fake(key: int, *args: Any) -> list[torch.Tensor]:
+    *xs, want_grad = args
+    inputs = _slots(key, xs)
+    p = plan(key, inputs, want_grad)
+    device = _device(inputs)
+    shapes = [p.out, *p.grads] if p.fused else [p.out]
+    return [torch.empty(s, dtype=d, device=device) for s, d in shapes]
+
+
+def _backward_impl(key: int, inputs: list[torch.Tensor | None], out_grad: torch.Tensor) -> list[torch.Tensor]:
+    loss = _LOSSES[key]
+    device = _device(inputs)
+    grads = loss.backward(*_args(loss, inputs, fake=False), out_grad=to_array(out_grad))
+    return [_own(to_tensor(g, device), inputs) for g in grads]
+
+
+def _backward_fake(key: int, inputs: list[torch.Tensor | None], out_grad: torch.Tensor) -> list[torch.Tensor]:
+    p = plan(key, inputs, False)
+    device = _device(inputs)
+    return [torch.empty(s, dtype=d, device=device) for s, d in p.grads]
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: list[torch.Tensor]) -> None:
+    key, *xs, want_grad = inputs
+    tensors = _slots(key, tuple(xs))
+    loss = _LOSSES[key]
+    names = inner(loss)._inputs
+    ctx.key = key
+    ctx.n_inputs = N_SLOTS
+    ctx.diff = [names.index(n) for n in inner(loss)._differentiable]
+    ctx.fused = len(output) > 1
+    ctx.makeloss = isinstance(loss, MakeLoss)
+    if ctx.fused:
+        ctx.mark_non_differentiable(*output[1:])  # the gradients for ones: internal outputs
+        views = plan(key, list(tensors), want_grad).views
+        kept = [i for i, _ in enumerate(ctx.diff) if tensors[ctx.diff[i]] is not None]
+        kept = [i for i in kept if tensors[ctx.diff[i]].requires_grad]
+        ctx.kept = kept
+        ctx.views = [views[i] for i in kept]
+        ctx.save_for_backward(*[output[1 + i] for i in kept])  # one gradient per input that requires grad
+    else:
+        ctx.present = [t is not None for t in tensors]
+        ctx.save_for_backward(*[t for t in tensors if t is not None])
+
+
+def _make_backward(backward_op: Any) -> Any:
+    """The backward rule. The fused path scales a copy of the saved gradient (``saved * grad_output``): in
+    place would save a gradient-sized allocation per step but break a second backward through the graph
+    (``retain_graph=True``, as ``gradcheck`` and ``torch.autograd.functional.jacobian`` do)."""
+
+    def backward(ctx: Any, grads: Any) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: the kernels give first derivatives only
+            raise RuntimeError(
+                "numba_losses: double backward (create_graph=True) is not supported; the kernels compute first "
+                "derivatives only"
+            )
+        g = grads[0]
+        result: list[torch.Tensor | None] = [None] * ctx.n_inputs
+        if ctx.fused:
+            for i, view, saved in zip(ctx.kept, ctx.views, ctx.saved_tensors, strict=True):
+                if ctx.makeloss:  # MXNet's MakeLoss ignores grad_output
+                    result[ctx.diff[i]] = saved.clone()
+                elif g is not None:
+                    result[ctx.diff[i]] = saved * g.reshape(view)
+        elif g is not None and any(ctx.needs_input_grad[1 + i] for i in ctx.diff):
+            it = iter(ctx.saved_tensors)
+            tensors = [next(it) if present else None for present in ctx.present]
+            for i, dx in zip(ctx.diff, backward_op(ctx.key, tensors, g), strict=True):
+                result[i] = dx
+        return (None, *result, None)
+
+    return backward
+
+
+_FORWARD_SCHEMA = (
+    "(int key, Tensor x0, " + ", ".join(f"Tensor? x{i}" for i in range(1, N_SLOTS)) + ", bool want_grad) -> Tensor[]"
+)
+
+
+def _define(family: str) -> tuple[Any, Any]:
+    forward = torch.library.custom_op(
+        f"numba_losses::{family}",
+        _forward,
+        mutates_args=(),
+        schema=_FORWARD_SCHEMA,
+    )
+    forward.register_fake(_forward_fake)
+    backward = torch.library.custom_op(
+        f"numba_losses::{family}_backward",
+        _backward_impl,
+        mutates_args=(),
+        schema="(int key, Tensor?[] inputs, Tensor out_grad) -> Tensor[]",
+    )
+    backward.register_fake(_backward_fake)
+    forward.register_autograd(_make_backward(backward), setup_context=_setup_context)
+    return forward, backward
+
+
+#: ``family -> (forward operator, backward operator)``.
+OPS = {family: _define(family) for family in FAMILIES}
+
+
+class EagerFunction(torch.autograd.Function):
+    """The forward operator's implementation and autograd rule without the dispatcher, for eager calls.
+
+    Same functions as the operators (``_forward``, ``_setup_context``, the backward), called
+    directly: a custom operator's Python dispatch costs ~100 us per call, as much as a small loss.
+    Under ``torch.compile`` the modules call the registered operators instead.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, key: int, *args: Any) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        output = _forward(key, *args)
+        _setup_context(ctx, (key, *args), output)  # in forward: a separate setup_context costs a signature bind
+        return tuple(output)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        return _eager_backward(ctx, grads)
+
+
+_eager_backward = _make_backward(_backward_impl)
