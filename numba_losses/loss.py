@@ -216,6 +216,10 @@ class Loss:
 
     def _run(self, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         """Run ``call`` on its backend: ``(value or None, grads or None)``."""
+        if any(type(a).__module__.startswith("dask") for a in (*call.inputs.values(), call.out_grad)):
+            from .dask import run_dask  # Dask arrays: lazy, block by block (imports dask only now)
+
+            return run_dask(self, call)
         spec = self._spec(call)
         return family_module(call.backend, spec.family).run(spec, call)
 
