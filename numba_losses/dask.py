@@ -141,7 +141,7 @@ def run_dask(loss: Any, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
             raise ValueError(f"out_grad has shape {tuple(np.shape(og))}, expected the output's shape {out_shape}")
     spec = loss._spec(Call(named, call.want_value, call.want_grad, og, None, call.grad_out))
     shapes = {n: tuple(np.shape(a)) for n, a in (*given.items(), (_OUT_GRAD, og)) if _is_array(a)}
-    grid = _plan(spec, cls, shapes, out_shape)
+    grid = _plan(spec, cls, shapes, out_shape, out_sd.dtype != np.float16)
     arrays = {n: a for n, a in (*named.items(), (_OUT_GRAD, og)) if _is_array(a)}
     if not grid.split:
         _warn_single_block(cls.__name__, arrays, grid.why_whole)
@@ -149,12 +149,16 @@ def run_dask(loss: Any, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
 
 
 # ------------------------------------------------------------------------------ planning per family
-def _plan(spec: Any, cls: type, shapes: dict[str, tuple[int, ...]], out_shape: tuple[int, ...]) -> Grid:
-    """The grid of a call, from the shapes alone (inputs already checked by ``result_shapes``)."""
+def _plan(spec: Any, cls: type, shapes: dict[str, tuple[int, ...]], out_shape: tuple[int, ...], rows: bool) -> Grid:
+    """The grid of a call, from the shapes alone (inputs already checked by ``result_shapes``).
+
+    ``rows=False`` keeps rows whole (float16 results: a partial rounded to
+    float16 per block would lose the precision the in-memory call keeps).
+    """
     if isinstance(spec, ElementwiseSpec):
-        return _plan_elementwise(spec, shapes, out_shape)
+        return _plan_elementwise(spec, shapes, out_shape, rows)
     if isinstance(spec, (SoftmaxSpec, KLDivSpec)):
-        return _plan_softmax(spec, shapes, out_shape)
+        return _plan_softmax(spec, shapes, out_shape, rows)
     if isinstance(spec, CTCSpec):
         return _plan_ctc(spec, shapes, out_shape)
     if isinstance(spec, TripletSpec):
@@ -215,10 +219,11 @@ def _rows_grid(
     out_dims = (batch,) if batch is not None else (None,)
     dims.update(_out_grad_dims(shapes, out_shape, out_dims))
     reduce = tuple(g for g in split if g != batch)
-    return Grid(size, dims, out_dims, split, batch, reduce, mean, reshape or {}, primary)
+    why = "" if split else "rows of float16 results are kept whole"
+    return Grid(size, dims, out_dims, split, batch, reduce, mean, reshape or {}, primary, why)
 
 
-def _plan_elementwise(spec: ElementwiseSpec, shapes, out_shape) -> Grid:
+def _plan_elementwise(spec: ElementwiseSpec, shapes, out_shape, rows: bool) -> Grid:
     x = shapes[spec.pred]
     reshape = {}
     if spec.label_mode == "reshape" and shapes[spec.label] != x:
@@ -226,12 +231,14 @@ def _plan_elementwise(spec: ElementwiseSpec, shapes, out_shape) -> Grid:
         shapes = {**shapes, spec.label: x}
     size = tuple(np.broadcast_shapes(*(s for n, s in shapes.items() if n != _OUT_GRAD)))
     if spec.reduce == "all":
-        return _rows_grid(shapes, out_shape, size, spec.pred, range(len(size)), None, True, reshape=reshape)
+        every = range(len(size)) if rows else ()
+        return _rows_grid(shapes, out_shape, size, spec.pred, every, None, True, reshape=reshape)
     ax = normalize_axis(spec.batch_axis, len(size))
-    return _rows_grid(shapes, out_shape, size, spec.pred, range(len(size)), ax, spec.reduce == "mean", reshape=reshape)
+    candidates = range(len(size)) if rows else (ax,)
+    return _rows_grid(shapes, out_shape, size, spec.pred, candidates, ax, spec.reduce == "mean", reshape=reshape)
 
 
-def _plan_softmax(spec: SoftmaxSpec | KLDivSpec, shapes, out_shape) -> Grid:
+def _plan_softmax(spec: SoftmaxSpec | KLDivSpec, shapes, out_shape, rows: bool) -> Grid:
     x = shapes["pred"]
     lay = class_layout(x, spec.axis)
     other: dict[str, tuple[int | None, ...]] = {}
@@ -251,7 +258,7 @@ def _plan_softmax(spec: SoftmaxSpec | KLDivSpec, shapes, out_shape) -> Grid:
     ax = normalize_axis(spec.batch_axis, len(size))
     if ax == cax:
         return _whole(shapes, out_shape, "the batch axis is the class axis", "pred")
-    candidates = [g for g in range(len(size)) if g != cax]
+    candidates = [g for g in range(len(size)) if g != cax and (rows or g == ax)]
     split = [g for g in candidates if g >= len(size) - len(x) and x[g - len(size) + len(x)] == size[g]]
     if isinstance(spec, SoftmaxSpec) and spec.sparse and len(label) == len(x) - 1:
         # a sparse label without the class axis: its dimensions skip it
