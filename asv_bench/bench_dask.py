@@ -74,16 +74,30 @@ def _second(t):
 
 
 def _best(run, repeats):
-    from distributed import wait
+    """Best wall time of ``run(tag)``, which persists its results in the workers; waits for every block."""
+    from distributed import futures_of, wait
 
     best = float("inf")
     for _ in range(repeats):
+        tag = next(_TAGS)
         start = time.perf_counter()
-        futures = run()
-        wait(futures)
+        results = run(tag)
+        wait(futures_of(results))
         best = min(best, time.perf_counter() - start)
-        del futures
+        del results
     return best
+
+
+_TAGS = iter(range(10**9))
+
+
+def _fresh(a, tag):
+    """``a`` under new task keys (an identity per block): a repeated run is computed again, not reused."""
+    return a.map_blocks(_identity, name=f"bench-input-{tag}-{a.name}", dtype=a.dtype, meta=a._meta)
+
+
+def _identity(x):
+    return x
 
 
 def _cases(gib, rng, smoke=False):
@@ -101,23 +115,27 @@ def _cases(gib, rng, smoke=False):
 def run(gib: float, workers: list[int], repeats: int, smoke: bool) -> None:
     import dask
     import dask.array as da
-    from distributed import Client, LocalCluster, wait
+    from distributed import Client, wait
 
     import numba_losses as nl
 
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    os.environ["NUMBA_NUM_THREADS"] = "1"  # inherited by the workers only (numba is imported already here)
     losses = {"L2Loss": nl.L2Loss(), "SoftmaxCELoss": nl.SoftmaxCELoss()}
     rates: dict[tuple[str, str, int], float] = {}
     for n in workers:
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with _worker_cluster(n) as cluster:
             with Client(cluster) as client, dask.config.set(scheduler=client.get):
                 for name, (a, b, fn, nbytes) in _cases(gib, da.random.default_rng(0), smoke).items():
                     a, b = client.persist([a, b])
                     wait([a, b])
                     loss = losses[name]
-                    lib = lambda loss=loss, a=a, b=b: client.persist(list(_flat(loss.forward_backward(a, b))))  # noqa: E731
-                    ref = lambda fn=fn, a=a, b=b: client.persist(list(_reference(fn, a, b)))  # noqa: E731
+
+                    def lib(tag, loss=loss, a=a, b=b):
+                        return client.persist(list(_flat(loss.forward_backward(_fresh(a, tag), _fresh(b, tag)))))
+
+                    def ref(tag, fn=fn, a=a, b=b):
+                        return client.persist(list(_reference(fn, _fresh(a, tag), _fresh(b, tag))))
+
                     if smoke:
                         got = client.compute(list(_flat(loss.forward_backward(a, b))), sync=True)
                         want = client.compute(list(_reference(fn, a, b)), sync=True)
@@ -151,7 +169,7 @@ def _overhead(gib, losses, client_cluster, repeats):
     """Dask on the cluster vs one in-memory call (parallel kernels, this process) on the same arrays."""
     import dask
     import dask.array as da
-    from distributed import Client
+    from distributed import Client, wait
 
     cases = _cases(gib, da.random.default_rng(1))
     with Client(client_cluster) as client, dask.config.set(scheduler=client.get):
@@ -165,13 +183,32 @@ def _overhead(gib, losses, client_cluster, repeats):
                 loss.forward_backward(xa, xb)
                 best_mem = min(best_mem, time.perf_counter() - start)
             pa, pb = client.persist([a, b])
+            wait([pa, pb])
             dask_s = _best(
-                lambda loss=loss, pa=pa, pb=pb: client.persist(list(_flat(loss.forward_backward(pa, pb)))), repeats
+                lambda tag, loss=loss, pa=pa, pb=pb: client.persist(
+                    list(_flat(loss.forward_backward(_fresh(pa, tag), _fresh(pb, tag))))
+                ),
+                repeats,
             )
             print(
                 f"overhead {name}: {nbytes / 2**20:.0f} MiB, in-memory {best_mem:.3f} s, "
                 f"Dask on the cluster {dask_s:.3f} s (x{dask_s / best_mem:.2f})"
             )
+
+
+def _worker_cluster(n):
+    """A LocalCluster of ``n`` one-thread worker processes with ``NUMBA_NUM_THREADS=1`` (set while they start)."""
+    from distributed import LocalCluster
+
+    old = os.environ.get("NUMBA_NUM_THREADS")
+    os.environ["NUMBA_NUM_THREADS"] = "1"  # the workers inherit it; this process's Numba keeps its threads
+    try:
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+    finally:
+        if old is None:
+            os.environ.pop("NUMBA_NUM_THREADS")
+        else:
+            os.environ["NUMBA_NUM_THREADS"] = old
 
 
 def _flat(vg):
