@@ -35,7 +35,10 @@ Each family decides which axes may be split (docs/dask.rst has the table):
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -440,6 +443,12 @@ class _Block:
         self.loss, self.keys, self.mode, self.primary, self.red, self.mean = loss, keys, mode, primary, red, mean
 
     def __call__(self, *blocks: Any) -> tuple[Any, tuple[Any, ...] | None]:
+        if _serialise_kernels():
+            with _KERNEL_LOCK:
+                return self._run(blocks)
+        return self._run(blocks)
+
+    def _run(self, blocks: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...] | None]:
         kw = dict(zip(self.keys, blocks, strict=True))
         og = kw.pop(_OUT_GRAD)
         kw = {k: v for k, v in kw.items() if v is not None}
@@ -510,6 +519,33 @@ class _HeadConstant:
 
 
 # ------------------------------------------------------------------------------------- helpers
+_KERNEL_LOCK = threading.Lock()
+
+
+@functools.cache
+def _serialise_kernels() -> bool:
+    """Whether blocks must call the kernels one at a time in a process.
+
+    Dask's default (threaded) scheduler runs blocks in several threads at
+    once; Numba's ``workqueue`` threading layer aborts the process on
+    concurrent parallel launches. It is the layer Numba falls back to when
+    neither TBB nor OpenMP loads, or when ``NUMBA_THREADING_LAYER=workqueue``.
+    """
+    from numba.core import config
+
+    if config.THREADING_LAYER == "workqueue":
+        return True
+    if config.THREADING_LAYER not in ("default", "safe", "threadsafe"):
+        return False  # "tbb" / "omp" / "forksafe": a thread-safe layer
+    for pool in ("numba.np.ufunc.tbbpool", "numba.np.ufunc.omppool"):
+        try:
+            importlib.import_module(pool)
+            return False
+        except Exception:  # noqa: BLE001 - ImportError, or OSError for a missing TBB / OpenMP library
+            continue
+    return True
+
+
 def _is_array(a: Any) -> bool:
     return a is not None and not is_scalar(a) and hasattr(a, "shape")
 

@@ -202,6 +202,18 @@ def test_batch_chunks_are_bit_for_bit(loss, make):
     np.testing.assert_array_equal(grads[0].compute(), want_grads[0])
 
 
+def test_threaded_scheduler_runs_blocks_concurrently():
+    """Dask's default scheduler: several blocks at once in threads (parallel kernels launched concurrently)."""
+    x, y = _f((4096, 300), np.float32), _f((4096, 300), np.float32)
+    loss = nl.SigmoidBCELoss()
+    with dask.config.set(scheduler="threads", num_workers=4):
+        value, (grad,) = loss.forward_backward(da.from_array(x, chunks=(512, 300)), y)
+        value, grad = dask.compute(value, grad)
+    want = loss.forward_backward(x, y)
+    np.testing.assert_array_equal(value, want[0])
+    np.testing.assert_array_equal(grad, want[1][0])
+
+
 def test_split_rows_against_numpy_math():
     """L2 with every axis chunked: the tree-reduced mean is the NumPy mean; the gradient stays blockwise."""
     x, y = _f((6, 10, 8), np.float64), _f((6, 10, 8), np.float64)
