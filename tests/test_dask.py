@@ -202,6 +202,77 @@ def test_batch_chunks_are_bit_for_bit(loss, make):
     np.testing.assert_array_equal(grads[0].compute(), want_grads[0])
 
 
+def _d(*shape):
+    return RNG.standard_normal(shape)
+
+
+# (loss, inputs, chunks per input or None for NumPy, out_grad chunks or None): axes, layouts and label forms
+LAYOUTS = {
+    "Triplet-batch_axis-1": (
+        nl.TripletLoss(batch_axis=1),
+        lambda: (_d(3, 8, 2), _d(3, 8, 2), _d(3, 8, 2)),
+        [(2, 3, 1)] * 3,
+    ),
+    "SoftmaxCE-TNC-batch_axis-1": (
+        nl.SoftmaxCELoss(batch_axis=1),
+        lambda: (_d(5, 8, 4), RNG.integers(0, 4, (5, 8)).astype(float)),
+        [(2, 3, 2), (5, 3)],
+    ),
+    "SoftmaxCE-label-with-class-axis": (
+        nl.SoftmaxCELoss(axis=1),
+        lambda: (_d(6, 4, 3), RNG.integers(0, 4, (6, 1, 3))),
+        [(2, 2, 2), (3, 1, 1)],
+    ),
+    "SoftmaxCE-ignore-smoothing-clip": (
+        nl.SoftmaxCELoss(ignore_label=2, label_smoothing=0.2),
+        lambda: (_d(7, 5), RNG.integers(-1, 7, 7)),
+        [(3, 2), (4,)],
+    ),
+    "Cosine-label-column-scalar-weight": (
+        nl.CosineEmbeddingLoss(),
+        lambda: (_d(8, 3), _d(8, 3), RNG.choice([-1.0, 1.0], (8, 1)), np.array([0.5])),
+        [(3, 3), (3, 2), (5, 1), None],
+    ),
+    "KLDiv-broadcast-label": (nl.KLDivLoss(), lambda: (_d(6, 5), np.abs(_d(1, 5))), [(2, 2), None]),
+    "CTC-TNC-TN": (
+        nl.CTCLoss(layout="TNC", label_layout="TN"),
+        lambda: (_d(9, 6, 5), RNG.integers(0, 4, (3, 6)).astype(float)),
+        [(9, 4, 5), (3, 2)],
+    ),
+    "PoissonNLL-probabilities-weighted": (
+        nl.PoissonNLLLoss(from_logits=False),
+        lambda: (np.abs(_d(6, 4)), np.abs(_d(6, 4)), np.abs(_d(6, 1))),
+        [(2, 3), (6, 4), (3, 1)],
+    ),
+    "SigmoidBCE-weight-per-column": (
+        nl.SigmoidBCELoss(),
+        lambda: (_d(6, 8), RNG.integers(0, 2, (6, 8)).astype(float), np.abs(_d(8))),
+        [(3, 3), None, (5,)],
+    ),
+    "MakeLoss-batch-Cosine": (
+        nl.MakeLoss(nl.CosineEmbeddingLoss(), normalization="batch"),
+        lambda: (_d(8, 3), _d(8, 3), RNG.choice([-1.0, 1.0], 8)),
+        [(3, 3), (3, 3), 4],
+    ),
+    "only-out_grad-is-Dask": (nl.L2Loss(), lambda: (_d(6, 4), _d(6, 4)), [None, None]),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_layouts_and_label_forms(name):
+    loss, make, chunks = LAYOUTS[name]
+    inputs = make()
+    dinputs = [a if c is None else da.from_array(a, chunks=c) for a, c in zip(inputs, chunks, strict=True)]
+    out_sd, _ = loss.result_shapes(*inputs)
+    og = _d(*out_sd.shape)
+    value, grads = loss.forward_backward(*dinputs, out_grad=da.from_array(og, chunks=4))
+    want_value, want_grads = loss.forward_backward(*inputs, out_grad=og)
+    assert isinstance(value, da.Array) and all(isinstance(g, da.Array) for g in grads)
+    _close(value.compute(), want_value, np.float64)
+    for g, w in zip(grads, want_grads, strict=True):
+        _close(g.compute(), w, np.float64)
+
+
 def test_threaded_scheduler_runs_blocks_concurrently():
     """Dask's default scheduler: several blocks at once in threads (parallel kernels launched concurrently)."""
     x, y = _f((4096, 300), np.float32), _f((4096, 300), np.float32)
