@@ -84,7 +84,7 @@ def elementwise_loss(
         raise ValueError(f"a user loss takes at most {MAX_PARAMS} float parameters, got {len(defaults)}")
     cls_name = name or "".join(p.capitalize() for p in value_fn.__name__.split("_")) + "Loss"
     n_params = len(defaults)
-    term_for(value_fn, grad_fn, n_params, cls_name)  # checks the functions' arity limits now
+    _term_for(value_fn, grad_fn, n_params, cls_name)  # checks the functions' arity limits now
     param_names = tuple(defaults)
     fn_names = f"value_fn {value_fn.__qualname__!r} / grad_fn {grad_fn.__qualname__!r}"
 
@@ -104,7 +104,7 @@ def elementwise_loss(
 
     def _term(self, inputs):
         vals = [self._params[p] for p in param_names] + [0.0, 0.0]
-        return term_for(value_fn, grad_fn, n_params, cls_name), vals[0], vals[1]
+        return _term_for(value_fn, grad_fn, n_params, cls_name), vals[0], vals[1]
 
     def __reduce__(self):
         # Rebuilt from the user's functions in the receiving process (pickle, cloudpickle, Dask workers):
@@ -137,29 +137,35 @@ def elementwise_loss(
 # A user's term is registered with Numba (``register_jitable``) in each process. The registered pair
 # is kept here, never in the class: a class or function pickled by value (cloudpickle) would carry a
 # copy of the pair that Numba no longer knows ("Untyped global name 'value'" on a Dask worker).
-_TERMS: dict[Any, tuple[Any, Any]] = {}
+_TERMS: dict[Any, tuple[Any, Any, Any]] = {}
 _CLASSES: dict[Any, type[ElementwiseLoss]] = {}
 
 
 def _fn_key(fn: Callable[..., float]) -> Any:
-    """A key equal for copies of one function (unpickled by value again and again on a worker)."""
+    """A key equal for copies of one function (unpickled by value again and again on a worker).
+
+    Code, defaults, closure values and the values of the globals it names are
+    part of the key: Numba freezes globals at compilation, so a function
+    redefined with another global value (a notebook) gets a new term.
+    """
     try:
         cells = tuple(c.cell_contents for c in fn.__closure__ or ())
-        key = (fn.__module__, fn.__qualname__, fn.__code__, fn.__defaults__, cells)
+        names = fn.__code__.co_names
+        glob = tuple((n, fn.__globals__[n]) for n in names if n in fn.__globals__)
+        key = (fn.__module__, fn.__qualname__, fn.__code__, fn.__defaults__, cells, glob)
         hash(key)
     except (AttributeError, TypeError, ValueError):  # a callable object, an unhashable closure value, an empty cell
         return ("id", id(fn))
     return key
 
 
-def term_for(value_fn: Callable[..., float], grad_fn: Callable[..., float], n_params: int, name: str) -> Any:
+def _term_for(value_fn: Callable[..., float], grad_fn: Callable[..., float], n_params: int, name: str) -> Any:
     """The kernels' ``(value, grad)`` pair of a user term, made once per process and function pair."""
     key = (_fn_key(value_fn), _fn_key(grad_fn), n_params, name)
-    term = _TERMS.get(key)
-    if term is None:
-        term = _TERMS[key] = make_term(value_fn, grad_fn, n_params, name)
-        _TERMS[key + (value_fn, grad_fn)] = term  # keeps the functions (and so their ids) alive
-    return term
+    entry = _TERMS.get(key)
+    if entry is None:  # the functions are kept with the pair: an id in a key stays theirs
+        entry = _TERMS[key] = (make_term(value_fn, grad_fn, n_params, name), value_fn, grad_fn)
+    return entry[0]
 
 
 def _rebuild(value_fn, grad_fn, name: str, params: tuple, state: dict) -> ElementwiseLoss:

@@ -438,6 +438,18 @@ def test_losses_pickle_to_another_process_and_compile_there():
     np.testing.assert_array_equal(again(x, y), by_ref(x, y))
 
 
+def test_user_term_cache_sees_a_changed_global():
+    """User terms are cached by code and by the values of the globals they name (Numba freezes globals)."""
+    src = "def v(p, l):\n    return A * (p - l) ** 2\n\ndef g(p, l):\n    return 2.0 * A * (p - l)\n"
+    x = np.ones((1, 2))
+    results = []
+    for a in (1.0, 3.0):  # the same source run twice, as a notebook cell would be, with another A
+        ns = {"A": a}
+        exec(src, ns)  # noqa: S102 - a fixed string
+        results.append(nl.elementwise_loss(ns["v"], ns["g"])()(x, 0 * x)[0])
+    assert results == [1.0, 3.0]
+
+
 STREAM = textwrap.dedent(
     """
     import threading, time
