@@ -86,7 +86,8 @@ def elementwise_loss(
     if len(defaults) > MAX_PARAMS:
         raise ValueError(f"a user loss takes at most {MAX_PARAMS} float parameters, got {len(defaults)}")
     cls_name = name or "".join(p.capitalize() for p in value_fn.__name__.split("_")) + "Loss"
-    term = make_term(value_fn, grad_fn, len(defaults), cls_name)
+    n_params = len(defaults)
+    _term_for(value_fn, grad_fn, n_params, cls_name)  # checks the functions' arity limits now
     param_names = tuple(defaults)
     fn_names = f"value_fn {value_fn.__qualname__!r} / grad_fn {grad_fn.__qualname__!r}"
 
@@ -106,7 +107,12 @@ def elementwise_loss(
 
     def _term(self, inputs):
         vals = [self._params[p] for p in param_names] + [0.0, 0.0]
-        return term, vals[0], vals[1]
+        return _term_for(value_fn, grad_fn, n_params, cls_name), vals[0], vals[1]
+
+    def __reduce__(self):
+        # Rebuilt from the user's functions in the receiving process (pickle, cloudpickle, Dask workers):
+        # the compiled term is never pickled, it is made again there.
+        return _rebuild, (value_fn, grad_fn, cls_name, tuple(defaults.items()), dict(self.__dict__))
 
     def _run(self, call):
         try:
@@ -120,7 +126,14 @@ def elementwise_loss(
     return type(
         cls_name,
         (ElementwiseLoss,),
-        {"__init__": __init__, "_term": _term, "_run": _run, "__doc__": doc, "__module__": value_fn.__module__},
+        {
+            "__init__": __init__,
+            "_term": _term,
+            "_run": _run,
+            "__reduce__": __reduce__,
+            "__doc__": doc,
+            "__module__": value_fn.__module__,
+        },
     )
 
 
@@ -133,3 +146,48 @@ def _python_function(name: str, fn: Any) -> Callable[..., float]:
     if not callable(fn) or isinstance(fn, type):
         raise TypeError(f"elementwise_loss: {name} must be a function, got {fn!r} ({type(fn).__name__})")
     return fn
+
+
+# A user's term is registered with Numba (``register_jitable``) in each process. The registered pair
+# is kept here, never in the class: a class or function pickled by value (cloudpickle) would carry a
+# copy of the pair that Numba no longer knows ("Untyped global name 'value'" on a Dask worker).
+_TERMS: dict[Any, tuple[Any, Any, Any]] = {}
+_CLASSES: dict[Any, type[ElementwiseLoss]] = {}
+
+
+def _fn_key(fn: Callable[..., float]) -> Any:
+    """A key equal for copies of one function (unpickled by value again and again on a worker).
+
+    Code, defaults, closure values and the values of the globals it names are
+    part of the key: Numba freezes globals at compilation, so a function
+    redefined with another global value (a notebook) gets a new term.
+    """
+    try:
+        cells = tuple(c.cell_contents for c in fn.__closure__ or ())
+        names = fn.__code__.co_names
+        glob = tuple((n, fn.__globals__[n]) for n in names if n in fn.__globals__)
+        key = (fn.__module__, fn.__qualname__, fn.__code__, fn.__defaults__, cells, glob)
+        hash(key)
+    except (AttributeError, TypeError, ValueError):  # a callable object, an unhashable closure value, an empty cell
+        return ("id", id(fn))
+    return key
+
+
+def _term_for(value_fn: Callable[..., float], grad_fn: Callable[..., float], n_params: int, name: str) -> Any:
+    """The kernels' ``(value, grad)`` pair of a user term, made once per process and function pair."""
+    key = (_fn_key(value_fn), _fn_key(grad_fn), n_params, name)
+    entry = _TERMS.get(key)
+    if entry is None:  # the functions are kept with the pair: an id in a key stays theirs
+        entry = _TERMS[key] = (make_term(value_fn, grad_fn, n_params, name), value_fn, grad_fn)
+    return entry[0]
+
+
+def _rebuild(value_fn, grad_fn, name: str, params: tuple, state: dict) -> ElementwiseLoss:
+    """Unpickle a user-made loss: its class made again from the functions (once per process)."""
+    key = (_fn_key(value_fn), _fn_key(grad_fn), name, params)
+    cls = _CLASSES.get(key)
+    if cls is None:
+        cls = _CLASSES[key] = elementwise_loss(value_fn, grad_fn, name=name, params=dict(params))
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    return obj

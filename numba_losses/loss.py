@@ -217,6 +217,10 @@ class Loss:
 
     def _run(self, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         """Run ``call`` on its backend: ``(value or None, grads or None)``."""
+        if any(type(a).__module__.startswith("dask") for a in (*call.inputs.values(), call.out_grad)):
+            from .dask import run_dask  # Dask arrays: lazy, block by block (imports dask only now)
+
+            return run_dask(self, call)
         spec = self._spec(call)
         result = family_module(call.backend, spec.family).run(spec, call)
         return result if call.origin is None else export_results(result, call.origin, (call.out, *call.grad_out))

@@ -29,7 +29,7 @@ from typing import Any
 from ._core.device import DeviceArray
 from ._core.params import check_real
 from ._core.request import is_device_array, select_backend
-from ._core.validate import as_host_array, compute_dtype, result_dtype
+from ._core.validate import as_host_array, compute_dtype, layout_of, result_dtype
 from ._plan.makeloss import check_normalization, head_constant
 from .loss import Loss, family_module
 
@@ -79,6 +79,8 @@ def make_loss(
 
 def _result_dtype(a: Any) -> Any:
     """Dtype of a loss's output for ``pred`` = ``a`` (every family's rule)."""
+    if type(a).__module__.startswith("dask"):  # shape and dtype only: a Dask array is never computed here
+        a = layout_of(a)
     layout = DeviceArray.wrap("pred", a).layout if is_device_array(a) else as_host_array("pred", a)
     return result_dtype(layout, compute_dtype("pred", layout))
 
@@ -141,6 +143,11 @@ class MakeLoss:
             c = head_constant((1,), dtype, self.normalization, self.grad_scale)
             return self.loss.forward_backward(*args, out_grad=float(c), out=out, grad_out=grad_out, **kwargs)
         value = self.loss(*args, out=out, **kwargs)
+        if type(value).__module__.startswith("dask"):  # the count is one more lazy reduction
+            from .dask import makeloss_head
+
+            c = makeloss_head(value, dtype, self.normalization, self.grad_scale, self.valid_thresh)
+            return value, self.loss.backward(*args, out_grad=c, grad_out=grad_out, **kwargs)
         count = count_valid(value, self.valid_thresh) if self.normalization == "valid" else None
         c = head_constant(tuple(value.shape), dtype, self.normalization, self.grad_scale, count)
         return value, self.loss.backward(*args, out_grad=float(c), grad_out=grad_out, **kwargs)
