@@ -372,3 +372,23 @@ def test_masked_blocks_and_nan_positions():
     cpu = nl.SoftmaxCELoss().forward_backward(x[:, :80], lab % 80)
     np.testing.assert_allclose(_host(gpu[0]), cpu[0], rtol=2e-5, equal_nan=True)
     np.testing.assert_allclose(_host(gpu[1][0]), cpu[1][0], rtol=2e-5, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("n_classes", [1, 15, 16, 17, 33, 255, 256, 257, 300])
+def test_row_maximum_at_every_position_and_nan_at_every_position(n_classes):
+    # the block maximum runs in interleaved lanes: the row maximum (and a NaN) may sit in any
+    # lane or in the tail after the last full group of lanes
+    rng = np.random.default_rng(n_classes)
+    x = rng.standard_normal((n_classes, n_classes))
+    x[np.arange(n_classes), np.arange(n_classes)] = 40.0  # the maximum moves along the rows
+    label = rng.integers(0, n_classes, n_classes)
+    out, (dx,) = nl.SoftmaxCELoss().forward_backward(x, label)
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(out, -np.log(p[np.arange(n_classes), label]), rtol=1e-12, atol=1e-13)
+    onehot = np.eye(n_classes)[label]
+    np.testing.assert_allclose(dx, p - onehot, rtol=1e-10, atol=1e-15)
+    x_nan = rng.standard_normal((n_classes, n_classes))
+    x_nan[np.arange(n_classes), np.arange(n_classes)] = np.nan
+    out, (dx,) = nl.SoftmaxCELoss().forward_backward(x_nan, label)
+    assert np.isnan(out).all() and np.isnan(dx).all()

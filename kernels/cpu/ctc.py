@@ -47,7 +47,7 @@ from numba.extending import register_jitable
 from .._options import CHUNK
 from ..vmath import like, softplus_neg, vexp
 from .compile import cache_key, compile_kernel
-from .softmax import BLOCK, row_max_sum_exp
+from .softmax import BLOCK, LANES, row_max_sum_exp
 
 # Frames per tile of the gamma pass (a tile of alpha + beta, S x GAMMA_TILE, is transposed in L1).
 GAMMA_TILE = 32
@@ -95,7 +95,7 @@ def build_ctc_frames_kernel(parallel):
         n_blocks = (n_classes + BLOCK - 1) // BLOCK
         for task in prange(n_tasks):
             buf = np.empty(BLOCK, dtype=x.dtype)
-            bmax = np.empty(max(n_blocks, 1), dtype=x.dtype)
+            bmax = np.empty(max(n_blocks, 1) + LANES, dtype=x.dtype)
             for f in range(task * per, min(task * per + per, n_frames)):
                 b = f // n_t
                 t = f - b * n_t

@@ -47,6 +47,36 @@ from .reduce import block_sum, range_sum
 
 # Logits per block of the online max / sum-of-exponentials pass (fits in L1 twice).
 BLOCK = 256
+# Independent running maxima of :func:`block_max`: two AVX2 registers of float32, enough for the
+# loop to vectorise without fast-math flags (each lane keeps the NaN-ignoring scalar rule).
+LANES = 16
+
+
+@register_jitable(forceinline=True)
+def block_max(xr, j0, j1, m, lanes):
+    """``max(m, xr[j0:j1])``, NaN ignored (a NaN reaches the sum of exponentials instead).
+
+    :data:`LANES` running maxima (in the scratch ``lanes``) over interleaved elements, then their
+    maximum: the same value as one running maximum (maximum is exact and
+    order-free apart from the sign of zero, which no later step can see since
+    ``x - m`` is the same for ``m = +0`` and ``-0``), vectorised.
+    """
+    n = j1 - j0
+    full = j0 + (n // LANES) * LANES
+    if full > j0:
+        for k in range(LANES):
+            lanes[k] = m
+        for i in range(j0, full, LANES):
+            for k in range(LANES):
+                v = xr[i + k]
+                lanes[k] = v if v > lanes[k] else lanes[k]
+        for k in range(LANES):
+            v = lanes[k]
+            m = v if v > m else m
+    for j in range(full, j1):
+        v = xr[j]
+        m = v if v > m else m
+    return m
 
 
 @register_jitable(forceinline=True)
@@ -78,17 +108,16 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
     ``BLOCK``-element scratch ``dest``. Blocks seen while the maximum is still
     ``-inf`` add 0 (masked logits); an all ``-inf`` row gives a sum of 0
     (``log 0 = -inf``, a NaN loss, as MXNet's ``x - max`` does). ``m`` is in
-    the row's dtype, the sum in float64.
+    the row's dtype, the sum in float64. ``bmax`` holds one entry per block,
+    then :data:`LANES` entries of scratch for :func:`block_max`.
     """
     n = xr.shape[0]
     m = like(xr[0], -np.inf)
     s = 0.0
+    lanes = bmax[bmax.shape[0] - LANES :]  # scratch of block_max, after the block maxima
     for j0 in range(0, n, BLOCK):
         j1 = min(j0 + BLOCK, n)
-        bm = m
-        for j in range(j0, j1):
-            v = xr[j]
-            bm = v if v > bm else bm  # NaN never raises the maximum; it reaches the sum below
+        bm = block_max(xr, j0, j1, m, lanes)  # NaN never raises the maximum; it reaches the sum below
         if bm > m:
             s = s * math.exp(float(m) - float(bm))
             m = bm
@@ -181,14 +210,14 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
         for task in prange(n_tasks):
             buf = np.empty(BLOCK, dtype=x.dtype)
             buf64 = np.empty(BLOCK, dtype=np.float64)
-            bmax = np.empty(n_blocks, dtype=x.dtype)
+            bmax = np.empty(n_blocks + LANES, dtype=x.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
                 xr = get_row(x, t, inner)
                 yr = get_row(y, t, inner)  # sparse variants get ``y = x``, never read
                 cc = like(xr[0], 1.0)
                 if want_grad:
                     cc = coef[t]
-                j = 0
+                target = 0
                 if sparse:
                     lab = label[t]
                     if has_ignore and float(lab) == ignore:
@@ -198,7 +227,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                             for k in range(n_classes):
                                 dr[k] = 0.0
                         continue
-                    j = pick(lab, n_classes)
+                    target = pick(lab, n_classes)
                 q1, q0 = smoothing(eps, n_classes)
                 m = like(xr[0], 0.0)  # log-probabilities are (x - m) - lsum
                 lsum = 0.0
@@ -209,7 +238,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                         m, lsum = row_log_sum_exp(xr, buf, False, bmax)
                 syx, sy, sx = _row_sums(xr, yr, m, dense, smooth, buf64)
                 if sparse:
-                    syx = float(xr[j]) - float(m)
+                    syx = float(xr[target]) - float(m)
                     sy = 1.0
                 qsum = q1 * sy + eps  # sum of the smoothed target
                 val = -(q1 * (syx - lsum * sy))
@@ -221,23 +250,23 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 dr = get_row(dx, t, inner)
                 c1 = like(cc, q1)
                 c0 = like(cc, q0)
+                # The one-hot target of a class id is read in the loops (``tk``), not written to its slot
+                # after them: a store after the loops was lost in the parallel variant (Numba's parfor
+                # lowering), and this form is as exact (one rounding per element either way).
+                one = like(cc, 1.0)
+                zero = like(cc, 0.0)
                 if from_logits:
                     for k in range(n_classes):
-                        tk = yr[k] if dense else like(cc, 0.0)
+                        tk = yr[k] if dense else (one if k == target else zero)
                         dr[k] = -cc * (c1 * tk + c0)
-                    if sparse:
-                        dr[j] = -cc * (c1 + c0)
                 else:
                     qs = like(cc, qsum)
                     # p_k = e_k * exp(bmax[b] - m - lsum), e_k = exp(x_k - bmax[b]) stored in dr
-                    pj = dr[j] * like(cc, math.exp(float(bmax[j // BLOCK]) - float(m) - lsum))
                     for b in range(n_blocks):
                         f = like(cc, math.exp(float(bmax[b]) - float(m) - lsum))
                         for k in range(b * BLOCK, min(b * BLOCK + BLOCK, n_classes)):
-                            tk = yr[k] if dense else like(cc, 0.0)
+                            tk = yr[k] if dense else (one if k == target else zero)
                             dr[k] = cc * ((dr[k] * f) * qs - (c1 * tk + c0))
-                    if sparse:  # the target's own slot, computed in one rounding
-                        dr[j] = cc * (pj * qs - (c1 + c0))
 
     name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}"
     return compile_kernel(softmax_ce_kernel, name, parallel)
@@ -362,7 +391,7 @@ def build_log_softmax_kernel(contiguous, parallel):
         per = max(1, CHUNK // max(n_classes, 1))
         for task in prange((n_rows + per - 1) // per):
             buf = np.empty(BLOCK, dtype=x.dtype)
-            bmax = np.empty((n_classes + BLOCK - 1) // BLOCK, dtype=x.dtype)
+            bmax = np.empty((n_classes + BLOCK - 1) // BLOCK + LANES, dtype=x.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
                 xr = get_row(x, t, inner)
                 m, lsum = row_log_sum_exp(xr, buf, False, bmax)
