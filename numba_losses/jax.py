@@ -247,7 +247,7 @@ def _rule(loss: Any, base: Loss, shapes: dict[str, Any], out_shape: tuple[int, .
         return "makeloss"
     if int(np.prod(out_shape)) == 1:
         return "scalar"
-    layouts = {n: layout_of(a) for n, a in shapes.items()}
+    layouts = {n: layout_of(n, a) for n, a in shapes.items()}
     spec = base._spec(Call(layouts, True, True, grad_out=(None,) * len(type(base)._differentiable)))
     if spec.family not in _SEPARABLE:
         return "callback"

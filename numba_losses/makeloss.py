@@ -80,7 +80,7 @@ def make_loss(
 def _result_dtype(a: Any) -> Any:
     """Dtype of a loss's output for ``pred`` = ``a`` (every family's rule)."""
     if type(a).__module__.startswith("dask"):  # shape and dtype only: a Dask array is never computed here
-        a = layout_of(a)
+        a = layout_of("pred", a)
     layout = DeviceArray.wrap("pred", a).layout if is_device_array(a) else as_host_array("pred", a)
     return result_dtype(layout, compute_dtype("pred", layout))
 
