@@ -37,6 +37,7 @@ from .gradcheck import GradientCheckError, check_gradient  # noqa: E402
 from .loss import Loss  # noqa: E402
 from .makeloss import MakeLoss, make_loss  # noqa: E402
 from .pairwise import CosineEmbeddingLoss, TripletLoss  # noqa: E402
+from .precompile import precompile  # noqa: E402
 from .sdml import SDMLLoss  # noqa: E402
 from .softmax import SoftmaxCELoss, SoftmaxCrossEntropyLoss  # noqa: E402
 
@@ -67,4 +68,5 @@ __all__ = [
     "make_loss",
     "elementwise_loss",
     "UserCompileError",
+    "precompile",
 ]

@@ -21,93 +21,10 @@ import numpy as np
 
 import numba_losses as nl
 
+from ._catalogue import CASES, _regression  # noqa: F401 (_regression: a sample for tests' own tours)
 from .gradcheck import GradientCheckError, check_gradient
 
-Sample = Callable[[np.random.Generator, tuple[int, int]], tuple[np.ndarray, ...]]
-
-
-def _regression(rng, shape):
-    return rng.standard_normal(shape), rng.standard_normal(shape)
-
-
-def _signed(rng, shape):
-    return rng.standard_normal(shape), rng.choice([-1.0, 1.0], size=shape)
-
-
-def _binary(rng, shape):
-    return rng.standard_normal(shape), rng.integers(0, 2, size=shape).astype(np.float64)
-
-
-def _probabilities(rng, shape):
-    return rng.uniform(0.05, 0.95, shape), rng.integers(0, 2, size=shape).astype(np.float64)
-
-
-def _counts(rng, shape):
-    return 0.5 * rng.standard_normal(shape), rng.poisson(2.0, size=shape).astype(np.float64)
-
-
-def _rates(rng, shape):
-    return rng.uniform(0.5, 3.0, shape), rng.poisson(2.0, size=shape).astype(np.float64)
-
-
-def _distributions(rng, shape):
-    logits = rng.standard_normal(shape)
-    logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-    q = rng.random(shape)
-    return logp, q / q.sum(axis=-1, keepdims=True)
-
-
-def _classes(rng, shape):
-    return 2.0 * rng.standard_normal(shape), rng.integers(0, shape[1], size=shape[0]).astype(np.float64)
-
-
-def _soft_targets(rng, shape):
-    q = rng.random(shape)
-    return rng.standard_normal(shape), q / q.sum(axis=-1, keepdims=True)
-
-
-def _triplets(rng, shape):
-    return rng.standard_normal(shape), rng.standard_normal(shape), rng.standard_normal(shape)
-
-
-def _pairs(rng, shape):
-    return rng.standard_normal(shape), rng.standard_normal(shape), rng.choice([-1.0, 1.0], size=shape[0])
-
-
-def _embeddings(rng, shape):
-    x1 = rng.standard_normal(shape)
-    return x1, x1 + 0.3 * rng.standard_normal(shape)
-
-
-def _sequences(rng, shape):
-    """CTC: activations (N, T, C) and -1-padded labels of up to T/4 classes (blank = C - 1)."""
-    n, t, c = shape[0], max(6, shape[1] // 8), max(5, shape[1] // 16)
-    lab = rng.integers(0, c - 1, size=(n, t // 4)).astype(np.float64)
-    lab[rng.random(n) < 0.5, -1] = -1.0
-    return rng.standard_normal((n, t, c)), lab
-
-
-TOUR: list[tuple[str, Callable[[], nl.Loss], Sample]] = [
-    ("L2Loss", nl.L2Loss, _regression),
-    ("L1Loss", nl.L1Loss, _regression),
-    ("HuberLoss(rho=0.5)", lambda: nl.HuberLoss(rho=0.5), _regression),
-    ("HingeLoss", nl.HingeLoss, _signed),
-    ("SquaredHingeLoss", nl.SquaredHingeLoss, _signed),
-    ("SigmoidBCELoss", nl.SigmoidBCELoss, _binary),
-    ("SigmoidBCELoss(from_sigmoid)", lambda: nl.SigmoidBCELoss(from_sigmoid=True), _probabilities),
-    ("LogisticLoss", nl.LogisticLoss, _signed),
-    ("LogisticLoss(binary)", lambda: nl.LogisticLoss(label_format="binary"), _binary),
-    ("PoissonNLLLoss", nl.PoissonNLLLoss, _counts),
-    ("PoissonNLLLoss(rates)", lambda: nl.PoissonNLLLoss(from_logits=False), _rates),
-    ("KLDivLoss", nl.KLDivLoss, _distributions),
-    ("KLDivLoss(from_logits=False)", lambda: nl.KLDivLoss(from_logits=False), _soft_targets),
-    ("SoftmaxCELoss", nl.SoftmaxCELoss, _classes),
-    ("SoftmaxCELoss(dense labels)", lambda: nl.SoftmaxCELoss(sparse_label=False), _soft_targets),
-    ("TripletLoss", nl.TripletLoss, _triplets),
-    ("CosineEmbeddingLoss(margin=0.2)", lambda: nl.CosineEmbeddingLoss(margin=0.2), _pairs),
-    ("SDMLLoss", nl.SDMLLoss, _embeddings),
-    ("CTCLoss", nl.CTCLoss, _sequences),
-]
+TOUR = CASES  # (label, loss factory, sample inputs) per loss configuration
 
 
 def _time_per_call(fn: Callable[[], object], budget: float = 0.05) -> float:
@@ -182,7 +99,10 @@ def _device_time(loss: nl.Loss, big: tuple[np.ndarray, ...]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the tour; return the process exit status."""
+    """Run the tour (or ``precompile``); return the process exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["precompile"]:
+        return precompile_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m numba_losses",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -192,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             "differences, times forward+backward and prints one table. The first run compiles every\n"
             "kernel and caches it on disk (minutes on a small machine); later runs take seconds."
         ),
-        epilog="Exit status: 0 when every check passes, 1 when a check fails or --plot cannot write the gallery.",
+        epilog=(
+            "Exit status: 0 when every check passes, 1 when a check fails or --plot cannot write the gallery.\n"
+            "'python -m numba_losses precompile --help': compile every kernel into the on-disk cache ahead of time."
+        ),
     )
     parser.add_argument(
         "--shape", type=int, nargs=2, default=(256, 1024), metavar=("ROWS", "COLS"), help="timing shape (256 1024)"
@@ -263,6 +186,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None and not _plot(args.plot):
         return 1
     return 1 if failures else 0
+
+
+def precompile_main(argv: list[str]) -> int:
+    """``python -m numba_losses precompile``: :func:`numba_losses.precompile` from the command line."""
+    from ._catalogue import CASES
+    from .precompile import precompile
+
+    names = sorted({type(make()).__name__ for _, make, _ in CASES} | {"SoftmaxCELoss", "SigmoidBCELoss"})
+    parser = argparse.ArgumentParser(
+        prog="python -m numba_losses precompile",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Compile every CPU kernel variant of the losses into Numba's on-disk cache (NUMBA_CACHE_DIR, or\n"
+            "next to the package), in a pool of processes over all cores, so that later processes load the\n"
+            "kernels instead of compiling them. Run it when building a Docker image or at the start of a CI job."
+        ),
+        epilog="Exit status: 0 when every kernel compiled, 1 otherwise.",
+    )
+    parser.add_argument("--jobs", "-j", type=int, default=None, metavar="N", help="processes (default: all CPUs)")
+    parser.add_argument(
+        "--dtype",
+        nargs="+",
+        default=["float32"],
+        choices=["float16", "float32", "float64"],
+        help="input dtypes to compile for (default: float32)",
+    )
+    parser.add_argument(
+        "--loss",
+        nargs="+",
+        metavar="NAME",
+        choices=names,
+        help="only these loss classes, in their default configuration (default: every loss and configuration)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    losses = None if args.loss is None else [getattr(nl, name) for name in args.loss]
+    try:
+        precompile(losses, args.dtype, jobs=args.jobs, progress=not args.quiet)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
 
 
 def _plot_problem(directory: str) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from ._core import compilelog
 from ._core.request import Call, bind, make_call
 from ._core.validate import check_weight, layout_of
 
@@ -217,7 +218,11 @@ class Loss:
     def _run(self, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         """Run ``call`` on its backend: ``(value or None, grads or None)``."""
         spec = self._spec(call)
-        return family_module(call.backend, spec.family).run(spec, call)
+        token = compilelog.enter(type(self).__name__, call.want_value, call.want_grad)
+        try:
+            return family_module(call.backend, spec.family).run(spec, call)
+        finally:
+            compilelog.leave(token)
 
     def _spec(self, call: Call) -> Any:
         """The family's spec for this call (``numba_losses._plan.<family>``)."""
