@@ -18,13 +18,16 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
+from numba.core import event
 
 import numba_losses as nl
 
-from ._catalogue import CASES, _regression  # noqa: F401 (_regression: a sample for tests' own tours)
-from .gradcheck import GradientCheckError, check_gradient
+from ._catalogue import CASES, _regression, run_cpu_case, tour_inputs  # noqa: F401 (_regression: for tests' tours)
+from ._progress import Progress
+from .precompile import KernelCounter, default_jobs, run_tasks, tour_warm
 
 TOUR = CASES  # (label, loss factory, sample inputs) per loss configuration
+FIRST_RUN = "45 s"  # the cold tour on a 2-core machine (empty NUMBA_CACHE_DIR), measured for the CHANGELOG
 
 
 def _time_per_call(fn: Callable[[], object], budget: float = 0.05) -> float:
@@ -120,8 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shape", type=int, nargs=2, default=(256, 1024), metavar=("ROWS", "COLS"), help="timing shape (256 1024)"
     )
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that compile the kernels first (default: all CPUs; 1: compile in this process)",
+    )
     parser.add_argument("--plot", metavar="DIR", help="also write the loss gallery's PNGs into DIR (needs matplotlib)")
     args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     if args.plot is not None:  # before the tour, not after minutes of it
         problem = _plot_problem(args.plot)
         if problem:
@@ -134,33 +147,28 @@ def main(argv: list[str] | None = None) -> int:
         f"backends: cpu ({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER}); {cuda_desc}"
     )
     print(
-        "the first run compiles every kernel and caches it on disk (a few minutes on a 2-core machine);"
-        " later runs load them and take seconds\n"
+        f"the first run compiles {2 * len(TOUR)} kernels and caches them on disk (about {FIRST_RUN} on a 2-core"
+        " machine); later runs load them and take seconds\n"
     )
 
+    jobs = args.jobs if args.jobs is not None else default_jobs()
+    _warm_in_processes(tuple(args.shape), jobs)
+    show = Progress(len(TOUR))
     rng = np.random.default_rng(0)
     rows, failures = [], 0
+    counter = KernelCounter()
+    event.register("numba:compile", counter)
     for name, make, sample in TOUR:
-        if sys.stderr.isatty():
-            print(f"  {name:30s} compiling / checking ...", end="\r", file=sys.stderr, flush=True)
-        else:
-            print(f"  {name}: compiling / checking ...", file=sys.stderr, flush=True)
+        counter.count = 0
+        show.begin(name, "compiling / checking" if jobs == 1 else "checking")
         loss = make()
-        small = sample(rng, (4, 6))
-        try:
-            err = max(check_gradient(loss, *small).values())
-            status = "ok"
-        except GradientCheckError as exc:
+        small, big = tour_inputs(sample, rng, tuple(args.shape))
+        value, err, t_fb, failure = run_cpu_case(loss, small, big, _time_per_call)
+        status = "ok"
+        if failure is not None:
             err, status = float("nan"), "FAIL"
             failures += 1
-            print(exc, file=sys.stderr)
-        big = tuple(a.astype(np.float32) for a in sample(rng, tuple(args.shape)))
-        value = float(np.mean(loss(*small)))
-        out = np.empty(loss(*big).shape, np.float32)
-        grad = tuple(np.empty(big[loss._inputs.index(n)].shape, np.float32) for n in loss._differentiable)
-        t_fb = _time_per_call(
-            lambda loss=loss, big=big, out=out, grad=grad: loss.forward_backward(*big, out=out, grad_out=grad)
-        )
+            print(failure, file=sys.stderr)
         rows.append((name, "cpu", value, err, t_fb * 1e6, status))
         if cuda_kind is not None:
             # the device result against the CPU's (float64), the gradient check above covering both
@@ -170,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             d_value = float(np.mean(_to_host(loss(*(_to_device(a) for a in small)))))
             t_dev = _device_time(loss, big) * 1e6 if cuda_kind == "gpu" else float("nan")
             rows.append((name, "cuda" if cuda_kind == "gpu" else "cudasim", d_value, d_err, t_dev, d_status))
-    if sys.stderr.isatty():
-        print(" " * 60, end="\r", file=sys.stderr)
+        show.end(name, f"checked ({counter.count} kernels compiled)" if counter.count else "checked")
+    event.unregister("numba:compile", counter)
+    show.close(f"tour: {len(TOUR)} losses")
+    print()
 
     header = ("loss", "backend", "value (4x6)", "grad error*", f"fwd+bwd {args.shape[0]}x{args.shape[1]} f32 (us)", "")
     print(f"{header[0]:32s} {header[1]:7s} {header[2]:>12s} {header[3]:>11s} {header[4]:>28s}")
@@ -186,6 +196,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None and not _plot(args.plot):
         return 1
     return 1 if failures else 0
+
+
+def _warm_in_processes(shape: tuple[int, int], jobs: int) -> None:
+    """Compile the kernels of the tour's built-in losses into the on-disk cache in ``jobs`` processes.
+
+    The tour then loads them: its timings run on idle cores, after every compilation.
+    Nothing to do with one job, without the on-disk cache, or for a tour that is not the built-in one.
+    """
+    from numba_losses.kernels._options import CACHE
+
+    indices = [i for i, case in enumerate(TOUR) if i < len(CASES) and case is CASES[i]]
+    if jobs == 1 or not CACHE or not indices:
+        return
+    show = Progress(len(indices))
+    done, failed = run_tasks(tour_warm, [(TOUR[i][0], (i, shape)) for i in indices], jobs, show)
+    show.close(f"compiled {sum(c.kernels for c in done)} kernels in {min(jobs, len(indices))} processes")
+    for line in failed:  # the tour itself then runs (and reports) these losses
+        print(f"warm-up: {line}", file=sys.stderr)
 
 
 def precompile_main(argv: list[str]) -> int:

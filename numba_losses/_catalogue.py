@@ -145,3 +145,39 @@ _BY_CLASS: tuple[tuple[type, Sample], ...] = (
     (SDMLLoss, _embeddings),
     (CTCLoss, _sequences),
 )
+
+
+SMALL = (4, 6)  # the gradient check's inputs (serial kernels, float64)
+
+
+def tour_inputs(sample: Sample, rng: np.random.Generator, shape: tuple[int, int]):
+    """``(small, big)``: float64 inputs of :data:`SMALL` and float32 inputs of ``shape`` (the timed call)."""
+    small = sample(rng, SMALL)
+    big = tuple(a.astype(np.float32) for a in sample(rng, tuple(shape)))
+    return small, big
+
+
+def run_cpu_case(loss: Loss, small: tuple, big: tuple, time_call: Callable | None = None):
+    """The tour's CPU row of one loss: ``(value, gradient error or None, seconds per call or NaN, failure)``.
+
+    Runs only ``forward_backward`` (one kernel variant for the float64 check, one
+    for the float32 timing): the gradient check, the value and the buffers' shapes
+    (``result_shapes``, no kernel) need nothing else.
+    """
+    from .gradcheck import GradientCheckError, check_gradient
+
+    failure = None
+    try:
+        err = max(check_gradient(loss, *small).values())
+    except GradientCheckError as exc:
+        err, failure = None, str(exc)
+    value = float(np.mean(loss.forward_backward(*small)[0]))
+    out_sd, grad_sd = loss.result_shapes(*big)
+    out = np.empty(out_sd.shape, out_sd.dtype)
+    grad = tuple(np.empty(g.shape, g.dtype) for g in grad_sd)
+
+    def call():
+        loss.forward_backward(*big, out=out, grad_out=grad)
+
+    seconds = time_call(call) if time_call is not None else (call(), float("nan"))[1]
+    return value, err, seconds, failure

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
 from numba.core import event
 
 from ._catalogue import CASES, sampler_for
+from ._progress import Progress
 from .loss import Loss
 
 # Small inputs run the serial kernels; large ones (at least NUMBA_LOSSES_SERIAL_BELOW
@@ -103,7 +103,7 @@ def warm(loss: Loss, dtype: str = "float32") -> int:
     sample = sampler_for(loss)
     dt = np.dtype(dtype)
     rng = np.random.default_rng(0)
-    listener = _KernelCounter()
+    listener = KernelCounter()
     event.register("numba:compile", listener)
     try:
         for shape in (SMALL, _large_shape()):
@@ -118,7 +118,7 @@ def warm(loss: Loss, dtype: str = "float32") -> int:
     return listener.count
 
 
-class _KernelCounter(event.Listener):
+class KernelCounter(event.Listener):
     """Counts the kernels Numba compiles (its ``numba:compile`` event; loads from the cache raise none)."""
 
     def __init__(self) -> None:
@@ -137,6 +137,21 @@ def _task(label: str, loss: Loss, dtype: str) -> Compiled:
     start = time.perf_counter()
     n = warm(loss, dtype)
     return Compiled(label, dtype, n, time.perf_counter() - start)
+
+
+def tour_warm(index: int, shape: tuple[int, int]) -> Compiled:
+    """Compile what the tour's CPU row of ``CASES[index]`` needs (``python -m numba_losses``'s first phase)."""
+    from ._catalogue import run_cpu_case, tour_inputs
+
+    label, make, sample = CASES[index]
+    start = time.perf_counter()
+    listener = KernelCounter()
+    event.register("numba:compile", listener)
+    try:
+        run_cpu_case(make(), *tour_inputs(sample, np.random.default_rng(0), shape))
+    finally:
+        event.unregister("numba:compile", listener)
+    return Compiled(label, "", listener.count, time.perf_counter() - start)
 
 
 def _resolve(losses: Iterable[Any] | None) -> list[tuple[str, Loss]]:
@@ -201,74 +216,68 @@ def precompile(
     """
     if os.environ.get("NUMBA_LOSSES_CACHE", "1") == "0":
         raise RuntimeError("precompile: the kernel cache is disabled (NUMBA_LOSSES_CACHE=0)")
-    tasks = [(label, loss, str(np.dtype(dt))) for label, loss in _resolve(losses) for dt in dtypes]
-    if jobs is None:
-        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    tasks = [
+        (f"{label} {np.dtype(dt)}", (label, loss, str(np.dtype(dt))))
+        for label, loss in _resolve(losses)
+        for dt in dtypes
+    ]
+    jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
-    show = _Progress(len(tasks), progress)
-    done: list[Compiled] = []
-    failed: list[str] = []
-    if jobs == 1 or len(tasks) <= 1:
-        for label, loss, dt in tasks:
-            show.started(f"{label} {dt}")
-            done.append(_task(label, loss, dt))
-            show.finished(done[-1])
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
-            futures = {pool.submit(_task, label, loss, dt): f"{label} {dt}" for label, loss, dt in tasks}
-            for future in as_completed(futures):
-                try:
-                    done.append(future.result())
-                except Exception as exc:  # reported together below
-                    failed.append(f"{futures[future]}: {type(exc).__name__}: {exc}")
-                    show.failed(futures[future])
-                    continue
-                show.finished(done[-1])
-    show.close(done)
+    show = Progress(len(tasks), progress)
+    done, failed = run_tasks(_task, tasks, jobs, show)
+    show.close(f"precompile: {sum(c.kernels for c in done)} kernels compiled for {len(done)} tasks")
     if failed:
         raise RuntimeError("precompile failed for " + "; ".join(failed))
     return done
 
 
-class _Progress:
-    """``[3/19] SoftmaxCELoss float32: 4 kernels, 6.1 s (elapsed 14 s)`` per task, then the total."""
+def default_jobs() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.n = total, enabled, 0
-        self.tty = enabled and sys.stderr.isatty()
-        self.start = time.perf_counter()
 
-    def _emit(self, text: str, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            end = "\n" if final else ""
-            print(f"\r\x1b[K{text}", end=end, file=sys.stderr, flush=True)
-        else:
-            print(text, file=sys.stderr, flush=True)
+def run_tasks(
+    fn: Callable[..., Compiled], tasks: list[tuple[str, tuple]], jobs: int, show: Progress
+) -> tuple[list[Compiled], list[str]]:
+    """``fn(*args)`` for every ``(label, args)``: in this process (one job) or in a pool of spawned processes.
 
-    def started(self, what: str) -> None:
-        if self.tty:
-            self._emit(f"[{self.n + 1}/{self.total}] {what} compiling ...")
+    Returns the results in completion order and a ``"label: error"`` line per failed task.
+    """
+    done: list[Compiled] = []
+    failed: list[str] = []
+    if jobs == 1 or len(tasks) <= 1:
+        for label, args in tasks:
+            show.begin(label)
+            try:
+                done.append(fn(*args))
+            except Exception as exc:  # reported by the caller
+                failed.append(f"{label}: {type(exc).__name__}: {exc}")
+                show.end(label, "FAILED")
+                continue
+            show.end(label, _note(done[-1]), done[-1].seconds)
+        return done, failed
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    def finished(self, c: Compiled) -> None:
-        self.n += 1
-        elapsed = time.perf_counter() - self.start
-        self._emit(
-            f"[{self.n}/{self.total}] {c.loss} {c.dtype}: {c.kernels} kernels compiled, {c.seconds:.1f} s"
-            f" (elapsed {elapsed:.0f} s)"
-        )
+    workers = min(jobs, len(tasks))
+    context = multiprocessing.get_context("spawn")  # never fork a process whose threads may be running
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(fn, *args): label for label, args in tasks}
+        show.begin(f"{workers} processes", verb="compiling in")
+        for future in as_completed(futures):
+            label = futures[future]
+            try:
+                done.append(future.result())
+            except Exception as exc:  # reported by the caller
+                failed.append(f"{label}: {type(exc).__name__}: {exc}")
+                show.end(label, "FAILED")
+            else:
+                show.end(label, _note(done[-1]), done[-1].seconds)
+            if show.done < show.total:
+                show.begin(f"{workers} processes", verb="compiling in")
+    return done, failed
 
-    def failed(self, what: str) -> None:
-        self.n += 1
-        self._emit(f"[{self.n}/{self.total}] {what}: FAILED", final=True)
 
-    def close(self, done: list[Compiled]) -> None:
-        elapsed = time.perf_counter() - self.start
-        kernels = sum(c.kernels for c in done)
-        self._emit(f"precompile: {kernels} kernels compiled for {len(done)} tasks in {elapsed:.1f} s", final=True)
+def _note(c: Compiled) -> str:
+    return f"{c.kernels} kernels compiled" if c.kernels else "already in the cache"
