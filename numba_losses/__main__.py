@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         f"backends: cpu ({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER}); {cuda_desc}"
     )
     print(
-        f"the first run compiles {2 * len(TOUR)} kernels and caches them on disk (about {FIRST_RUN} on a 2-core"
+        f"the first run compiles about 50 kernels and caches them on disk (about {FIRST_RUN} on an idle 2-core"
         " machine); later runs load them and take seconds\n"
     )
 
