@@ -22,7 +22,7 @@ from numba.core import event
 
 import numba_losses as nl
 
-from ._catalogue import CASES, _regression, run_cpu_case, tour_inputs  # noqa: F401 (_regression: for tests' tours)
+from ._catalogue import CASES, _regression, cost_rank, run_cpu_case, tour_inputs  # noqa: F401 (_regression: for tests' tours)
 from ._progress import Progress
 from .precompile import KernelCounter, default_jobs, run_tasks, tour_warm
 
@@ -207,6 +207,7 @@ def _warm_in_processes(shape: tuple[int, int], jobs: int) -> None:
     from numba_losses.kernels._options import CACHE
 
     indices = [i for i, case in enumerate(TOUR) if i < len(CASES) and case is CASES[i]]
+    indices.sort(key=lambda i: -cost_rank(TOUR[i][1]()))  # costly first: no process left alone at the end
     if jobs == 1 or not CACHE or not indices:
         return
     show = Progress(len(indices))

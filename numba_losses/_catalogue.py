@@ -116,6 +116,19 @@ CASES: list[tuple[str, Callable[[], Loss], Sample]] = [
 ]
 
 
+# Compile cost rank of a loss class (higher: more and larger kernels), measured in the cold tour
+# (CTC and SDML ~5x an elementwise loss, the softmax family ~2x): a pool starts the costly ones
+# first, so that no process is left compiling one of them alone at the end.
+COST = {"CTCLoss": 5, "SDMLLoss": 5, "SoftmaxCrossEntropyLoss": 3, "KLDivLoss": 2, "TripletLoss": 2}
+
+
+def cost_rank(loss: Loss) -> int:
+    """How long ``loss`` takes to compile, relative to an elementwise loss (1)."""
+    if type(loss).__name__ == "KLDivLoss" and getattr(loss, "_from_logits", True):
+        return 1  # the elementwise kernel only
+    return COST.get(type(loss).__name__, 1)
+
+
 def sampler_for(loss: Loss) -> Sample:
     """Sample inputs valid for ``loss`` (a built-in loss instance): ``sample(rng, (rows, cols))``."""
     if isinstance(loss, SoftmaxCELoss):

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba.core import event
 
-from ._catalogue import CASES, sampler_for
+from ._catalogue import CASES, cost_rank, sampler_for
 from ._progress import Progress
 from .loss import Loss
 
@@ -216,11 +216,8 @@ def precompile(
     """
     if os.environ.get("NUMBA_LOSSES_CACHE", "1") == "0":
         raise RuntimeError("precompile: the kernel cache is disabled (NUMBA_LOSSES_CACHE=0)")
-    tasks = [
-        (f"{label} {np.dtype(dt)}", (label, loss, str(np.dtype(dt))))
-        for label, loss in _resolve(losses)
-        for dt in dtypes
-    ]
+    resolved = sorted(_resolve(losses), key=lambda item: -cost_rank(item[1]))  # costly first (stable)
+    tasks = [(f"{label} {np.dtype(dt)}", (label, loss, str(np.dtype(dt)))) for label, loss in resolved for dt in dtypes]
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
