@@ -27,7 +27,7 @@ from ._progress import Progress
 from .precompile import KernelCounter, default_jobs, run_tasks, tour_warm
 
 TOUR = CASES  # (label, loss factory, sample inputs) per loss configuration
-FIRST_RUN = "45 s"  # the cold tour on a 2-core machine (empty NUMBA_CACHE_DIR), measured for the CHANGELOG
+FIRST_RUN = "a minute"  # the cold tour over 2 processes: ~90 s of CPU time (empty NUMBA_CACHE_DIR, 2026-12)
 
 
 def _time_per_call(fn: Callable[[], object], budget: float = 0.05) -> float:
