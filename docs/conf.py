@@ -42,8 +42,15 @@ html_theme_options = {
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
 }
+# The site is flat (every page is in the top bar): no primary sidebar, which would only
+# show an empty "Section Navigation" box and narrow the content column.
+html_sidebars = {"**": []}
+html_static_path = ["_static"]
+html_css_files = ["layout.css"]  # wide tables and equations scroll inside the column
+# Maths render offline: a bundled MathJax 3 (docs/_static/mathjax/README.txt), never a CDN.
+mathjax_path = "mathjax/tex-chtml-full.js"
 
 # -- the loss gallery, computed by this library at build time ------------------------------
 _GALLERY = HERE / "_gallery"
-write_gallery(_GALLERY)
+write_gallery(_GALLERY, titles=False)  # each figure's section heading is its title
 (_GALLERY / "figures.rst").write_text(gallery_rst("_gallery"))

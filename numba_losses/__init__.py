@@ -38,6 +38,7 @@ from .kernels.cache import CacheWarning  # noqa: E402
 from .loss import Loss  # noqa: E402
 from .makeloss import MakeLoss, make_loss  # noqa: E402
 from .pairwise import CosineEmbeddingLoss, TripletLoss  # noqa: E402
+from .precompile import precompile  # noqa: E402
 from .sdml import SDMLLoss  # noqa: E402
 from .softmax import SoftmaxCELoss, SoftmaxCrossEntropyLoss  # noqa: E402
 
@@ -69,4 +70,5 @@ __all__ = [
     "elementwise_loss",
     "UserCompileError",
     "CacheWarning",
+    "precompile",
 ]

@@ -18,96 +18,16 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
+from numba.core import event
 
 import numba_losses as nl
 
-from .gradcheck import GradientCheckError, check_gradient
+from ._catalogue import CASES, _regression, cost_rank, run_cpu_case, tour_inputs  # noqa: F401 (_regression: for tests' tours)
+from ._progress import Progress
+from .precompile import KernelCounter, default_jobs, run_tasks, tour_warm
 
-Sample = Callable[[np.random.Generator, tuple[int, int]], tuple[np.ndarray, ...]]
-
-
-def _regression(rng, shape):
-    return rng.standard_normal(shape), rng.standard_normal(shape)
-
-
-def _signed(rng, shape):
-    return rng.standard_normal(shape), rng.choice([-1.0, 1.0], size=shape)
-
-
-def _binary(rng, shape):
-    return rng.standard_normal(shape), rng.integers(0, 2, size=shape).astype(np.float64)
-
-
-def _probabilities(rng, shape):
-    return rng.uniform(0.05, 0.95, shape), rng.integers(0, 2, size=shape).astype(np.float64)
-
-
-def _counts(rng, shape):
-    return 0.5 * rng.standard_normal(shape), rng.poisson(2.0, size=shape).astype(np.float64)
-
-
-def _rates(rng, shape):
-    return rng.uniform(0.5, 3.0, shape), rng.poisson(2.0, size=shape).astype(np.float64)
-
-
-def _distributions(rng, shape):
-    logits = rng.standard_normal(shape)
-    logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-    q = rng.random(shape)
-    return logp, q / q.sum(axis=-1, keepdims=True)
-
-
-def _classes(rng, shape):
-    return 2.0 * rng.standard_normal(shape), rng.integers(0, shape[1], size=shape[0]).astype(np.float64)
-
-
-def _soft_targets(rng, shape):
-    q = rng.random(shape)
-    return rng.standard_normal(shape), q / q.sum(axis=-1, keepdims=True)
-
-
-def _triplets(rng, shape):
-    return rng.standard_normal(shape), rng.standard_normal(shape), rng.standard_normal(shape)
-
-
-def _pairs(rng, shape):
-    return rng.standard_normal(shape), rng.standard_normal(shape), rng.choice([-1.0, 1.0], size=shape[0])
-
-
-def _embeddings(rng, shape):
-    x1 = rng.standard_normal(shape)
-    return x1, x1 + 0.3 * rng.standard_normal(shape)
-
-
-def _sequences(rng, shape):
-    """CTC: activations (N, T, C) and -1-padded labels of up to T/4 classes (blank = C - 1)."""
-    n, t, c = shape[0], max(6, shape[1] // 8), max(5, shape[1] // 16)
-    lab = rng.integers(0, c - 1, size=(n, t // 4)).astype(np.float64)
-    lab[rng.random(n) < 0.5, -1] = -1.0
-    return rng.standard_normal((n, t, c)), lab
-
-
-TOUR: list[tuple[str, Callable[[], nl.Loss], Sample]] = [
-    ("L2Loss", nl.L2Loss, _regression),
-    ("L1Loss", nl.L1Loss, _regression),
-    ("HuberLoss(rho=0.5)", lambda: nl.HuberLoss(rho=0.5), _regression),
-    ("HingeLoss", nl.HingeLoss, _signed),
-    ("SquaredHingeLoss", nl.SquaredHingeLoss, _signed),
-    ("SigmoidBCELoss", nl.SigmoidBCELoss, _binary),
-    ("SigmoidBCELoss(from_sigmoid)", lambda: nl.SigmoidBCELoss(from_sigmoid=True), _probabilities),
-    ("LogisticLoss", nl.LogisticLoss, _signed),
-    ("LogisticLoss(binary)", lambda: nl.LogisticLoss(label_format="binary"), _binary),
-    ("PoissonNLLLoss", nl.PoissonNLLLoss, _counts),
-    ("PoissonNLLLoss(rates)", lambda: nl.PoissonNLLLoss(from_logits=False), _rates),
-    ("KLDivLoss", nl.KLDivLoss, _distributions),
-    ("KLDivLoss(from_logits=False)", lambda: nl.KLDivLoss(from_logits=False), _soft_targets),
-    ("SoftmaxCELoss", nl.SoftmaxCELoss, _classes),
-    ("SoftmaxCELoss(dense labels)", lambda: nl.SoftmaxCELoss(sparse_label=False), _soft_targets),
-    ("TripletLoss", nl.TripletLoss, _triplets),
-    ("CosineEmbeddingLoss(margin=0.2)", lambda: nl.CosineEmbeddingLoss(margin=0.2), _pairs),
-    ("SDMLLoss", nl.SDMLLoss, _embeddings),
-    ("CTCLoss", nl.CTCLoss, _sequences),
-]
+TOUR = CASES  # (label, loss factory, sample inputs) per loss configuration
+FIRST_RUN = "a minute"  # the cold tour over 2 processes: ~90 s of CPU time (empty NUMBA_CACHE_DIR, 2026-12)
 
 
 def _time_per_call(fn: Callable[[], object], budget: float = 0.05) -> float:
@@ -182,7 +102,10 @@ def _device_time(loss: nl.Loss, big: tuple[np.ndarray, ...]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the tour; return the process exit status."""
+    """Run the tour (or ``precompile``); return the process exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["precompile"]:
+        return precompile_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m numba_losses",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -192,13 +115,26 @@ def main(argv: list[str] | None = None) -> int:
             "differences, times forward+backward and prints one table. The first run compiles every\n"
             "kernel and caches it on disk (minutes on a small machine); later runs take seconds."
         ),
-        epilog="Exit status: 0 when every check passes, 1 when a check fails or --plot cannot write the gallery.",
+        epilog=(
+            "Exit status: 0 when every check passes, 1 when a check fails or --plot cannot write the gallery.\n"
+            "'python -m numba_losses precompile --help': compile every kernel into the on-disk cache ahead of time."
+        ),
     )
     parser.add_argument(
         "--shape", type=int, nargs=2, default=(256, 1024), metavar=("ROWS", "COLS"), help="timing shape (256 1024)"
     )
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that compile the kernels first (default: all CPUs; 1: compile in this process)",
+    )
     parser.add_argument("--plot", metavar="DIR", help="also write the loss gallery's PNGs into DIR (needs matplotlib)")
     args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     if args.plot is not None:  # before the tour, not after minutes of it
         problem = _plot_problem(args.plot)
         if problem:
@@ -211,33 +147,28 @@ def main(argv: list[str] | None = None) -> int:
         f"backends: cpu ({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER}); {cuda_desc}"
     )
     print(
-        "the first run compiles every kernel and caches it on disk (a few minutes on a 2-core machine);"
-        " later runs load them and take seconds\n"
+        f"the first run compiles about 50 kernels and caches them on disk (about {FIRST_RUN} on an idle 2-core"
+        " machine); later runs load them and take seconds\n"
     )
 
+    jobs = args.jobs if args.jobs is not None else default_jobs()
+    _warm_in_processes(tuple(args.shape), jobs)
+    show = Progress(len(TOUR))
     rng = np.random.default_rng(0)
     rows, failures = [], 0
+    counter = KernelCounter()
+    event.register("numba:compile", counter)
     for name, make, sample in TOUR:
-        if sys.stderr.isatty():
-            print(f"  {name:30s} compiling / checking ...", end="\r", file=sys.stderr, flush=True)
-        else:
-            print(f"  {name}: compiling / checking ...", file=sys.stderr, flush=True)
+        counter.count = 0
+        show.begin(name, "compiling / checking" if jobs == 1 else "checking")
         loss = make()
-        small = sample(rng, (4, 6))
-        try:
-            err = max(check_gradient(loss, *small).values())
-            status = "ok"
-        except GradientCheckError as exc:
+        small, big = tour_inputs(sample, rng, tuple(args.shape))
+        value, err, t_fb, failure = run_cpu_case(loss, small, big, _time_per_call)
+        status = "ok"
+        if failure is not None:
             err, status = float("nan"), "FAIL"
             failures += 1
-            print(exc, file=sys.stderr)
-        big = tuple(a.astype(np.float32) for a in sample(rng, tuple(args.shape)))
-        value = float(np.mean(loss(*small)))
-        out = np.empty(loss(*big).shape, np.float32)
-        grad = tuple(np.empty(big[loss._inputs.index(n)].shape, np.float32) for n in loss._differentiable)
-        t_fb = _time_per_call(
-            lambda loss=loss, big=big, out=out, grad=grad: loss.forward_backward(*big, out=out, grad_out=grad)
-        )
+            print(failure, file=sys.stderr)
         rows.append((name, "cpu", value, err, t_fb * 1e6, status))
         if cuda_kind is not None:
             # the device result against the CPU's (float64), the gradient check above covering both
@@ -247,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             d_value = float(np.mean(_to_host(loss(*(_to_device(a) for a in small)))))
             t_dev = _device_time(loss, big) * 1e6 if cuda_kind == "gpu" else float("nan")
             rows.append((name, "cuda" if cuda_kind == "gpu" else "cudasim", d_value, d_err, t_dev, d_status))
-    if sys.stderr.isatty():
-        print(" " * 60, end="\r", file=sys.stderr)
+        show.end(name, f"checked ({counter.count} kernels compiled)" if counter.count else "checked")
+    event.unregister("numba:compile", counter)
+    show.close(f"tour: {len(TOUR)} losses")
+    print()
 
     header = ("loss", "backend", "value (4x6)", "grad error*", f"fwd+bwd {args.shape[0]}x{args.shape[1]} f32 (us)", "")
     print(f"{header[0]:32s} {header[1]:7s} {header[2]:>12s} {header[3]:>11s} {header[4]:>28s}")
@@ -263,6 +196,69 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None and not _plot(args.plot):
         return 1
     return 1 if failures else 0
+
+
+def _warm_in_processes(shape: tuple[int, int], jobs: int) -> None:
+    """Compile the kernels of the tour's built-in losses into the on-disk cache in ``jobs`` processes.
+
+    The tour then loads them: its timings run on idle cores, after every compilation.
+    Nothing to do with one job, without the on-disk cache, or for a tour that is not the built-in one.
+    """
+    from numba_losses.kernels._options import CACHE
+
+    indices = [i for i, case in enumerate(TOUR) if i < len(CASES) and case is CASES[i]]
+    indices.sort(key=lambda i: -cost_rank(TOUR[i][1]()))  # costly first: no process left alone at the end
+    if jobs == 1 or not CACHE or not indices:
+        return
+    show = Progress(len(indices))
+    done, failed = run_tasks(tour_warm, [(TOUR[i][0], (i, shape)) for i in indices], jobs, show)
+    show.close(f"compiled {sum(c.kernels for c in done)} kernels in {min(jobs, len(indices))} processes")
+    for line in failed:  # the tour itself then runs (and reports) these losses
+        print(f"warm-up: {line}", file=sys.stderr)
+
+
+def precompile_main(argv: list[str]) -> int:
+    """``python -m numba_losses precompile``: :func:`numba_losses.precompile` from the command line."""
+    from ._catalogue import CASES
+    from .precompile import precompile
+
+    names = sorted({type(make()).__name__ for _, make, _ in CASES} | {"SoftmaxCELoss", "SigmoidBCELoss"})
+    parser = argparse.ArgumentParser(
+        prog="python -m numba_losses precompile",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Compile every CPU kernel variant of the losses into Numba's on-disk cache (NUMBA_CACHE_DIR, or\n"
+            "next to the package), in a pool of processes over all cores, so that later processes load the\n"
+            "kernels instead of compiling them. Run it when building a Docker image or at the start of a CI job."
+        ),
+        epilog="Exit status: 0 when every kernel compiled, 1 otherwise.",
+    )
+    parser.add_argument("--jobs", "-j", type=int, default=None, metavar="N", help="processes (default: all CPUs)")
+    parser.add_argument(
+        "--dtype",
+        nargs="+",
+        default=["float32"],
+        choices=["float16", "float32", "float64"],
+        help="input dtypes to compile for (default: float32)",
+    )
+    parser.add_argument(
+        "--loss",
+        nargs="+",
+        metavar="NAME",
+        choices=names,
+        help="only these loss classes, in their default configuration (default: every loss and configuration)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    losses = None if args.loss is None else [getattr(nl, name) for name in args.loss]
+    try:
+        precompile(losses, args.dtype, jobs=args.jobs, progress=not args.quiet)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
 
 
 def _plot_problem(directory: str) -> str | None:

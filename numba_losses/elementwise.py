@@ -89,6 +89,8 @@ class L2Loss(ElementwiseLoss):
         at call time, as in MXNet).
     batch_axis : int, default 0
 
+    Notes
+    -----
     Inputs: ``pred``, ``label`` (same number of elements, reshaped like
     ``pred``), ``sample_weight`` (optional, broadcastable).
     Outputs: loss of shape ``(batch,)``. Gradient: ``(g/K) w s (x - y)``.
@@ -122,6 +124,8 @@ class L1Loss(ElementwiseLoss):
     weight : float or None, default None
     batch_axis : int, default 0
 
+    Notes
+    -----
     Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
     """
 
@@ -157,6 +161,8 @@ class SigmoidBinaryCrossEntropyLoss(ElementwiseLoss):
     weight : float or None, default None
     batch_axis : int, default 0
 
+    Notes
+    -----
     Inputs: ``pred``, ``label`` (targets :math:`z`, not validated),
     ``sample_weight``, ``pos_weight`` (broadcastable, e.g. ``(1, C)``).
     Outputs: ``(batch,)``.
@@ -194,6 +200,8 @@ class HuberLoss(ElementwiseLoss):
     weight : float or None, default None
     batch_axis : int, default 0
 
+    Notes
+    -----
     Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
     """
 
@@ -231,6 +239,8 @@ class HingeLoss(_MarginLoss):
     weight : float or None, default None
     batch_axis : int, default 0
 
+    Notes
+    -----
     Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
     """
 
@@ -250,6 +260,8 @@ class SquaredHingeLoss(_MarginLoss):
     weight : float or None, default None
     batch_axis : int, default 0
 
+    Notes
+    -----
     Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
     """
 
@@ -268,6 +280,8 @@ class LogisticLoss(ElementwiseLoss):
     batch_axis : int, default 0
     label_format : {'signed', 'binary'}, default 'signed'
 
+    Notes
+    -----
     Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
     """
 
@@ -287,7 +301,7 @@ class PoissonNLLLoss(ElementwiseLoss):
     r"""Negative log-likelihood of a Poisson target, averaged over all elements.
 
     .. math::
-        L = \mathrm{mean}(e^x - t x) \text{ (from_logits)}, \quad
+        L = \mathrm{mean}(e^x - t x) \text{ (from\_logits)}, \quad
         L = \mathrm{mean}(x - t \log(x + \epsilon)) \text{ (otherwise)}
 
     ``compute_full`` adds Stirling's term
@@ -302,6 +316,8 @@ class PoissonNLLLoss(ElementwiseLoss):
         Ignored: the mean runs over every element.
     compute_full : bool, default False
 
+    Notes
+    -----
     Inputs: ``pred``, ``target``, ``sample_weight``, ``epsilon`` (a number,
     default 1e-08). Outputs: shape ``(1,)``.
     """
@@ -355,6 +371,8 @@ class KLDivLoss(ElementwiseLoss):
     weight : float or None, default None
     batch_axis : int, default 0
 
+    Notes
+    -----
     Inputs: ``pred``, ``label``, ``sample_weight``. Outputs: ``(batch,)``.
     """
 

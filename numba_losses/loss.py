@@ -18,6 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from ._core import compilelog
 from ._core.interop import export_results
 from ._core.request import Call, bind, make_call
 from ._core.validate import check_weight, layout_of
@@ -222,7 +223,11 @@ class Loss:
 
             return run_dask(self, call)
         spec = self._spec(call)
-        result = family_module(call.backend, spec.family).run(spec, call)
+        token = compilelog.enter(type(self).__name__, call.want_value, call.want_grad)
+        try:
+            result = family_module(call.backend, spec.family).run(spec, call)
+        finally:
+            compilelog.leave(token)
         return result if call.origin is None else export_results(result, call.origin, (call.out, *call.grad_out))
 
     def _spec(self, call: Call) -> Any:

@@ -60,6 +60,8 @@ class SoftmaxCrossEntropyLoss(Loss):
         the one-hot or dense label), :math:`\ell = -\sum_k q_k \mathrm{lp}_k` and
         the gradient :math:`c\,(p \sum_k q_k - q)` (:math:`-c\,q` from logits).
 
+    Notes
+    -----
     Inputs: ``pred``, ``label``, ``sample_weight`` (optional, broadcast against
     the loss of shape ``pred.shape`` with ``axis`` set to 1; it may grow it).
     Outputs: ``(batch,)``.

@@ -178,10 +178,16 @@ def coef_rows_host(
     rows: Rows, loss_shape: tuple[int, ...], sw: np.ndarray | None, out_grad: np.ndarray | None, cdt: np.dtype
 ) -> np.ndarray:
     """The gradient scale of every loss position (``loss_shape``, compute dtype): d(sum(out * out_grad)) / d loss."""
-    zeros = np.broadcast_to(np.zeros((), dtype=cdt), loss_shape)
-    x3, ew3 = _rows_inputs_host(rows, zeros, sw, cdt)
     fscale, coef = row_scales_host(rows, out_grad, cdt)
     dx3 = np.empty(rows.shape3, dtype=cdt)
+    if not rows.elementwise:
+        # Constant inside each row: the row kernel would write coef[b] at every position
+        # (coef * d(loss)/d(loss) = coef * 1); a broadcast copy gives the same values
+        # without compiling a kernel variant for it (seconds at a loss's first use).
+        dx3[...] = coef.reshape(1, -1, 1)
+        return sum_to_shape(dx3.reshape(rows.full), loss_shape)
+    zeros = np.broadcast_to(np.zeros((), dtype=cdt), loss_shape)
+    x3, ew3 = _rows_inputs_host(rows, zeros, sw, cdt)
     rows_out = np.empty(rows.n_rows, dtype=cdt)
     run_rows_host(COMPUTED, x3, x3, None, ew3, cdt.type(0), cdt.type(0), fscale, coef, rows_out, dx3, True)
     return sum_to_shape(dx3.reshape(rows.full), loss_shape)

@@ -1,0 +1,51 @@
+"""The README's asv commands work as written, from a home directory asv has never seen.
+
+The documented line is run word for word, with ``--bench`` added to pick one
+small benchmark (one loss, one shape) so that the test takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ONE = r"time_forward_backward_out\('L1Loss', \(64, 10\), 'cpu'\)"
+
+
+def _documented() -> str:
+    found = re.search(r"`(cd asv_bench && asv machine --yes && asv run [^`]*)`", (ROOT / "README.md").read_text())
+    assert found is not None, "README: the asv command line is missing"
+    return found.group(1)
+
+
+@pytest.mark.asv
+def test_readme_install_line_installs_asv():
+    setup = re.search(r"## Set up and run\n\n```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert setup is not None and ".[test,cuda,docs,bench]" in setup.group(1)
+    assert re.search(r'^bench = \["asv', (ROOT / "pyproject.toml").read_text(), re.M)
+
+
+@pytest.mark.asv
+def test_the_documented_asv_command_runs_one_benchmark(tmp_path):
+    if shutil.which("asv") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI installs the bench extra (README's install line); asv is missing")
+        pytest.skip('needs the bench extra: pip install -e ".[bench]"')
+    command = f"{_documented()} --bench {shlex.quote(ONE)}"
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(ROOT))  # no ~/.asv-machine.json yet
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    bindir = os.path.dirname(sys.executable)  # the asv of this interpreter
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / ".asv-machine.json").is_file()
+    rows = [line for line in proc.stdout.splitlines() if "L1Loss" in line and "(64, 10)" in line]
+    assert len(rows) == 1 and re.search(r"\d[\d.]*±[\d.]+\s*[μmn]?s", rows[0]), proc.stdout[-3000:]
