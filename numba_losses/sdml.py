@@ -37,9 +37,10 @@ class SDMLLoss(Loss):
     Parameters
     ----------
     smoothing_parameter : float, default 0.3
-        Probability mass :math:`s` spread over the negatives. Not validated
-        (as in MXNet): :math:`s > 1` gives a NaN loss (log of a negative
-        target) with finite gradients.
+        Probability mass :math:`s` spread over the negatives, in [0, 1];
+        anything else raises ``ValueError`` when the loss is built (a
+        deliberate difference: MXNet does not check it, and :math:`s > 1`
+        gives a NaN loss, the log of a negative target).
     weight : float, default 1.0
         Kept as an attribute but **never applied** (MXNet quirk: the loss is
         a ``KLDivLoss`` with its own weight ``None``).

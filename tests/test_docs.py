@@ -125,9 +125,10 @@ def _check_png(path: Path) -> None:
     assert pixels.shape[0] > 200 and pixels.shape[1] > 400
     rgb = pixels[..., :3]
     assert (rgb.std(axis=(0, 1)) > 0.02).all(), f"{path.name} is (nearly) blank"
-    # more than the axes: at least 1% of the pixels are coloured (curves, heat-map cells)
+    # more than the axes: at least 0.5% of the pixels are coloured (curves, heat-map cells; at the
+    # gallery's 192 dpi a curve covers half the share of pixels it covered at 96 dpi)
     colour = rgb.max(axis=-1) - rgb.min(axis=-1)
-    assert (colour > 0.2).mean() > 0.01, f"{path.name} has no coloured content"
+    assert (colour > 0.2).mean() > 0.005, f"{path.name} has no coloured content"
 
 
 @pytest.fixture(scope="module")
