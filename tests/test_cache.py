@@ -1,7 +1,7 @@
 """The on-disk kernel cache can never break the package.
 
-Every scenario runs a fresh Python process (one that obeys file permissions:
-see ``_unprivileged``; plain root ignores them) that imports the package and computes
+Every scenario runs a fresh Python process as a non-root user (``nobody``,
+see ``_unprivileged``; root ignores file permissions) that imports the package and computes
 L2Loss's values and gradient, and checks the results against values computed here, and how many
 warnings the process printed (at most one, naming what to do).
 
@@ -39,7 +39,8 @@ _SCRIPT = textwrap.dedent(
     x = np.linspace(-2, 2, 40).reshape(4, 10)
     y = np.linspace(1, -1, 40).reshape(4, 10)
     out, (grad,) = nl.L2Loss().forward_backward(x, y)
-    print(json.dumps({"l2": out.tolist(), "grad": grad.tolist(), "warnings": caught}))
+    import os
+    print(json.dumps({"l2": out.tolist(), "grad": grad.tolist(), "warnings": caught, "uid": os.getuid()}))
     """
 )
 
@@ -53,19 +54,31 @@ def _expected():
     }
 
 
-def _unprivileged() -> list[str]:
-    """A command prefix that makes the process obey file permissions.
+NOBODY = 65534  # the unprivileged account of Debian and most Linux systems
 
-    As root, ``setpriv`` drops the two capabilities that let root ignore them
-    (``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``): the process keeps uid 0
-    (so it can still run the interpreter wherever it is installed) but cannot
-    write to a read-only directory, exactly like an ordinary user.
+
+def _unprivileged() -> list[str]:
+    """A command prefix that runs the process as a non-root user, for whom file permissions hold.
+
+    As root, ``setpriv`` switches to uid/gid 65534 (``nobody``) and keeps one
+    capability, ``CAP_DAC_READ_SEARCH``, so the process can still read the
+    interpreter and the packages wherever they are installed (here under
+    ``/root``, mode 0700). Writing is not covered by it: a read-only directory is
+    as unwritable as for any user. Not root: the current user already is one.
     """
     if os.geteuid() != 0:
         return []
     if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv (util-linux): cannot make the test obey permissions")
-    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+        pytest.skip("running as root without setpriv (util-linux): cannot run the process as another user")
+    return [
+        "setpriv",
+        f"--reuid={NOBODY}",
+        f"--regid={NOBODY}",
+        "--clear-groups",
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+        "--",
+    ]
 
 
 def _run(env: dict[str, str], *, as_user: bool = True) -> dict:
@@ -78,6 +91,8 @@ def _run(env: dict[str, str], *, as_user: bool = True) -> dict:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    if as_user and os.geteuid() == 0:
+        assert result["uid"] == NOBODY  # the scenario really ran as a non-root user
     for key, value in _expected().items():
         np.testing.assert_allclose(result[key], value, rtol=1e-12, err_msg=key)
     return result
