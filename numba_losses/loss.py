@@ -20,7 +20,7 @@ import numpy as np
 
 from ._core import compilelog
 from ._core.interop import export_results
-from ._core.request import Call, bind, make_call
+from ._core.request import DASK, Call, bind, make_call
 from ._core.validate import check_weight, layout_of
 
 Array = Any  # a NumPy array, or a CUDA device array (CuPy, PyTorch, Numba) on the CUDA backend
@@ -218,7 +218,7 @@ class Loss:
 
     def _run(self, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         """Run ``call`` on its backend: ``(value or None, grads or None)``."""
-        if any(type(a).__module__.startswith("dask") for a in (*call.inputs.values(), call.out_grad)):
+        if call.backend == DASK:
             from .dask import run_dask  # Dask arrays: lazy, block by block (imports dask only now)
 
             return run_dask(self, call)

@@ -28,7 +28,7 @@ from typing import Any
 
 from ._core.device import DeviceArray
 from ._core.params import check_real
-from ._core.request import is_device_array, select_backend
+from ._core.request import is_dask_array, is_device_array, select_backend
 from ._core.validate import as_host_array, compute_dtype, layout_of, result_dtype
 from ._plan.makeloss import check_normalization, head_constant
 from .loss import Loss, family_module
@@ -79,7 +79,7 @@ def make_loss(
 
 def _result_dtype(a: Any) -> Any:
     """Dtype of a loss's output for ``pred`` = ``a`` (every family's rule)."""
-    if type(a).__module__.startswith("dask"):  # shape and dtype only: a Dask array is never computed here
+    if is_dask_array(a):  # shape and dtype only: a Dask array is never computed here
         a = layout_of("pred", a)
     layout = DeviceArray.wrap("pred", a).layout if is_device_array(a) else as_host_array("pred", a)
     return result_dtype(layout, compute_dtype("pred", layout))
@@ -143,7 +143,7 @@ class MakeLoss:
             c = head_constant((1,), dtype, self.normalization, self.grad_scale)
             return self.loss.forward_backward(*args, out_grad=float(c), out=out, grad_out=grad_out, **kwargs)
         value = self.loss(*args, out=out, **kwargs)
-        if type(value).__module__.startswith("dask"):  # the count is one more lazy reduction
+        if is_dask_array(value):  # the count is one more lazy reduction
             from .dask import makeloss_head
 
             c = makeloss_head(value, dtype, self.normalization, self.grad_scale, self.valid_thresh)

@@ -21,6 +21,7 @@ from .validate import host_input, needs_host_check
 
 CPU = "cpu"
 CUDA = "cuda"
+DASK = "dask"  # not a device: the call is split into blocks, each run on its own backend
 
 _SCALARS = (int, float, bool, np.number, np.bool_)
 
@@ -28,6 +29,11 @@ _SCALARS = (int, float, bool, np.number, np.bool_)
 def is_scalar(a: Any) -> bool:
     """A Python or NumPy number: never decides the backend (a 0-d device constant where needed)."""
     return isinstance(a, _SCALARS)
+
+
+def is_dask_array(a: Any) -> bool:
+    """True for a Dask collection (checked by module name: Dask is not imported)."""
+    return a is not None and type(a).__module__.partition(".")[0] == "dask"
 
 
 def is_simulated_array(a: Any) -> bool:
@@ -61,8 +67,9 @@ class Call:
         Caller's buffer for the output.
     grad_out : tuple
         One entry (a buffer or ``None``) per differentiable input.
-    backend : {"cpu", "cuda"}
-        Where the call runs, decided from the arrays.
+    backend : {"cpu", "cuda", "dask"}
+        Where the call runs, decided from the arrays ("dask": any input is a
+        Dask array; each block then runs on the backend of its chunks).
     origin : {"jax", "torch"} or None
         The library fresh host results are returned in (DLPack inputs, :mod:`.interop`).
     """
@@ -188,6 +195,9 @@ def make_call(
     backend, origin = CPU, None
     for a in (*inputs.values(), out_grad):  # NumPy arrays, numbers and None: the host, without asking more
         if a is not None and type(a) is not np.ndarray and not isinstance(a, _SCALARS):
+            if any(is_dask_array(v) for v in (*inputs.values(), out_grad)):
+                backend = DASK  # lazy, block by block (numba_losses.dask)
+                break
             inputs, out_grad, origin = import_inputs(inputs, out_grad, out, buffers)  # DLPack objects: no copy
             named = {n: v for n, v in inputs.items() if n not in scalar_defaults}
             named["out_grad"] = out_grad
