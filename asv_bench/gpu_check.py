@@ -1,0 +1,167 @@
+"""One-shot GPU check: install, run the CUDA tests on real CuPy and PyTorch CUDA arrays, run the GPU
+benchmarks, and write one Markdown report.
+
+Usage, from the repository root on a machine with an NVIDIA GPU (about 5 to 8 minutes)::
+
+    python asv_bench/gpu_check.py [--out DIR] [--no-install] [--jobs N]
+
+and, without a GPU (the test suite does this, so the script cannot rot)::
+
+    python asv_bench/gpu_check.py --smoke --out DIR
+
+Steps, each in its own process with a time limit, each recorded in the report whatever happens:
+
+1. install ``.[test,cuda,cupy,torch]`` (skipped with ``--no-install`` and in ``--smoke``);
+2. the environment: GPU model (``nvidia-smi -L``), driver, and the versions of Python, NumPy,
+   Numba, numba-cuda, CuPy and PyTorch;
+3. the tests: ``tests/test_cuda.py`` and the family tests, which compare the CUDA kernels with
+   the CPU ones on CuPy arrays (and PyTorch CUDA tensors) when a GPU is present; ``--smoke`` runs
+   ``tests/test_cuda_plan.py`` in Numba's simulator instead;
+4. the benchmarks: ``asv_bench/compare.py --device cuda --family all --markdown`` (this library
+   against CuPy expressions and PyTorch CUDA: elementwise losses at 2**26 float32 as a share of
+   device-to-device copy bandwidth, SoftmaxCE at (8192, 32000), CTC, the pairwise losses, SDML,
+   per-call overhead at (64, 10)); ``--smoke``: every timed path once on tiny shapes, simulated.
+
+The report is ``DIR/gpu_report.md`` (default ``DIR``: ``gpu_check_out``); the raw benchmark
+results are ``DIR/gpu_results.json``. Exit status 0 when every step passed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILY_TESTS = [
+    "tests/test_cuda.py",
+    "tests/test_buffers.py",
+    "tests/test_elementwise.py",
+    "tests/test_softmax.py",
+    "tests/test_ctc.py",
+    "tests/test_pairwise.py",
+    "tests/test_sdml.py",
+    "tests/test_makeloss.py",
+    "tests/test_dlpack.py",
+]
+VERSIONS = (
+    "import importlib, platform\n"
+    "for m in ('numpy', 'numba', 'numba_cuda', 'cupy', 'torch'):\n"
+    "    try:\n"
+    "        print(f'{m} {importlib.import_module(m).__version__}')\n"
+    "    except Exception as e:\n"
+    "        print(f'{m}: not available ({type(e).__name__})')\n"
+    "from numba import cuda\n"
+    "print('numba.cuda.is_available()', cuda.is_available())\n"
+)
+
+
+@dataclass
+class Step:
+    """One step of the check: its command, outcome and the tail of its output."""
+
+    name: str
+    command: list[str]
+    returncode: int | None = None
+    seconds: float = 0.0
+    output: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.returncode == 0
+
+
+def run_step(step: Step, env: dict[str, str], timeout: int) -> Step:
+    """Run ``step.command`` from the repository root; a time-out counts as a failure."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            step.command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        step.returncode, step.output = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as exc:
+        step.returncode = 124
+        step.output = f"timed out after {timeout} s\n{exc.stdout or ''}"
+    except OSError as exc:  # the command does not exist (no nvidia-smi)
+        step.returncode, step.output = 127, str(exc)
+    step.seconds = time.perf_counter() - start
+    return step
+
+
+def plan(args: argparse.Namespace, out: Path) -> list[tuple[Step, int]]:
+    """The steps and their time limits (seconds) for this mode."""
+    py = sys.executable
+    steps: list[tuple[Step, int]] = []
+    if not args.smoke and not args.no_install:
+        steps.append((Step("install", [py, "-m", "pip", "install", "-q", "-e", ".[test,cuda,cupy,torch]"]), 300))
+    if shutil.which("nvidia-smi") and not args.smoke:
+        steps.append((Step("gpu", ["nvidia-smi", "-L"]), 30))
+    steps.append((Step("versions", [py, "-c", VERSIONS]), 120))
+    pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra"]
+    if args.smoke:
+        steps.append((Step("tests", [*pytest, "-p", "no:xdist", "tests/test_cuda_plan.py"]), 600))
+    else:
+        steps.append((Step("tests", [*pytest, "-n", str(args.jobs), "--dist", "loadgroup", *FAMILY_TESTS]), 480))
+    bench = [py, "asv_bench/compare.py", "--device", "cuda", "--family", "all"]
+    if args.smoke:
+        steps.append((Step("benchmarks", [*bench, "--smoke"]), 600))
+    else:
+        steps.append((Step("benchmarks", [*bench, "--markdown", "--json", str(out / "gpu_results.json")]), 480))
+    return steps
+
+
+def _tail(text: str, lines: int) -> str:
+    kept = text.strip().splitlines()[-lines:]
+    return "\n".join(kept) if kept else "(no output)"
+
+
+def report(steps: list[Step], smoke: bool) -> str:
+    """The Markdown report: a summary table, then each step's command and output tail."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    mode = "smoke (Numba's CUDA simulator, tiny shapes)" if smoke else "GPU"
+    parts = [
+        "# numba_losses GPU check",
+        "",
+        f"{stamp}, {platform.node()}, Python {platform.python_version()}, mode: {mode}.",
+        "",
+        "| step | result | seconds |",
+        "|---|---|---:|",
+    ]
+    parts += [f"| {s.name} | {'passed' if s.passed else f'FAILED ({s.returncode})'} | {s.seconds:.1f} |" for s in steps]
+    for s in steps:
+        keep = 200 if s.name == "benchmarks" else 40
+        shown = [("<script>" if i and s.command[i - 1] == "-c" else a) for i, a in enumerate(s.command)]
+        parts += ["", f"## {s.name}", "", f"`{' '.join(shown)}`", "", "```", _tail(s.output, keep), "```"]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("gpu_check_out"), help="report directory")
+    parser.add_argument("--smoke", action="store_true", help="no GPU: simulator, tiny shapes, no install")
+    parser.add_argument("--no-install", action="store_true", help="skip the pip install step")
+    parser.add_argument("--jobs", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)), help="test workers")
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if args.smoke:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    steps = []
+    for step, timeout in plan(args, out):
+        steps.append(run_step(step, env, timeout))
+        print(f"{step.name}: {'passed' if step.passed else 'FAILED'} in {step.seconds:.1f} s", flush=True)
+    (out / "gpu_report.md").write_text(report(steps, args.smoke))
+    print(f"report: {out / 'gpu_report.md'}")
+    return 0 if all(s.passed for s in steps) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
