@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ._core.request import Call, is_scalar
+from ._core.request import is_dask_array as is_dask_collection
 from ._core.validate import normalize_axis
 from ._plan.ctc import CTCSpec
 from ._plan.elementwise import ElementwiseSpec
@@ -67,8 +68,8 @@ class SingleBlockWarning(UserWarning):
 
 
 def is_dask_array(a: Any) -> bool:
-    """True for a Dask array (checked by module name: importing nothing)."""
-    return type(a).__module__.startswith("dask") and hasattr(a, "chunks")
+    """True for a Dask array: a Dask collection (``_core.request``'s test, importing nothing) with chunks."""
+    return is_dask_collection(a) and hasattr(a, "chunks")
 
 
 @dataclass(slots=True)

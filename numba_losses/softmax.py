@@ -93,17 +93,16 @@ class SoftmaxCrossEntropyLoss(Loss):
         check_options(self._sparse_label, self._ignore_label, self._label_smoothing)
 
     def _spec(self, call: Call) -> SoftmaxSpec:
-        sparse = bool(self._sparse_label)
-        has_ignore, ignore, eps = check_options(sparse, self._ignore_label, self._label_smoothing)
+        ignore = self._ignore_label  # validated with the other options when the loss was built
         return SoftmaxSpec(
             self._axis,
-            sparse,
-            bool(self._from_logits),
+            self._sparse_label,
+            self._from_logits,
             self._scalar_weight(),
             self._batch_axis,
-            has_ignore,
-            ignore,
-            eps,
+            ignore is not None,
+            0.0 if ignore is None else ignore,
+            self._label_smoothing,
         )
 
 
