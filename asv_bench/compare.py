@@ -3,7 +3,7 @@
 Usage::
 
     python asv_bench/compare.py [--family FAMILY] [--device {cpu,cuda}] [--quick] [--markdown]
-                                [--smoke] [--repeats N] [--rounds R] [--json FILE]
+                                [--smoke] [--repeats N] [--rounds R] [--json FILE] [--save FILE]
 
 ``--family`` is one of ``elementwise`` (the default), ``softmax``, ``ctc``,
 ``pairwise``, ``sdml``, or ``all``; ``--device`` is ``cpu`` (the default) or
@@ -35,7 +35,12 @@ long); ``--smoke`` runs every code path once on tiny shapes (on the CUDA side
 also in Numba's simulator, without CuPy or PyTorch) and prints only "ok": the
 test suite uses it. ``--repeats`` / ``--rounds`` override the pairwise
 family's calls per measurement and rounds (the minimum is kept). ``--json``
-writes the raw results.
+writes the raw results. ``--save`` (CPU only) writes the results file the
+documentation's charts are drawn from (``results_file.py``: date, machine,
+command, and per loss this library's, NumPy's and PyTorch's times and the
+bandwidth floor, forward and forward+backward); the published one is
+``docs/_data/benchmarks.json``, made by
+``python asv_bench/compare.py --family all --save docs/_data/benchmarks.json``.
 
 Only numba_losses' public API is used, so the script times whichever installed
 version of the package the interpreter imports, with the same inputs: to time
@@ -61,6 +66,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import compare_families as cf  # noqa: E402
+import results_file  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="pairwise: calls per measurement (default 20, --quick 5)")
     parser.add_argument("--rounds", type=int, help="pairwise: measurement rounds, the minimum is kept (default 3)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--save", type=Path, metavar="FILE", help="also write the results file the docs' charts read (CPU only)"
+    )
     parser.add_argument("--torch-worker", metavar="JOB", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -88,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not args.smoke and not cf.gpu().use_cupy:
         print("needs a GPU with CuPy (pip install -e '.[cupy]'); --smoke runs without one", file=sys.stderr)
         return 2
+    if args.save and args.device != "cpu":
+        print("--save writes CPU results only; use --json for --device cuda", file=sys.stderr)
+        return 2
 
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]
@@ -102,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     load1 = os.getloadavg()[0]
     if args.json:
         args.json.write_text(json.dumps({f: s.data for f, s in sections.items()}, indent=1, default=_jsonable))
+    if args.save:
+        save_results(args, argv, sections, (load0, load1), time.perf_counter() - t_start)
     if args.smoke:
         print("ok")
         return 0
@@ -115,6 +129,28 @@ def main(argv: list[str] | None = None) -> int:
         print(section.text)
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
     return 0
+
+
+def save_results(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    sections: dict[str, cf.Section],
+    load_average: tuple[float, float],
+    duration_s: float,
+) -> None:
+    """Write ``--save``'s results file (``results_file.py`` says what it holds)."""
+    shape = cf.ELEMENTWISE_SETTINGS[cf.mode(args)]["large"]
+    doc = results_file.results_document(
+        results_file.cpu_rows({f: s.data for f, s in sections.items()}, shape),
+        command=results_file.command_line(argv),
+        mode=cf.mode(args),
+        device=args.device,
+        load_average=load_average,
+        duration_s=duration_s,
+    )
+    args.save.parent.mkdir(parents=True, exist_ok=True)
+    args.save.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.save}", file=sys.stderr)
 
 
 def _jsonable(v: object) -> object:

@@ -241,11 +241,12 @@ def measure_elementwise(name: str, shape: tuple[int, int], timer: Callable[..., 
         "fb": timer(lambda: loss.forward_backward(x, y), n),
         "fwd": timer(lambda: loss(x, y), n),
         "numpy_fb": timer(lambda: case.numpy(x, y, True), n),
+        "numpy_fwd": timer(lambda: case.numpy(x, y), n),
     }
 
 
 def _torch_elementwise(torch: Any, spec: dict[str, Any]) -> dict[str, Any]:
-    large, small = {}, {}
+    large, small, large_fwd = {}, {}, {}
     for name, case in CASES.items():
         for shape, store in ((tuple(spec["large"]), large), (tuple(spec["small"]), small)):
             x, y = make_inputs(name, shape)
@@ -253,7 +254,15 @@ def _torch_elementwise(torch: Any, spec: dict[str, Any]) -> dict[str, Any]:
             yt = torch.from_numpy(y)
             step = _torch_step(case.torch_forward, xt, yt)
             store[name] = best_ms(step, spec["repeats"]) if store is large else median_us(step, spec["calls"])
-    return {"thp": os.environ.get("THP_MEM_ALLOC_ENABLE", ""), "large_ms": large, "small_us": small}
+            if store is large:
+                with torch.no_grad():
+                    large_fwd[name] = best_ms(lambda f=case.torch_forward, a=xt, b=yt: f(a, b), spec["repeats"])
+    return {
+        "thp": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
+        "large_ms": large,
+        "large_fwd_ms": large_fwd,
+        "small_us": small,
+    }
 
 
 def _torch_step(forward: Callable[[Any, Any], Any], x: Any, y: Any) -> Callable[[], Any]:
@@ -335,7 +344,9 @@ def cpu_elementwise(opts: Any) -> Section:
        autograd backward (head of ones), plain and with
        ``THP_MEM_ALLOC_ENABLE=1``. Effective GB/s count pred and label read
        plus the per-row output and the gradient written (12 bytes per element
-       fused, 8 forward only); speed-ups compare the buffered call;
+       fused, 8 forward only); speed-ups compare the buffered call. The
+       forward-only times of NumPy and PyTorch are measured too but only
+       recorded in the raw results (``--json``, ``--save``), not printed;
     3. the per-call overhead at (64, 10) float32 (median of many calls);
     4. the cold-compile and cached first-call time of each loss's
        forward_backward (serial and parallel kernel variants), each in a fresh
@@ -813,7 +824,7 @@ def cpu_pairwise(opts: Any) -> Section:
             render(headers, rows, opts.markdown),
         ]
     )
-    return Section(text, {"times_ms": best, "torch": torch_info})
+    return Section(text, {"shape": shape, "times_ms": best, "torch": torch_info})
 
 
 # =========================================================================================

@@ -7,7 +7,7 @@ Usage::
 Prints one line per page whose main column (``article.bd-article``) or whole
 page is wider than the window, i.e. content cut off or a horizontal scroll bar,
 and exits 1 if there is any. ``--shots DIR`` also writes screenshots of the
-index, the gallery, the MXNet page and one API page. Needs Chromium (Debian:
+index, the gallery, the MXNet and performance pages and one API page. Needs Chromium (Debian:
 ``apt-get install chromium``); the pages are opened from disk, without network.
 """
 
@@ -27,6 +27,7 @@ SHOTS = {
     "index": "index.html",
     "gallery": "gallery.html",
     "mxnet": "mxnet.html",
+    "performance": "performance.html",
     "api_softmax": "generated/numba_losses.SoftmaxCrossEntropyLoss.html",
 }
 

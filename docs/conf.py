@@ -2,17 +2,21 @@
 
 Build: ``sphinx-build -W -b html docs docs/_build/html`` (warnings are errors).
 The loss gallery's images are drawn by the library itself
-(:func:`numba_losses.gallery.write_gallery`) each time the site is built.
+(:func:`numba_losses.gallery.write_gallery`) each time the site is built, and the
+benchmark charts of the performance and index pages by ``_ext/benchmark_chart.py``
+from the committed results file ``_data/benchmarks.json``.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numba_losses
 from numba_losses.gallery import gallery_rst, write_gallery
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "_ext"))
 
 project = "numba_losses"
 author = "the numba_losses developers"
@@ -24,10 +28,13 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
     "numpydoc",
+    "benchmark_chart",  # _ext/: charts of _data/benchmarks.json into _benchmarks/
 ]
+benchmark_results = "_data/benchmarks.json"  # written by asv_bench/compare.py --save
+benchmark_charts_dir = "_benchmarks"
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "_gallery", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_gallery", "_benchmarks", "Thumbs.db", ".DS_Store"]
 autosummary_generate = True
 autosummary_imported_members = True
 autodoc_typehints = "none"  # numpydoc's Parameters sections carry the types

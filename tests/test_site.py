@@ -103,3 +103,31 @@ def test_a_browser_finds_no_overflow_raw_tex_or_sidebar(site):
     records = check_site.measure(site)
     assert len(records) >= len(_pages(site))
     assert check_site.problems(records) == []
+
+
+def test_performance_and_index_pages_show_the_benchmark_charts(site):
+    """The charts of ``docs/_data/benchmarks.json``: on both pages, captioned, drawn at 2x their shown width."""
+    import json
+
+    import matplotlib.image
+
+    sys.path.insert(0, str(DOCS / "_ext"))
+    import benchmark_chart
+
+    results = json.loads((DOCS / "_data" / "benchmarks.json").read_text())
+    date = results["date"].replace("T", " ")[:16] + " UTC"
+    expected = {
+        "performance": {"speedup.png": benchmark_chart.WIDTH_IN, "floor.png": benchmark_chart.WIDTH_IN},
+        "index": {"speedup_small.png": benchmark_chart.SMALL_WIDTH_IN},
+    }
+    for page, charts in expected.items():
+        html_text = (site / f"{page}.html").read_text()
+        tags = {Path(src).name: tag for tag, src in re.findall(r'(<img[^>]*src="(_images/[^"]+)"[^>]*>)', html_text)}
+        text = _text(site / f"{page}.html")
+        assert text.count(results["command"]) == len(charts), page  # one caption per chart
+        assert text.count(date) == len(charts) and results["machine"]["cpu"] in text, page
+        for name, width_in in charts.items():
+            assert name in tags, (page, name)
+            shown = round(96 * width_in)
+            assert f"width: {shown}px" in tags[name] or f'width="{shown}' in tags[name], tags[name]
+            assert matplotlib.image.imread(site / "_images" / name).shape[1] >= 2 * shown, name
