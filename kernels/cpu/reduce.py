@@ -6,6 +6,8 @@ function is inlined into a kernel whose scalar math must not be reassociated.
 The lane pattern is fixed by the compiled code, not by the thread count.
 """
 
+import numpy as np
+
 from .._options import ERROR_MODEL, SUM_FASTMATH
 from ..cache import njit_cached
 
@@ -24,5 +26,5 @@ def range_sum(a, j0, j1):
     """Sum of ``a[j0:j1]`` (float32 or float64, any 1-D layout) in float64 SIMD lanes."""
     s = 0.0
     for i in range(j0, j1):
-        s += a[i]
+        s += a[np.uint64(i)]  # unsigned: no negative-index wraparound, so the loop vectorises
     return s

@@ -65,10 +65,11 @@ def block_max(xr, j0, j1, m, lanes):
     full = j0 + (n // LANES) * LANES
     if full > j0:
         for k in range(LANES):
-            lanes[k] = m
-        for i in range(j0, full, LANES):
-            for k in range(LANES):
-                v = xr[i + k]
+            lanes[np.uint64(k)] = m
+        for i in range(j0, full, LANES):  # unsigned indices: no negative-index wraparound, so it vectorises
+            for k_ in range(LANES):
+                k = np.uint64(k_)
+                v = xr[np.uint64(i + k_)]
                 lanes[k] = v if v > lanes[k] else lanes[k]
         for k in range(LANES):
             v = lanes[k]
@@ -129,8 +130,8 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
                 dest[j - off] = 0.0 if v == -np.inf else v
             s += range_sum(dest, j0 - off, j1 - off)
             continue
-        for j in range(j0, j1):
-            dest[j - off] = vexp(xr[j] - m)
+        for j in range(j0, j1):  # unsigned indices (no negative-index wraparound): the loop vectorises
+            dest[np.uint64(j - off)] = vexp(xr[np.uint64(j)] - m)
         s += range_sum(dest, j0 - off, j1 - off)
     return m, s
 
@@ -151,14 +152,15 @@ def _row_sums(xr, yr, m, dense, smooth, buf64):
         j1 = min(j0 + BLOCK, n)
         if dense:
             for j in range(j0, j1):
-                buf64[j - j0] = float(yr[j]) * (float(xr[j]) - mf)
+                u = np.uint64(j)
+                buf64[np.uint64(j - j0)] = float(yr[u]) * (float(xr[u]) - mf)
             syx += block_sum(buf64, j1 - j0)
             for j in range(j0, j1):
-                buf64[j - j0] = yr[j]
+                buf64[np.uint64(j - j0)] = yr[np.uint64(j)]
             sy += block_sum(buf64, j1 - j0)
         if smooth:
             for j in range(j0, j1):
-                buf64[j - j0] = float(xr[j]) - mf
+                buf64[np.uint64(j - j0)] = float(xr[np.uint64(j)]) - mf
             sx += block_sum(buf64, j1 - j0)
     return syx, sy, sx
 
@@ -256,16 +258,18 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 one = like(cc, 1.0)
                 zero = like(cc, 0.0)
                 if from_logits:
-                    for k in range(n_classes):
-                        tk = yr[k] if dense else (one if k == target else zero)
+                    for k_ in range(n_classes):
+                        k = np.uint64(k_)
+                        tk = yr[k] if dense else (one if k_ == target else zero)
                         dr[k] = -cc * (c1 * tk + c0)
                 else:
                     qs = like(cc, qsum)
                     # p_k = e_k * exp(bmax[b] - m - lsum), e_k = exp(x_k - bmax[b]) stored in dr
                     for b in range(n_blocks):
                         f = like(cc, math.exp(float(bmax[b]) - float(m) - lsum))
-                        for k in range(b * BLOCK, min(b * BLOCK + BLOCK, n_classes)):
-                            tk = yr[k] if dense else (one if k == target else zero)
+                        for k_ in range(b * BLOCK, min(b * BLOCK + BLOCK, n_classes)):
+                            k = np.uint64(k_)
+                            tk = yr[k] if dense else (one if k_ == target else zero)
                             dr[k] = cc * ((dr[k] * f) * qs - (c1 * tk + c0))
 
     name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}"
@@ -397,7 +401,8 @@ def build_log_softmax_kernel(contiguous, parallel):
                 m, lsum = row_log_sum_exp(xr, buf, False, bmax)
                 ls = like(xr[0], lsum)
                 lr = get_row(lp, t, inner)
-                for k in range(n_classes):
+                for k_ in range(n_classes):
+                    k = np.uint64(k_)
                     lr[k] = (xr[k] - m) - ls
 
     return compile_kernel(log_softmax_kernel, "log_softmax", parallel)
@@ -426,10 +431,11 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
                 for j0 in range(0, n_classes, BLOCK):
                     j1 = min(j0 + BLOCK, n_classes)
                     for j in range(j0, j1):
-                        buf[j - j0] = ur[j]
+                        buf[np.uint64(j - j0)] = ur[np.uint64(j)]
                     s += block_sum(buf, j1 - j0)
                 sc = like(ur[0], s)
-                for k in range(n_classes):
+                for k_ in range(n_classes):
+                    k = np.uint64(k_)
                     ur[k] = ur[k] - vexp(lr[k]) * sc
 
     return compile_kernel(log_softmax_backward_kernel, "log_softmax_backward", parallel)
