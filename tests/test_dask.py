@@ -426,6 +426,18 @@ def test_merged_nonfinite_logits_as_in_memory(loss, label, dtype):
     _close_nonfinite(grad.compute(), want_grad, dtype)
 
 
+def test_merged_float16_within_one_rounding():
+    """float16 pred: computed in float32 and rounded once, as in memory."""
+    x, lab = _f((6, 9), np.float16), RNG.integers(0, 9, 6)
+    for loss in (nl.SoftmaxCELoss(label_smoothing=0.1), nl.KLDivLoss(from_logits=False)):
+        y = lab if isinstance(loss, nl.SoftmaxCELoss) else _f((6, 9), np.float16, 0, 0.2)
+        value, (grad,) = loss.forward_backward(da.from_array(x, chunks=(4, (4, 5))), y)
+        want_value, (want_grad,) = loss.forward_backward(x, y)
+        assert value.dtype == grad.dtype == np.float16 and grad.chunks == ((4, 2), (4, 5))
+        np.testing.assert_allclose(value.compute(), want_value, rtol=1e-3)
+        np.testing.assert_allclose(grad.compute(), want_grad, rtol=1e-3, atol=1e-3 * float(np.abs(want_grad).max()))
+
+
 def test_merged_softmax_against_numpy_math():
     """Dense labels, label smoothing, sample_weight, class axis 1 in three chunks: NumPy's log-softmax formula."""
     x, y = _f((5, 10, 4), np.float64, -5, 5), _f((5, 10, 4), np.float64, 0, 1)
