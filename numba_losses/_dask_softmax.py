@@ -154,7 +154,7 @@ def _class_offsets(x: Any, cax: int) -> Any:
     return da.arange(x.shape[cax], chunks=(x.chunks[cax],), dtype=np.int64)
 
 
-def _stats(spec, x, lab, cdt, lay, ax: _Axes, sparse: bool, dense: bool, smooth: bool, from_logits: bool) -> Any:
+def _stats(x, lab, cdt, lay, ax: _Axes, sparse: bool, dense: bool, smooth: bool, from_logits: bool) -> Any:
     """Pass 1 and the tree merge: per position the merged seven numbers (``keep_shape + (7,)``, float64)."""
     import dask.array as da
 
@@ -214,7 +214,7 @@ def _softmax_ce(spec: SoftmaxSpec, call: Call, named, og, out_sd, grad_sds, x, l
         if tuple(label.shape) != tuple(x.shape):
             label = label.reshape(x.shape)
         label = _as_dask(label, x.chunks)
-    st = _stats(spec, x, label, cdt, lay, ax, sparse, not sparse, smooth, spec.from_logits)
+    st = _stats(x, label, cdt, lay, ax, sparse, not sparse, smooth, spec.from_logits)
     fin = da.blockwise(
         _Finish(spec, lay.n_classes),
         ax.keep + "z",
@@ -283,7 +283,7 @@ def _kldiv(loss, spec: KLDivSpec, call: Call, named, og, out_sd, grad_sds, x, la
     import dask.array as da
 
     ax = _Axes(x.ndim, lay.axis)
-    st = _stats(spec, x, None, cdt, lay, ax, False, False, False, False)
+    st = _stats(x, None, cdt, lay, ax, False, False, False, False)
     lp = da.blockwise(
         _LogProb(cdt),
         ax.full,

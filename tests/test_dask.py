@@ -297,7 +297,7 @@ def test_split_rows_against_numpy_math():
 
 
 def test_softmax_split_spatial_axes_against_numpy_math():
-    """SoftmaxCE over (N, C, H): the class axis made whole, H split and reduced."""
+    """SoftmaxCE over (N, C, H): the class axis merged across its chunks, H split and reduced."""
     x, lab = _f((4, 6, 9), np.float64), RNG.integers(0, 6, (4, 9))
     value = nl.SoftmaxCELoss(axis=1)(da.from_array(x, chunks=(3, 2, 4)), lab)
     lp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
