@@ -24,8 +24,12 @@ Each family decides which axes may be split (docs/dask.rst has the table):
   are summed by a tree reduction; the gradient stays blockwise, each block
   being called with the head gradient :math:`g\,K_j / K`, which makes its
   scale :math:`w\,g / K`, the in-memory one;
-* the class axis of the softmax family, the time and class axes of CTC and
-  the feature axes of TripletLoss and CosineEmbeddingLoss are whole;
+* the class axis of SoftmaxCELoss and KLDivLoss(from_logits=False) may be
+  chunked too: the chunks' (max, sum of exponentials) pairs and linear sums
+  are merged exactly by a tree reduction, and a second blockwise pass forms
+  the gradient (:mod:`numba_losses._dask_softmax`; :data:`MERGE_CLASS_CHUNKS`);
+* the time and class axes of CTC and the feature axes of TripletLoss and
+  CosineEmbeddingLoss are whole;
   SDMLLoss and any case the rules above do not cover (a sample weight that
   grows the output, an empty axis) run as one block, with a
   :class:`SingleBlockWarning` above :data:`SINGLE_BLOCK_WARN_BYTES`.
@@ -50,15 +54,20 @@ import numpy as np
 from ._core.request import Call, is_scalar
 from ._core.request import is_dask_array as is_dask_collection
 from ._core.validate import normalize_axis
+from ._dask_softmax import merge_applies, run_merged
 from ._plan.ctc import CTCSpec
 from ._plan.elementwise import ElementwiseSpec
 from ._plan.pairwise import CosineSpec, TripletSpec
 from ._plan.softmax import KLDivSpec, SoftmaxSpec, class_layout
 
-__all__ = ["SINGLE_BLOCK_WARN_BYTES", "SingleBlockWarning", "is_dask_array", "run_dask"]
+__all__ = ["MERGE_CLASS_CHUNKS", "SINGLE_BLOCK_WARN_BYTES", "SingleBlockWarning", "is_dask_array", "run_dask"]
 
 #: Inputs above this many bytes that must run as one block raise a :class:`SingleBlockWarning`.
 SINGLE_BLOCK_WARN_BYTES = 256 * 2**20
+
+#: SoftmaxCELoss / KLDivLoss(from_logits=False) with ``pred``'s class axis in several chunks: merge the
+#: chunks' (max, sum of exponentials) exactly (True), or rechunk the class axis to one chunk (False).
+MERGE_CLASS_CHUNKS = True
 
 _OUT_GRAD = "out_grad"
 
@@ -144,6 +153,8 @@ def run_dask(loss: Any, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         if not ok:
             raise ValueError(f"out_grad has shape {tuple(np.shape(og))}, expected the output's shape {out_shape}")
     spec = loss._spec(Call(named, call.want_value, call.want_grad, og, None, call.grad_out))
+    if isinstance(spec, (SoftmaxSpec, KLDivSpec)) and MERGE_CLASS_CHUNKS and merge_applies(spec, named, og):
+        return run_merged(loss, spec, call, named, og, out_sd, grad_sds)
     shapes = {n: tuple(np.shape(a)) for n, a in (*given.items(), (_OUT_GRAD, og)) if _is_array(a)}
     grid = _plan(spec, cls, shapes, out_shape, out_sd.dtype != np.float16)
     arrays = {n: a for n, a in (*named.items(), (_OUT_GRAD, og)) if _is_array(a)}

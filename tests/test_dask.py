@@ -297,12 +297,193 @@ def test_split_rows_against_numpy_math():
 
 
 def test_softmax_split_spatial_axes_against_numpy_math():
-    """SoftmaxCE over (N, C, H): the class axis made whole, H split and reduced."""
+    """SoftmaxCE over (N, C, H): the class axis merged across its chunks, H split and reduced."""
     x, lab = _f((4, 6, 9), np.float64), RNG.integers(0, 6, (4, 9))
     value = nl.SoftmaxCELoss(axis=1)(da.from_array(x, chunks=(3, 2, 4)), lab)
     lp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
     want = -np.take_along_axis(lp, lab[:, None, :], axis=1)[:, 0].mean(axis=1)
     np.testing.assert_allclose(value.compute(), want, rtol=1e-12)
+
+
+# ------------------------------------------------------------- softmax family, class axis chunked
+# (loss, inputs(dtype), chunks per input or None for NumPy): the class axis of pred is in several chunks,
+# merged by (max, sum of exponentials) pairs, never rechunked
+MERGED = {
+    "sparse-weighted-rows": (
+        nl.SoftmaxCELoss(weight=1.5),
+        lambda dt: (_f((9, 13), dt, -4, 4), RNG.integers(0, 13, 9), _f((9, 1), dt, 0, 1)),
+        [(4, (5, 4, 4)), 5, (2, 1)],
+    ),
+    "dense-reshaped-smoothing": (
+        nl.SoftmaxCELoss(sparse_label=False, label_smoothing=0.1),
+        lambda dt: (_f((9, 13), dt, -4, 4), _f((117,), dt, 0, 1)),
+        [(9, (6, 7)), None],
+    ),
+    "ignore-smoothing-clip": (
+        nl.SoftmaxCELoss(ignore_label=3, label_smoothing=0.2),
+        lambda dt: (_f((9, 13), dt, -4, 4), RNG.integers(-2, 16, 9).astype(np.float32)),
+        [(5, (4, 9)), 4],
+    ),
+    "from_logits-sparse": (
+        nl.SoftmaxCELoss(from_logits=True),
+        lambda dt: (_f((9, 13), dt, -4, 0), RNG.integers(0, 13, (9, 1))),
+        [(4, (6, 7)), None],
+    ),
+    "from_logits-dense-smoothing": (
+        nl.SoftmaxCELoss(from_logits=True, sparse_label=False, label_smoothing=0.3),
+        lambda dt: (_f((9, 13), dt, -4, 0), _f((9, 13), dt, 0, 1)),
+        [(4, (6, 7)), (4, (6, 7))],
+    ),
+    "NCHW-axis-1-sample_weight": (
+        nl.SoftmaxCELoss(axis=1),
+        lambda dt: (_f((4, 21, 6, 6), dt, -4, 4), RNG.integers(0, 21, (4, 6, 6)), _f((4, 1, 6, 1), dt, 0, 1)),
+        [(2, 7, 3, 6), (3, 2, 6), None],
+    ),
+    "batch_axis-1": (
+        nl.SoftmaxCELoss(batch_axis=1),
+        lambda dt: (_f((5, 8, 9), dt, -4, 4), RNG.integers(0, 9, (5, 8))),
+        [(2, 3, (4, 5)), None],
+    ),
+    "KLDiv-axis-1": (
+        nl.KLDivLoss(from_logits=False, axis=1),
+        lambda dt: (_f((4, 10, 5), dt, -4, 4), _f((4, 10, 5), dt, 0, 0.2)),
+        [(2, (3, 3, 4), 3), (4, 5, 5)],
+    ),
+    "KLDiv-broadcast-label-weighted": (
+        nl.KLDivLoss(from_logits=False, weight=0.5),
+        lambda dt: (_f((8, 12), dt, -4, 4), _f((1, 12), dt, 0, 0.2), _f((8, 1), dt, 0, 1)),
+        [(3, 5), None, (3, 1)],
+    ),
+}
+MERGED_CASES = [(n, dt) for n in MERGED for dt in (np.float32, np.float64)]
+
+
+@pytest.mark.parametrize("name, dtype", MERGED_CASES, ids=[f"{n}-{dt.__name__}" for n, dt in MERGED_CASES])
+def test_class_chunks_are_merged_not_rechunked(name, dtype):
+    """Values and gradients of the in-memory call, pred's class chunks kept (no rechunk of pred)."""
+    loss, make, chunks = MERGED[name]
+    inputs = make(dtype)
+    dinputs = [a if c is None else da.from_array(a, chunks=c) for a, c in zip(inputs, chunks, strict=True)]
+    out_sd, _ = loss.result_shapes(*inputs)
+    og = _f(out_sd.shape, dtype, 0.5, 1.5)
+    value, (grad,) = loss.forward_backward(*dinputs, out_grad=da.from_array(og, chunks=3))
+    only_value, (only_grad,) = loss(*dinputs), loss.backward(*dinputs)
+    assert grad.chunks == dinputs[0].chunks  # the class axis is still in its chunks
+    for a in (value, grad, only_value, only_grad):
+        deps = a.__dask_graph__().dependencies
+        assert not any(k.startswith("rechunk") and dinputs[0].name in d for k, d in deps.items())
+        assert any(k.startswith("softmax-merge") for k in deps)  # the tree merge over the class chunks
+    want_value, (want_grad,) = loss.forward_backward(*inputs, out_grad=og)
+    _close(value.compute(), want_value, dtype)
+    _close(grad.compute(), want_grad, dtype)
+    _close(only_value.compute(), loss(*inputs), dtype)
+    _close(only_grad.compute(), loss.backward(*inputs)[0], dtype)
+
+
+def _nonfinite_logits(dtype):
+    x = _f((9, 12), dtype, -3, 3)
+    x[0] = -np.inf  # a whole row masked: NaN, as in memory
+    x[1, :4] = -np.inf  # one class chunk masked
+    x[2, 5] = np.nan
+    x[3, 9] = np.inf
+    x[4] = -1e30  # huge and equal: log C, exactly
+    x[5] *= 1e4  # a wide spread: chunks with far apart maxima
+    x[6, 4:8], x[6, 0] = -np.inf, np.nan
+    x[7, :4], x[7, 4:] = np.nan, -np.inf
+    x[8, 8:] = np.finfo(dtype).max / 2
+    return x
+
+
+def _close_nonfinite(got, want, dtype):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    finite = want[np.isfinite(want)]
+    scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)  # NaN and inf where want has them
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "loss, label",
+    [
+        (nl.SoftmaxCELoss(), lambda: np.array([1, 2, 0, 3, 4, 11, 5, 6, 9])),
+        (nl.SoftmaxCELoss(sparse_label=False, label_smoothing=0.2), lambda: _f((9, 12), np.float64, 0, 1)),
+        (nl.KLDivLoss(from_logits=False), lambda: _f((9, 12), np.float64, 0, 0.2)),
+        (nl.SoftmaxCELoss(axis=0, batch_axis=1), lambda: np.array([1, 2, 0, 3, 4, 11, 5, 6, 9])),
+    ],
+    ids=["sparse", "dense-smoothing", "KLDiv", "class-axis-first"],
+)
+def test_merged_nonfinite_logits_as_in_memory(loss, label, dtype):
+    """-inf rows and chunks, NaN, +inf, -1e30 everywhere, far apart chunk maxima: the in-memory results."""
+    x, y = _nonfinite_logits(dtype), label()
+    if loss._axis == 0:
+        x = np.ascontiguousarray(x.T)  # (C, N): the tiled kernel in memory
+    chunks = ((4, 4, 4), 5) if loss._axis == 0 else (5, (4, 4, 4))
+    y = y.astype(dtype) if y.dtype.kind == "f" else y
+    value, (grad,) = loss.forward_backward(da.from_array(x, chunks=chunks), y)
+    assert grad.chunks == da.from_array(x, chunks=chunks).chunks
+    want_value, (want_grad,) = loss.forward_backward(x, y)
+    _close_nonfinite(value.compute(), want_value, dtype)
+    _close_nonfinite(grad.compute(), want_grad, dtype)
+
+
+def test_merged_float16_within_one_rounding():
+    """float16 pred: computed in float32 and rounded once, as in memory."""
+    x, lab = _f((6, 9), np.float16), RNG.integers(0, 9, 6)
+    for loss in (nl.SoftmaxCELoss(label_smoothing=0.1), nl.KLDivLoss(from_logits=False)):
+        y = lab if isinstance(loss, nl.SoftmaxCELoss) else _f((6, 9), np.float16, 0, 0.2)
+        value, (grad,) = loss.forward_backward(da.from_array(x, chunks=(4, (4, 5))), y)
+        want_value, (want_grad,) = loss.forward_backward(x, y)
+        assert value.dtype == grad.dtype == np.float16 and grad.chunks == ((4, 2), (4, 5))
+        np.testing.assert_allclose(value.compute(), want_value, rtol=1e-3)
+        np.testing.assert_allclose(grad.compute(), want_grad, rtol=1e-3, atol=1e-3 * float(np.abs(want_grad).max()))
+
+
+def test_merged_softmax_against_numpy_math():
+    """Dense labels, label smoothing, sample_weight, class axis 1 in three chunks: NumPy's log-softmax formula."""
+    x, y = _f((5, 10, 4), np.float64, -5, 5), _f((5, 10, 4), np.float64, 0, 1)
+    sw, og, eps = _f((5, 1, 4), np.float64, 0, 1), _f((5,), np.float64, 0.5, 1.5), 0.1
+    loss = nl.SoftmaxCELoss(axis=1, sparse_label=False, label_smoothing=eps, weight=2.0)
+    value, (grad,) = loss.forward_backward(da.from_array(x, chunks=(2, (3, 3, 4), 3)), y, sw, out_grad=og)
+    lse = np.log(np.exp(x).sum(axis=1, keepdims=True))
+    q = (1 - eps) * y + eps / 10
+    ell = -(q * (x - lse)).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(value.compute(), 2.0 * (sw * ell).mean(axis=(1, 2)), rtol=1e-12)
+    c = 2.0 * sw * og[:, None, None] / 4
+    np.testing.assert_allclose(grad.compute(), c * (np.exp(x - lse) * q.sum(axis=1, keepdims=True) - q), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "loss, make, chunks, merge",
+    [
+        (nl.SoftmaxCELoss(), lambda: (_f((6, 9), np.float32), RNG.integers(0, 9, 6)), [(4, 4), None], False),
+        (
+            nl.SoftmaxCELoss(label_smoothing=0.1),  # the loss per position (6, 1, 1) times (6, 3, 1)
+            lambda: (_f((6, 1, 9), np.float32), RNG.integers(0, 9, (6, 1)), _f((6, 3, 1), np.float32, 0, 1)),
+            [(4, 1, 4), None, None],
+            True,
+        ),
+        (
+            nl.SoftmaxCELoss(axis=1, batch_axis=1),
+            lambda: (_f((3, 8), np.float32), RNG.integers(0, 8, 3)),
+            [(2, 3), None],
+            True,
+        ),
+    ],
+    ids=["merging-turned-off", "sample_weight-grows-the-loss", "batch-axis-is-the-class-axis"],
+)
+def test_class_axis_rechunk_fallback(loss, make, chunks, merge, monkeypatch):
+    """Where the merge does not apply (or ``MERGE_CLASS_CHUNKS`` is False) the class axis becomes one chunk."""
+    import numba_losses.dask as nld
+
+    monkeypatch.setattr(nld, "MERGE_CLASS_CHUNKS", merge)
+    inputs = make()
+    dinputs = [a if c is None else da.from_array(a, chunks=c) for a, c in zip(inputs, chunks, strict=True)]
+    value, (grad,) = loss.forward_backward(*dinputs)
+    cax = loss._axis % inputs[0].ndim
+    assert grad.chunks[cax] == (inputs[0].shape[cax],)
+    want_value, (want_grad,) = loss.forward_backward(*inputs)
+    _close(value.compute(), want_value, np.float32)
+    _close(grad.compute(), want_grad, np.float32)
 
 
 # ------------------------------------------------------------------------------- alignment rules
