@@ -22,7 +22,8 @@ inputs give its values. Typical inputs need a direct sum for a pair's own
 distance at most (:math:`O(N D)` in all).
 
 Tasks are fixed blocks of :data:`ROWS` rows and every sum has a fixed order, so
-results do not depend on the number of threads. The per-element math runs in
+this kernel's results do not depend on the number of threads (the BLAS
+products may change in the last bits with the BLAS's own thread count). The per-element math runs in
 the compute dtype (float32 loops stay 8 lanes wide); norms, row and column sums
 are accumulated in float64.
 """
