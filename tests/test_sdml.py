@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import numba_losses as nl
 from numba_losses._cpu import sdml as sdml_host
-from tests.conftest import SIMULATED
+from tests.conftest import CUPY_ON_GPU, SIMULATED
 from tests.reference.sdml import sdml_ref
 
 RNG = np.random.default_rng(20261123)
@@ -190,11 +190,45 @@ def test_large_magnitudes_do_not_overflow(dtype):
     assert out.min() > 1e3  # the pairs are far apart: large KL
 
 
+@pytest.mark.parametrize("off", [1e3, 1e4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_common_offset_is_harmless(dtype):
+def test_common_offset_is_harmless(dtype, off):
+    # The distances are taken as |a|^2 + |b|^2 - 2 a.b of the inputs minus their mean: without
+    # the centring, an offset of 1e4 leaves no correct digit of a float32 distance of about 1.
     x1, x2 = _pair(6, 5, dtype)
-    off = dtype(1000.0)
-    _check(nl.SDMLLoss(), x1 + off, x2 + off, dtype=dtype)
+    _check(nl.SDMLLoss(), x1 + dtype(off), x2 + dtype(off), dtype=dtype)
+
+
+def test_close_pairs_far_from_the_centre_keep_float32_accuracy():
+    # Two clusters at -1e3 and +1e3 (the mean is near 0): within a cluster the distances are
+    # about 1 while |a|^2 + |b|^2 is about 1e7, so the expansion alone would cancel every digit
+    # (the kernel sums those distances directly). Smoothing 0: the loss is -lp_ii, set by
+    # the close pairs alone. The values are compared against float64 math on the same inputs.
+    n, d = 24, 8
+    x1 = RNG.standard_normal((n, d))
+    x2 = x1 + 0.3 * RNG.standard_normal((n, d))
+    side = np.where(np.arange(n)[:, None] % 2 == 0, 1e3, -1e3)
+    x1, x2 = (x1 + side).astype(np.float32), (x2 + side).astype(np.float32)
+    out = nl.SDMLLoss(smoothing_parameter=0.0)(x1, x2)
+    want = sdml_ref(x1, x2, 0.0)[0]
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_inputs_give_the_direct_formulas_values(dtype):
+    # inf / NaN rows: the expansion would give inf - inf; their distances are summed directly,
+    # so the results are the non-finite values of the direct formula (inf loss where a distance
+    # is inf, NaN in the row of a NaN input).
+    x1, x2 = _pair(6, 3, dtype)
+    x2[2, 1] = np.inf
+    x1[4, 0] = np.nan
+    out, (d1, d2) = nl.SDMLLoss().forward_backward(x1, x2)
+    with np.errstate(all="ignore"):
+        want = sdml_ref(x1, x2, 0.3)
+    for got, exp in zip((out, d1, d2), want, strict=True):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(exp))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(exp))
+    np.testing.assert_array_equal(out, want[0].astype(dtype))
 
 
 def test_identical_inputs_and_constants():
@@ -327,13 +361,13 @@ def test_kernels_use_the_central_options():
     from numba_losses.kernels import _options
     from numba_losses.kernels.cpu import sdml as cpu_sdml
 
-    for kernel in cpu_sdml.build_sdml_kernels(False):
-        assert kernel.targetoptions["fastmath"] == set(_options.CPU_FASTMATH)
-        assert kernel.targetoptions["error_model"] == _options.ERROR_MODEL
-        assert _options.source_fingerprint() * 2 in [c.cell_contents for c in kernel.py_func.__closure__]
-    # the register tiles are sums and nothing else: reassociation lets them vectorise
-    for tile in (cpu_sdml.sqdist_2x4, cpu_sdml.sqdist_1, cpu_sdml.dot_2x4, cpu_sdml.dot_1):
-        assert tile.targetoptions["fastmath"] == set(_options.SUM_FASTMATH)
+    kernel = cpu_sdml.build_sdml_kernels(False)
+    assert kernel.targetoptions["fastmath"] == set(_options.CPU_FASTMATH)
+    assert kernel.targetoptions["error_model"] == _options.ERROR_MODEL
+    assert _options.source_fingerprint() * 2 in [c.cell_contents for c in kernel.py_func.__closure__]
+    # the sums are sums and nothing else: reassociation lets them vectorise
+    for helper in (cpu_sdml.sq_norm, cpu_sdml.sq_dist, cpu_sdml.add_to):
+        assert helper.targetoptions["fastmath"] == set(_options.SUM_FASTMATH)
     assert not {"nnan", "ninf"} & (set(_options.SUM_FASTMATH) | set(_options.CPU_FASTMATH))
 
 
@@ -347,8 +381,8 @@ def test_second_process_loads_the_kernels_from_cache():
         import numpy as np, numba_losses as nl
         from numba_losses.kernels.cpu.sdml import build_sdml_kernels
         nl.SDMLLoss().forward_backward(np.ones((4, 3)), np.zeros((4, 3)))
-        for k in build_sdml_kernels(False):
-            print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()), end=" ")
+        k = build_sdml_kernels(False)
+        print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))
         """
     )
     root = Path(__file__).resolve().parent.parent
@@ -359,7 +393,7 @@ def test_second_process_loads_the_kernels_from_cache():
         return proc.stdout.split()
 
     run()  # compiles (or already loads) the serial float64 kernels
-    assert run() == ["1", "0", "1", "0"]
+    assert run() == ["1", "0"]
 
 
 # ------------------------------------------------------------------------------- properties
@@ -475,3 +509,82 @@ def test_cuda_errors(fast_simulator):
         loss.forward_backward(dev(x), dev(x), out_grad=dev(np.ones(3, np.float32)))
     out, (d1, d2) = loss.forward_backward(dev(np.zeros((0, 3))), dev(np.zeros((0, 3))))
     assert host(out).shape == (0,) and host(d1).shape == (0, 3)
+
+
+def _clusters(n, d, dtype=np.float32):
+    """Pairs ``x2 = x1 + noise`` in two clusters at -1e3 and +1e3: distances of about 1 that the
+    expansion ``|a|^2 + |b|^2 - 2 a.b`` alone would lose (see the test above)."""
+    x1 = RNG.standard_normal((n, d))
+    x2 = x1 + 0.3 * RNG.standard_normal((n, d))
+    side = np.where(np.arange(n)[:, None] % 2 == 0, 1e3, -1e3)
+    return (x1 + side).astype(dtype), (x2 + side).astype(dtype)
+
+
+@needs_cuda
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the simulator's threads compute the inf row with NumPy scalars
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_rows_kernel_on_a_matrix_product(fast_simulator, dtype):
+    # The cuBLAS path's rows kernel (expand=True) on P = a b^T of the centred inputs, taken here
+    # with NumPy: distances from the expansion, summed directly where it cancels (the clusters)
+    # or where a norm is not finite (an inf in x1); then the gradients from G as the CuPy path
+    # assembles them, all against the float64 reference on the same inputs.
+    from numba_losses._plan.sdml import centred, targets
+    from numba_losses.kernels.cuda.sdml import ROW_THREADS, build_sdml_kernels
+
+    n, d = 6, 4
+    x1, x2 = _clusters(n, d, dtype)
+    x1[3, 1] = np.inf
+    g = RNG.uniform(0.5, 1.5, n).astype(dtype)
+    a, b = centred(np, x1, x2, np.dtype(dtype))
+    with np.errstate(all="ignore"):
+        na, nb = (a * a).sum(axis=1), (b * b).sum(axis=1)
+        gm = a @ b.T
+    q = targets(0.0, n, np.dtype(dtype))
+    out = cuda.device_array(n, dtype)
+    gm_d = cuda.to_device(gm)
+    rows_kernel = build_sdml_kernels(np.dtype(dtype).name, not SIMULATED)[1]
+    args = (q.qd, q.qo, q.log_qd, q.log_qo, q.r, cuda.to_device(g), True, out)
+    with np.errstate(all="ignore"):
+        rows_kernel[2, ROW_THREADS](gm_d, True, *(cuda.to_device(v) for v in (na, nb, a, b)), *args)
+        want = sdml_ref(x1, x2, 0.0, g)
+        gmat = gm_d.copy_to_host().astype(np.float64)
+        dx1 = 2.0 * (gmat.sum(axis=1)[:, None] * a - gmat @ b)
+        dx2 = 2.0 * (gmat.sum(axis=0)[:, None] * b - gmat.T @ a)
+    finite = np.isfinite(want[0])
+    assert finite.sum() == n - 1  # row 3: every distance inf, NaN logits
+    for got, exp in zip((host(out), dx1, dx2), want, strict=True):
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(exp))
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(host(out)[finite], want[0][finite], rtol=tol, atol=tol)
+    rows = np.isfinite(want[1]).all(axis=1)
+    np.testing.assert_allclose(dx1[rows], want[1][rows], rtol=tol, atol=tol * np.abs(want[1][rows]).max())
+
+
+needs_cupy = pytest.mark.skipif(not CUPY_ON_GPU, reason="needs CuPy on a GPU")
+
+
+@needs_cupy
+@pytest.mark.parametrize("library", ["cupy", "torch"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_cublas_path_matches_the_host(library, dtype):
+    # CuPy arrays and PyTorch CUDA tensors take the cuBLAS products (numba_losses._cuda.sdml).
+    import cupy
+
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("needs PyTorch with CUDA")
+        to_dev, to_host = (lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()), (lambda a: a.cpu().numpy())
+    else:
+        to_dev, to_host = cupy.asarray, cupy.asnumpy
+    loss = nl.SDMLLoss(smoothing_parameter=0.2)
+    for x1, x2 in (_pair(96, 40, dtype), _clusters(64, 16, dtype)):
+        g = RNG.uniform(-1.5, 1.5, x1.shape[0])
+        want = loss.forward_backward(x1, x2, out_grad=g)
+        got = loss.forward_backward(to_dev(x1), to_dev(x2[:, :]), out_grad=to_dev(g))
+        tol = {np.float16: 2e-3, np.float32: 1e-4, np.float64: 1e-10}[dtype]
+        for c, d in ((want[0], got[0]), (want[1][0], got[1][0]), (want[1][1], got[1][1])):
+            d = to_host(d)
+            assert d.dtype == c.dtype and d.shape == c.shape
+            _close(d, c.astype(np.float64), tol, tol)
+        np.testing.assert_array_equal(to_host(loss(to_dev(x1), to_dev(x2))), to_host(got[0]))

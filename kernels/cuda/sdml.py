@@ -1,7 +1,14 @@
 r"""SDMLLoss CUDA kernels, the twins of :mod:`..cpu.sdml`.
 
-Three kernels, built per compute dtype and reduction variant by
-:func:`build_sdml_kernels`:
+Two ways through, chosen by :mod:`numba_losses._cuda.sdml`:
+
+* CuPy arrays and PyTorch CUDA tensors (with CuPy installed): the runner takes
+  :math:`P = a b^T` of the centred inputs and the gradient products with
+  cuBLAS (CuPy's matmul); ``rows_kernel`` with ``expand`` turns :math:`P` into
+  the distances (:func:`..sdml_math.expanded_dist`, summed directly where that
+  loses digits, :data:`..sdml_math.NEAR`, or where a norm is not finite), then
+  does the row work below.
+* Other device arrays: all three kernels.
 
 ``dist_kernel``
     :math:`d_{ij} = \sum_k (x_{1,ik} - x_{2,jk})^2` in square tiles of
@@ -32,7 +39,7 @@ import math
 
 from numba import cuda, float32, float64
 
-from ..sdml_math import dist_grad, kl_term
+from ..sdml_math import NEAR, dist_grad, expanded_dist, kl_term
 from ..vmath import like
 from . import SIMULATOR, THREADS, jit_kernel
 from .reduce import group_sum_shared, group_sum_shuffle
@@ -62,10 +69,14 @@ def build_sdml_kernels(dtype_name, shuffle):
         ``x1``, ``x2`` ``(n, d)`` of any real dtype, ``proto`` a scalar of the
         compute dtype, writes ``dist`` ``(n, n)`` (compute dtype).
     rows_kernel : numba CUDA dispatcher
-        ``rows_kernel[blocks, THREADS, stream](dist, qd, qo, log_qd, log_qo, r, g, want_grad, out)``;
-        the target constants in the compute dtype, ``g`` the head gradient
-        ``(n,)`` (any dtype, zero stride allowed). Writes ``out`` ``(n,)``
-        and, when ``want_grad``, :math:`G` over ``dist``.
+        ``rows_kernel[blocks, THREADS, stream](dist, expand, na, nb, a, b, qd, qo, log_qd, log_qo, r, g,
+        want_grad, out)``; the target constants in the compute dtype, ``g`` the
+        head gradient ``(n,)`` (any dtype, zero stride allowed). Writes ``out``
+        ``(n,)`` and, when ``want_grad``, :math:`G` over ``dist``. With
+        ``expand``, ``dist`` holds :math:`a b^T` of the centred inputs ``a``,
+        ``b`` ``(n, d)`` (compute dtype), whose squared row norms are ``na``,
+        ``nb`` ``(n,)``, and the kernel first writes the distances over it;
+        otherwise those four arrays are not read.
     grad_kernel : numba CUDA dispatcher
         ``grad_kernel[(ceil(d/TILE), ceil(n/TILE)), (TILE, TILE), stream](gmat, a, b, trans, proto, dx)``:
         ``dx[p, k] = 2 sum_q W[p, q] (a[p, k] - b[q, k])`` with ``W = gmat``
@@ -111,17 +122,31 @@ def build_sdml_kernels(dtype_name, shuffle):
             if i < n and j < n:
                 dist[i, j] = acc
 
-    def sdml_rows_kernel(dist, qd, qo, log_qd, log_qo, r, g, want_grad, out):
+    def sdml_rows_kernel(dist, expand, na, nb, a, b, qd, qo, log_qd, log_qo, r, g, want_grad, out):
         sh = cuda.shared.array(threads, float64)
         slot = cuda.shared.array(1, float64)
         n = dist.shape[0]
+        d = a.shape[1]
         tid = cuda.threadIdx.x
+        zero = like(qd, 0.0)
+        frac = like(qd, NEAR)
         for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):  # the same row for the whole block
             # Row minimum (the largest logit); NaN distances are skipped here and make the row
-            # NaN through the sum below.
+            # NaN through the sum below. Each thread reads the same columns in every pass below,
+            # so the distances it writes here need no barrier.
             m = like(qd, math.inf)
             for j in range(tid, n, threads):
                 v = dist[i, j]
+                if expand:
+                    s = na[i] + nb[j]
+                    v = expanded_dist(s, v, zero)
+                    if not (v >= frac * s and math.isfinite(s)):  # cancellation, or inf / NaN norms
+                        acc = zero
+                        for k in range(d):
+                            e = a[i, k] - b[j, k]
+                            acc += e * e
+                        v = acc
+                    dist[i, j] = v
                 if v < m:
                     m = v
             sh[tid] = m

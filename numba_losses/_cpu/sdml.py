@@ -1,4 +1,16 @@
-"""SDMLLoss on the host (:mod:`numba_losses.kernels.cpu.sdml`): the rows kernel, then the columns kernel."""
+r"""SDMLLoss on the host: three BLAS matrix products around :mod:`numba_losses.kernels.cpu.sdml`.
+
+With the centred inputs :math:`a = x_1 - c`, :math:`b = x_2 - c`
+(:func:`numba_losses._plan.sdml.centred`): :math:`P = a b^T` (NumPy's matmul),
+the kernel turns :math:`P` into the distances, the values and :math:`G` with
+its row sums :math:`\rho` and column sums :math:`\gamma`, then
+
+.. math::
+
+    \mathrm{dx1} = 2\,(\rho \odot a - G b), \qquad \mathrm{dx2} = 2\,(\gamma \odot b - G^T a),
+
+equal to :math:`2\sum_j G_{ij}(x_{1,i} - x_{2,j})` and :math:`-2\sum_i G_{ij}(x_{1,i} - x_{2,j})`.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +19,19 @@ from typing import Any
 import numpy as np
 
 from numba_losses.kernels._options import SERIAL_BELOW
-from numba_losses.kernels.cpu.sdml import build_sdml_kernels
+from numba_losses.kernels.cpu.sdml import ROWS, build_sdml_kernels
 
-from .._core.buffers import host_out_grad, host_result, host_target
+from .._core.buffers import host_empty, host_out_grad, host_result, host_target
 from .._core.request import Call
 from .._core.validate import as_host_array
-from .._plan.sdml import SDMLSpec, plan, targets
+from .._plan.sdml import SDMLSpec, centred, plan, targets
 
 
-def _kernel_input(a: np.ndarray, cdt: np.dtype) -> np.ndarray:
-    """``a`` as a writable C-contiguous array of ``cdt`` (one kernel specialisation per dtype)."""
-    b = np.ascontiguousarray(a, dtype=cdt)
-    return b if b.flags.writeable else b.copy()
+def _gradient(gm: np.ndarray, other: np.ndarray, own: np.ndarray, sums: np.ndarray, dx: np.ndarray) -> None:
+    """``dx = 2 (sums * own - gm @ other)`` (``sums`` float64 per row of ``own``), into ``dx``."""
+    np.matmul(gm, other, out=dx)
+    dx *= dx.dtype.type(-2.0)
+    dx += (2.0 * sums).astype(dx.dtype)[:, None] * own
 
 
 def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
@@ -29,29 +42,28 @@ def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     n, d, cdt, gdt = p.n, p.d, p.cdt, p.gdt
     taken: list = []
     out_c, out_buf = host_target("out", call.out, (n,), gdt[0], cdt, host, taken)
-    k1 = _kernel_input(a1, cdt)
-    k2 = _kernel_input(a2, cdt)
     q = targets(spec.smoothing, n, cdt)
     if call.want_grad:
         head = host_out_grad(call.out_grad, (n,))
         g = np.ones(n, dtype=cdt) if head is None else np.ascontiguousarray(head, dtype=cdt)
-        gt = np.empty((n, n), dtype=cdt)
-        zeros = np.zeros(n, dtype=cdt)
-        c = np.empty(d, dtype=cdt)
-        x1t = np.empty((d, n), dtype=cdt)
-        x2t = np.empty((d, n), dtype=cdt)
-        targets_ = [
+        rs = np.empty(n)
+        cs = np.empty((-(-n // ROWS), n))
+        grads = [
             host_target(f"grad_out[{k}]", b, (n, d), gdt[k], cdt, host, taken) for k, b in enumerate(call.grad_out)
         ]
-        dx = [t for t, _ in targets_]
     else:  # dummies of the right types: one compiled kernel serves both
-        g = zeros = c = np.empty(1, dtype=cdt)
-        gt = x1t = x2t = np.empty((1, 1), dtype=cdt)
-        dx = [gt, gt]
-    rows_kernel, cols_kernel = build_sdml_kernels(n * n * max(d, 1) >= SERIAL_BELOW)
-    rows_kernel(k1, k2, q.qd, q.qo, q.log_qd, q.log_qo, q.r, g, call.want_grad, out_c, gt, zeros, c, x1t, x2t, dx[0])
-    value = host_result(out_c, out_buf, gdt[0]) if call.want_value else None
-    if not call.want_grad:
-        return value, None
-    cols_kernel(k2, gt, c, x1t, dx[1])
-    return value, tuple(host_result(t, buf, gdt[k]) for k, (t, buf) in enumerate(targets_))
+        g = np.empty(1, dtype=cdt)
+        rs = np.empty(1)
+        cs = np.empty((1, 1))
+    with np.errstate(all="ignore"):  # inf / NaN inputs: no warnings, the values tell
+        a, b = centred(np, a1, a2, cdt)
+        gm = host_empty((n, n), cdt)
+        np.matmul(a, b.T, out=gm)
+        rows_kernel = build_sdml_kernels(n * n * max(d, 1) >= SERIAL_BELOW)
+        rows_kernel(gm, a, b, q.qd, q.qo, q.log_qd, q.log_qo, q.r, g, call.want_grad, out_c, rs, cs)
+        value = host_result(out_c, out_buf, gdt[0]) if call.want_value else None
+        if not call.want_grad:
+            return value, None
+        _gradient(gm, b, a, rs, grads[0][0])
+        _gradient(gm.T, a, b, cs.sum(axis=0), grads[1][0])
+    return value, tuple(host_result(t, buf, gdt[k]) for k, (t, buf) in enumerate(grads))

@@ -1,8 +1,10 @@
-"""Planning of SDMLLoss: two equal 2-D inputs and MXNet's smoothed targets.
+"""Planning of SDMLLoss: two equal 2-D inputs, MXNet's smoothed targets, the centred inputs.
 
 ``x1`` decides the compute dtype (float16 computed in float32, integers in
 float64); ``x2`` is converted to it. The smoothed targets are computed as
-MXNet does, in the compute dtype (:func:`targets`).
+MXNet does, in the compute dtype (:func:`targets`). Both backends take the
+squared distances and the gradients as matrix products of the inputs minus
+one common vector (:func:`centred`).
 """
 
 from __future__ import annotations
@@ -90,3 +92,24 @@ def result_shapes(spec: SDMLSpec, inputs: dict[str, Any]) -> tuple[Any, tuple[An
     """``(((N,), dtype), (((N, D), dtype1), ((N, D), dtype2)))`` for layout arrays ``inputs``."""
     p = plan(np.asarray(inputs["x1"]), np.asarray(inputs["x2"]))
     return ((p.n,), p.gdt[0]), (((p.n, p.d), p.gdt[0]), ((p.n, p.d), p.gdt[1]))
+
+
+def centred(xp: Any, x1: Any, x2: Any, cdt: np.dtype) -> tuple[Any, Any]:
+    r"""``(x1 - c, x2 - c)`` as new C-contiguous arrays of ``cdt``, for NumPy or CuPy arrays (``xp``).
+
+    ``c`` is the mean of all :math:`2N` rows (summed in float64, rounded to
+    ``cdt``; 0 where it is not finite, e.g. for inf inputs). Squared distances
+    :math:`\|x_{1,i} - x_{2,j}\|^2` and the differences in the gradients do
+    not change, but the expansion :math:`\|a\|^2 + \|b\|^2 - 2 a \cdot b`
+    of the distances no longer cancels a common offset of the inputs: rows near
+    ``c`` are subtracted exactly (Sterbenz), so their float32 distances keep
+    the accuracy of offset-free inputs.
+    """
+    n = x1.shape[0]
+    c = (x1.sum(axis=0, dtype=xp.float64) + x2.sum(axis=0, dtype=xp.float64)) / max(2 * n, 1)
+    c = xp.where(xp.isfinite(c), c, 0.0).astype(cdt)
+    a = x1.astype(cdt, order="C")
+    b = x2.astype(cdt, order="C")
+    a -= c
+    b -= c
+    return a, b

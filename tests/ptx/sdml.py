@@ -1,7 +1,8 @@
 """PTX jobs for the SDMLLoss CUDA kernels (run by ``tests/ptx/catalogue.py``).
 
 The three kernels of ``numba_losses.kernels.cuda.sdml`` (distance tiles, row
-softmax / KL with the warp-shuffle row sums, gradient tiles) for sm_80 and
+softmax / KL with the warp-shuffle row sums and the distances from a matrix
+product, gradient tiles) for sm_80 and
 sm_90 on the float32 and float64 paths, the float16-input path (computed in
 float32) on sm_90, and the shared-memory variant of the rows kernel on
 float32. The rows kernel is compiled with the gradient branch (a runtime
@@ -47,7 +48,8 @@ def build(job):
         checks["shared"] = ".shared"
     elif kernel == "rows":
         fn = rows_kernel.py_func
-        sig = (scratch, c, c, c, c, c, types.float64[:], flag, io[::1])
+        vec = c[::1]  # the expansion's squared norms and centred inputs (contiguous, compute dtype)
+        sig = (scratch, flag, vec, vec, scratch, scratch, c, c, c, c, c, types.float64[:], flag, io[::1])
         if variant == "shuffle":
             checks["shuffle"] = "shfl.sync"
     else:
