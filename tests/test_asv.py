@@ -50,3 +50,23 @@ def test_the_documented_asv_command_runs_one_benchmark(tmp_path):
     assert (tmp_path / ".asv-machine.json").is_file()
     rows = [line for line in proc.stdout.splitlines() if "L1Loss" in line and "(64, 10)" in line]
     assert len(rows) == 1 and re.search(r"\d[\d.]*±[\d.]+\s*[μmn]?s", rows[0]), proc.stdout[-3000:]
+
+
+def test_headline_script_prints_every_row():
+    """``asv_bench/headline.py --smoke``: every structured row against PyTorch (when installed) and the
+    elementwise rows, on tiny shapes."""
+    pytest.importorskip("torch")
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "asv_bench" / "headline.py"), "--smoke", "--spread"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    for name in ("SoftmaxCE 16x10", "CTC T=6 N=2 C=5 L=2", "SDML 8x4", "SigmoidBCE", "Logistic", "L2"):
+        assert name in rows, proc.stdout
+    ratios = rows["SoftmaxCE 16x10"].split("|")[4]  # "x PyTorch fwd / fwd+bwd": measured on both sides
+    assert all(float(r) > 0 for r in ratios.split("/")), ratios
