@@ -19,6 +19,8 @@ SUPPORTED_DTYPES = "float16, float32, float64, signed or unsigned integers, or b
 
 def as_host_array(name: str, a: Any) -> np.ndarray:
     """``np.asarray(a)``, checked by :func:`host_input`."""
+    if type(a) is np.ndarray and not needs_host_check(a):
+        return a
     try:
         arr = np.asarray(a)
     except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
@@ -56,20 +58,24 @@ def host_input(name: str, arr: np.ndarray) -> np.ndarray:
     return arr.astype(dt.newbyteorder("="))  # big-endian: a native copy
 
 
+_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_COMPUTE = {_F16: _F32, _F32: _F32, _F64: _F64}  # a dict lookup: no dtype conversion per call
+
+
 def compute_dtype(name: str, arr: np.ndarray) -> np.dtype:
     """float32 for float16/float32, float64 for float64 and integer/bool inputs."""
-    if arr.dtype == np.float32 or arr.dtype == np.float16:
-        return np.dtype(np.float32)
-    if arr.dtype == np.float64:
-        return np.dtype(np.float64)
-    if arr.dtype.kind == "f":
-        raise TypeError(f"{name}: dtype {arr.dtype} is not supported (use float16, float32 or float64)")
-    return np.dtype(np.float64)
+    dt = arr.dtype
+    cdt = _COMPUTE.get(dt)
+    if cdt is not None:
+        return cdt
+    if dt.kind == "f":
+        raise TypeError(f"{name}: dtype {dt} is not supported (use float16, float32 or float64)")
+    return _F64
 
 
 def result_dtype(arr: np.ndarray, cdtype: np.dtype) -> np.dtype:
     """Dtype of outputs and gradients: float16 stays float16, else the compute dtype."""
-    return np.dtype(np.float16) if arr.dtype == np.float16 else cdtype
+    return _F16 if arr.dtype == _F16 else cdtype
 
 
 def layout_of(name: str, a: Any) -> Any:
