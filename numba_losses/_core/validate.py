@@ -88,13 +88,30 @@ def layout_of(name: str, a: Any) -> Any:
     if isinstance(a, np.ndarray) and not needs_host_check(a):
         return a
     try:
-        shape, dtype = tuple(int(n) for n in a.shape), np.dtype(a.dtype)
+        shape, dtype = tuple(int(n) for n in a.shape), a.dtype
     except (AttributeError, TypeError) as exc:
         raise TypeError(
             f"{name}: expected an array or an object with .shape and .dtype, got {type(a).__name__}"
         ) from exc
+    dtype = numpy_dtype(name, dtype)
     layout = np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape=shape, strides=(0,) * len(shape))
     return host_input(name, layout)
+
+
+def numpy_dtype(name: str, dtype: Any) -> np.dtype:
+    """``dtype`` as a NumPy dtype: anything ``np.dtype`` reads, or a ``torch.dtype`` (by its name; torch is
+    not imported). ``TypeError`` naming ``name`` for a dtype NumPy has no equivalent of (``torch.bfloat16``)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        pass
+    text = str(dtype)
+    if type(dtype).__module__ == "torch" and text.startswith("torch."):
+        try:
+            return np.dtype(text[len("torch.") :])  # torch.float32 -> float32, torch.bool -> bool, ...
+        except TypeError:
+            pass
+    raise TypeError(f"{name}: dtype {text} is not supported; expected {SUPPORTED_DTYPES}")
 
 
 def check_weight(weight: Any) -> float:
