@@ -363,14 +363,15 @@ class EagerFunction(torch.autograd.Function):
 
     The fused backward (the forward computed the gradients for a head gradient of ones) gives autograd:
 
-    * the kept gradient itself when ``grad_output`` is ones broadcast (``loss.sum()``): no copy, and
-      safe to hand over while the node keeps it, since autograd copies a gradient that something
-      else references before accumulating into it;
+    * the kept gradient itself when ``grad_output`` is ones broadcast (``loss.sum()``): no
+      multiplication; below :data:`IN_PLACE_BYTES` the node keeps it too (autograd copies a gradient
+      that something else references before it accumulates into it);
     * below :data:`IN_PLACE_BYTES`, ``kept * grad_output`` in a new tensor;
-    * from :data:`IN_PLACE_BYTES` on, the kept gradient scaled **in place**: it was allocated by
-      the forward for this node alone (an output marked non-differentiable that the module drops),
-      so nothing else reads it, and no gradient-sized tensor is allocated and faulted in per step
-      (a large part of a big SoftmaxCE step). A ``grad_output`` that is one number broadcast
+    * from :data:`IN_PLACE_BYTES` on, the kept gradient scaled **in place** and handed over: it
+      was allocated by the forward for this node alone (an output marked non-differentiable that
+      the module drops), so nothing else reads it, and no gradient-sized tensor is allocated and
+      faulted in per step (a large part of a big SoftmaxCE step; autograd then stores it as the
+      leaf's ``.grad`` without a copy). A ``grad_output`` that is one number broadcast
       (``loss.mean()``: zero strides) is one ``mul_`` by a 0-d view of it. The node drops the
       gradient as it hands it over, so a second backward through the graph (``retain_graph=True``)
       cannot read a scaled tensor: it runs the backward kernel on the inputs instead, which the
@@ -427,16 +428,15 @@ class EagerFunction(torch.autograd.Function):
         # product rounds as the broadcast one would.
         uniform = g.dim() > 0 and not any(g.stride()) and all(g.dtype == grad.dtype for grad in kept)
         scale = g.as_strided((), ()) if uniform else None
-        if uniform and g.is_cpu and scale.item() == 1.0:  # loss.sum(): the gradient for ones is the gradient
-            for i, grad in zip(ctx.kept, kept, strict=True):
-                result[info.diff[i]] = grad
-            return (None, None, *result)
+        ones = uniform and g.is_cpu and scale.item() == 1.0  # loss.sum(): the gradient for ones is the gradient
         in_place = any(grad.numel() * grad.element_size() >= IN_PLACE_BYTES for grad in kept)
-        if in_place:
-            ctx.grads = None  # released as it is handed over, like a saved tensor without retain_graph
+        if in_place:  # released as it is handed over (like a saved tensor without retain_graph): no copy
+            ctx.grads = None
         for i, view, grad in zip(ctx.kept, ctx.views, kept, strict=True):
-            factor = scale if uniform else g.reshape(view)
-            result[info.diff[i]] = grad.mul_(factor) if in_place else grad * factor
+            if not ones:
+                factor = scale if uniform else g.reshape(view)
+                grad = grad.mul_(factor) if in_place else grad * factor
+            result[info.diff[i]] = grad
         return (None, None, *result)
 
 
