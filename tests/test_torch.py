@@ -547,7 +547,8 @@ def test_result_shapes_reads_torch_tensors():
     x, y = torch.zeros(5, 7), torch.zeros(5, dtype=torch.int64)
     loss = nl.SoftmaxCELoss()
     assert loss.result_shapes(x, y) == loss.result_shapes(x.numpy(), y.numpy())
-    out, (grad,) = nl.L2Loss().result_shapes(torch.zeros(2, 3, dtype=torch.float16), torch.zeros(2, 3, dtype=torch.bool))
+    half, flags = torch.zeros(2, 3, dtype=torch.float16), torch.zeros(2, 3, dtype=torch.bool)
+    out, (grad,) = nl.L2Loss().result_shapes(half, flags)
     assert (out.shape, out.dtype, grad.shape, grad.dtype) == ((2,), np.float16, (2, 3), np.float16)
     with pytest.raises(TypeError, match=r"pred: dtype (torch\.)?bfloat16 is not supported"):
         loss.result_shapes(x.bfloat16(), y)
