@@ -230,7 +230,7 @@ def weigh_product_host(
     """``out = (loss * sample_weight) * weight`` in the loss's (compute) dtype, broadcast to ``full``."""
     cdt = loss.dtype
     w = loss if sw is None else np.multiply(loss, sw.astype(cdt, copy=False))
-    np.multiply(np.broadcast_to(w, full), cdt.type(weight), out=out)
+    np.multiply(w if w.shape == tuple(full) else np.broadcast_to(w, full), cdt.type(weight), out=out)
 
 
 def coef_product_host(
@@ -242,6 +242,10 @@ def coef_product_host(
     cdt: np.dtype,
 ) -> np.ndarray:
     """Gradient scale per loss position: the float64 sum of ``out_grad * sample_weight * weight`` over its copies."""
+    if sw is None and tuple(full) == tuple(loss_shape):  # one copy per position: no broadcast, no sum
+        if out_grad is None:
+            return np.full(loss_shape, np.float64(weight), dtype=cdt)
+        return np.multiply(out_grad, np.float64(weight), dtype=np.float64).astype(cdt).reshape(loss_shape)
     h = np.ones(full) if out_grad is None else np.broadcast_to(out_grad.astype(np.float64), full)
     if sw is not None:
         h = h * sw.astype(np.float64)
