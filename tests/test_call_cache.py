@@ -78,3 +78,17 @@ def test_a_same_shape_out_grad_is_not_written_and_is_read():
     _, (ones,) = nl.SoftmaxCELoss().forward_backward(x, y)
     np.testing.assert_array_equal(g, kept)
     np.testing.assert_allclose(dx, ones * g[:, None], rtol=1e-6)
+
+
+def test_call_overhead_script_runs_every_case(capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "asv_bench"))
+    try:
+        import call_overhead
+    finally:
+        sys.path.pop(0)
+    results = call_overhead.main(["--smoke"])
+    assert capsys.readouterr().out.strip() == "ok"
+    assert len(results) == 10 and all(us > 0 for us in results.values())
