@@ -392,9 +392,13 @@ class EagerFunction(torch.autograd.Function):
             kept = [i for i, j in enumerate(info.diff) if inputs[j] is not None and inputs[j].requires_grad]
             ctx.kept = kept
             ctx.views = [p.views[i] for i in kept]
-            ctx.grads = [output[1 + i] for i in kept]  # not save_for_backward: may be scaled in place, then released
-            ctx.inputs = [None if j in info.diff else t for j, t in enumerate(inputs)]  # labels, weights: small
-            ctx.weak = [(j, weakref.ref(inputs[j]), inputs[j]._version) for j in info.diff if inputs[j] is not None]
+            grads = [output[1 + i] for i in kept]
+            ctx.grads = grads  # not save_for_backward: may be scaled in place, then released
+            ctx.dtype = output[1].dtype  # every gradient has the result dtype
+            ctx.in_place = any(grad.nbytes >= IN_PLACE_BYTES for grad in grads)
+            if ctx.in_place:  # what a second backward reruns the kernel on
+                ctx.inputs = [None if j in info.diff else t for j, t in enumerate(inputs)]  # labels, weights: small
+                ctx.weak = [(j, weakref.ref(inputs[j]), inputs[j]._version) for j in info.diff if inputs[j] is not None]
         else:
             ctx.save_for_backward(*inputs)
         return tuple(output)
@@ -426,10 +430,10 @@ class EagerFunction(torch.autograd.Function):
             return (None, None, *result)
         # One number broadcast (zero strides): a 0-d view of it, in the gradients' dtype so the
         # product rounds as the broadcast one would.
-        uniform = g.dim() > 0 and not any(g.stride()) and all(g.dtype == grad.dtype for grad in kept)
+        uniform = g.dtype == ctx.dtype and g.dim() > 0 and not any(g.stride())
         scale = g.as_strided((), ()) if uniform else None
         ones = uniform and g.is_cpu and scale.item() == 1.0  # loss.sum(): the gradient for ones is the gradient
-        in_place = any(grad.numel() * grad.element_size() >= IN_PLACE_BYTES for grad in kept)
+        in_place = ctx.in_place
         if in_place:  # released as it is handed over (like a saved tensor without retain_graph): no copy
             ctx.grads = None
         for i, view, grad in zip(ctx.kept, ctx.views, kept, strict=True):
