@@ -585,3 +585,13 @@ def test_second_backward_after_an_in_place_scale_needs_unmodified_inputs():
         x.add_(1.0)
     with pytest.raises(RuntimeError, match="pred was freed or modified in place"):
         total.backward()
+
+
+def test_backward_after_a_temporary_module_is_collected():
+    """The node keeps its loss: a module built inline may be gone by the backward (the re-run path too)."""
+    a, b, y = rnd(4, 3, grad=True), rnd(4, 3), torch.ones(4, dtype=D)
+    out = nlt.CosineEmbeddingLoss()(a, b, y).sum()
+    gc.collect()
+    out.backward()
+    _, (ref, _) = nl.CosineEmbeddingLoss().forward_backward(a.detach().numpy(), b.numpy(), y.numpy())
+    np.testing.assert_allclose(a.grad.numpy(), ref, rtol=1e-12)
