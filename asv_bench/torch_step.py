@@ -90,8 +90,22 @@ def ctc_case(t: int, n: int, c: int, length: int, repeats: int) -> dict[str, flo
     }
 
 
+class _EmptyLoss(torch.autograd.Function):
+    """The floor of any autograd loss: a Function whose forward and backward do no work."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        ctx.shape = x.shape
+        return x.new_empty(x.shape[:1])
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return g.reshape(-1, 1).expand(ctx.shape)
+
+
 def overhead_case(repeats: int) -> dict[str, float]:
-    """``{name: ms}``: the adapter's forward+backward against the NumPy call at (64, 10)."""
+    """``{name: ms}``: the adapter's forward+backward against the NumPy call at (64, 10), and the floor
+    (an empty ``autograd.Function`` through the same ``.sum().backward()``)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 10, generator=g).requires_grad_()
     t = torch.randn(64, 10, generator=g)
@@ -108,6 +122,9 @@ def overhead_case(repeats: int) -> dict[str, float]:
         ),
         "SoftmaxCE nlt module fwd+bwd": _median_ms(_backward_step(x, lambda: ce(x, y).sum()), repeats),
         "torch F.cross_entropy fwd+bwd": _median_ms(_backward_step(x, lambda: F.cross_entropy(x, y)), repeats),
+        "floor: empty autograd.Function fwd+bwd": _median_ms(
+            _backward_step(x, lambda: _EmptyLoss.apply(x).sum()), repeats
+        ),
     }
 
 

@@ -135,7 +135,8 @@ class _Function:
         fn = self._cache.get(key)
         if fn is None:  # jit: an eager call reuses the compiled callbacks instead of tracing them again
             fn = self._cache[key] = jax.jit(_custom_vjp(self.loss, self._base, dynamic, dict(static)))
-        return fn(*(jnp.asarray(bound[n]) for n in dynamic))
+        arrays = [bound[n] for n in dynamic]  # jax.Arrays and tracers as they are; the rest converted
+        return fn(*(a if isinstance(a, jax.Array) else jnp.asarray(a) for a in arrays))
 
 
 def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[str, Any]) -> Callable[..., Any]:
@@ -289,7 +290,10 @@ def _host(
 
     def one(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         res = run(named(arrays))
-        return tuple(np.asarray(r, dtype=d) for r, d in zip(res, dtypes, strict=True))
+        return tuple(
+            r if type(r) is np.ndarray and r.dtype == d else np.asarray(r, dtype=d)
+            for r, d in zip(res, dtypes, strict=True)
+        )
 
     def callback(*arrays: Any) -> tuple[np.ndarray, ...]:
         arrays = tuple(np.asarray(a) for a in arrays)  # CPU jax.Arrays: read-only views, no copy

@@ -150,7 +150,7 @@ def test_makeloss_ignores_grad_output_as_mxnet():
 def test_triplet_gradients_for_the_inputs_that_require_grad_only(which):
     a, p, n = (rnd(3, 4).requires_grad_(i in which) for i in range(3))
     out = nlt.TripletLoss()(a, p, n)
-    assert len(out.grad_fn.saved_tensors) == len(which)  # one gradient-sized buffer per input that needs it
+    assert len(out.grad_fn.grads) == len(which)  # the node keeps one gradient per input that needs it
     grads = torch.autograd.grad(out.sum(), [(a, p, n)[i] for i in which])
     _, ref = nl.TripletLoss().forward_backward(a.detach().numpy(), p.detach().numpy(), n.detach().numpy())
     for g, i in zip(grads, which, strict=True):
@@ -540,3 +540,58 @@ def test_a_second_backward_through_the_graph_gives_the_same_gradients():
         out = module(x, y).sum()
         first = torch.autograd.grad(out, x, retain_graph=True)[0]
         torch.testing.assert_close(torch.autograd.grad(out, x)[0], first, rtol=0, atol=0)
+
+
+def test_result_shapes_reads_torch_tensors():
+    """``loss.result_shapes`` takes tensors (their torch dtypes) as it takes NumPy arrays."""
+    x, y = torch.zeros(5, 7), torch.zeros(5, dtype=torch.int64)
+    loss = nl.SoftmaxCELoss()
+    assert loss.result_shapes(x, y) == loss.result_shapes(x.numpy(), y.numpy())
+    half, flags = torch.zeros(2, 3, dtype=torch.float16), torch.zeros(2, 3, dtype=torch.bool)
+    out, (grad,) = nl.L2Loss().result_shapes(half, flags)
+    assert (out.shape, out.dtype, grad.shape, grad.dtype) == ((2,), np.float16, (2, 3), np.float16)
+    with pytest.raises(TypeError, match=r"pred: dtype (torch\.)?bfloat16 is not supported"):
+        loss.result_shapes(x.bfloat16(), y)
+
+
+@pytest.mark.parametrize("n", [4, 300])  # a gradient under IN_PLACE_BYTES (a new tensor) and over (in place)
+def test_fused_backward_for_sum_mean_and_per_sample_head_gradients(n):
+    """The fused backward's head gradients against torch's cross_entropy, repeated through one graph."""
+    assert (n * 1000 * 4 >= nlt._ops.IN_PLACE_BYTES) == (n == 300)
+    x = rnd(n, 1000, dtype=torch.float32, grad=True)
+    y = torch.randint(0, 1000, (n,), generator=_GEN)
+    w = torch.rand(n, generator=_GEN)
+    module = nlt.SoftmaxCELoss()
+    heads = {
+        "sum": (lambda o: o.sum(), F.cross_entropy(x, y, reduction="sum")),
+        "mean": (lambda o: o.mean(), F.cross_entropy(x, y)),
+        "per-sample": (lambda o: (o * w).sum(), (F.cross_entropy(x, y, reduction="none") * w).sum()),
+    }
+    for name, (head, reference) in heads.items():
+        (expected,) = torch.autograd.grad(reference, x)
+        total = head(module(x, y))
+        for k in (1, 2, 3):  # backward three times through one graph: x.grad accumulates, nothing aliases it
+            total.backward(retain_graph=k < 3)
+            torch.testing.assert_close(x.grad, k * expected, rtol=1e-5, atol=1e-7, msg=name)
+        x.grad = None
+
+
+def test_second_backward_after_an_in_place_scale_needs_unmodified_inputs():
+    x = rnd(300, 1000, dtype=torch.float32, grad=True)
+    y = torch.randint(0, 1000, (300,), generator=_GEN)
+    total = nlt.SoftmaxCELoss()(x, y).mean()
+    total.backward(retain_graph=True)
+    with torch.no_grad():
+        x.add_(1.0)
+    with pytest.raises(RuntimeError, match="pred was freed or modified in place"):
+        total.backward()
+
+
+def test_backward_after_a_temporary_module_is_collected():
+    """The node keeps its loss: a module built inline may be gone by the backward (the re-run path too)."""
+    a, b, y = rnd(4, 3, grad=True), rnd(4, 3), torch.ones(4, dtype=D)
+    out = nlt.CosineEmbeddingLoss()(a, b, y).sum()
+    gc.collect()
+    out.backward()
+    _, (ref, _) = nl.CosineEmbeddingLoss().forward_backward(a.detach().numpy(), b.numpy(), y.numpy())
+    np.testing.assert_allclose(a.grad.numpy(), ref, rtol=1e-12)

@@ -74,6 +74,10 @@ def host_out_grad(out_grad: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     if out_grad is None:
         return None
     g = as_host_array("out_grad", out_grad)
+    if g.shape == shape:  # read-only like the broadcast view below, without broadcast_to's Python cost
+        view = g.view()
+        view.flags.writeable = False
+        return view
     try:
         return np.broadcast_to(g, shape)
     except ValueError:

@@ -19,6 +19,8 @@ SUPPORTED_DTYPES = "float16, float32, float64, signed or unsigned integers, or b
 
 def as_host_array(name: str, a: Any) -> np.ndarray:
     """``np.asarray(a)``, checked by :func:`host_input`."""
+    if type(a) is np.ndarray and not needs_host_check(a):
+        return a
     try:
         arr = np.asarray(a)
     except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
@@ -56,20 +58,24 @@ def host_input(name: str, arr: np.ndarray) -> np.ndarray:
     return arr.astype(dt.newbyteorder("="))  # big-endian: a native copy
 
 
+_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_COMPUTE = {_F16: _F32, _F32: _F32, _F64: _F64}  # a dict lookup: no dtype conversion per call
+
+
 def compute_dtype(name: str, arr: np.ndarray) -> np.dtype:
     """float32 for float16/float32, float64 for float64 and integer/bool inputs."""
-    if arr.dtype == np.float32 or arr.dtype == np.float16:
-        return np.dtype(np.float32)
-    if arr.dtype == np.float64:
-        return np.dtype(np.float64)
-    if arr.dtype.kind == "f":
-        raise TypeError(f"{name}: dtype {arr.dtype} is not supported (use float16, float32 or float64)")
-    return np.dtype(np.float64)
+    dt = arr.dtype
+    cdt = _COMPUTE.get(dt)
+    if cdt is not None:
+        return cdt
+    if dt.kind == "f":
+        raise TypeError(f"{name}: dtype {dt} is not supported (use float16, float32 or float64)")
+    return _F64
 
 
 def result_dtype(arr: np.ndarray, cdtype: np.dtype) -> np.dtype:
     """Dtype of outputs and gradients: float16 stays float16, else the compute dtype."""
-    return np.dtype(np.float16) if arr.dtype == np.float16 else cdtype
+    return _F16 if arr.dtype == _F16 else cdtype
 
 
 def layout_of(name: str, a: Any) -> Any:
@@ -82,13 +88,30 @@ def layout_of(name: str, a: Any) -> Any:
     if isinstance(a, np.ndarray) and not needs_host_check(a):
         return a
     try:
-        shape, dtype = tuple(int(n) for n in a.shape), np.dtype(a.dtype)
+        shape, dtype = tuple(int(n) for n in a.shape), a.dtype
     except (AttributeError, TypeError) as exc:
         raise TypeError(
             f"{name}: expected an array or an object with .shape and .dtype, got {type(a).__name__}"
         ) from exc
+    dtype = numpy_dtype(name, dtype)
     layout = np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape=shape, strides=(0,) * len(shape))
     return host_input(name, layout)
+
+
+def numpy_dtype(name: str, dtype: Any) -> np.dtype:
+    """``dtype`` as a NumPy dtype: anything ``np.dtype`` reads, or a ``torch.dtype`` (by its name; torch is
+    not imported). ``TypeError`` naming ``name`` for a dtype NumPy has no equivalent of (``torch.bfloat16``)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        pass
+    text = str(dtype)
+    if type(dtype).__module__ == "torch" and text.startswith("torch."):
+        try:
+            return np.dtype(text[len("torch.") :])  # torch.float32 -> float32, torch.bool -> bool, ...
+        except TypeError:
+            pass
+    raise TypeError(f"{name}: dtype {text} is not supported; expected {SUPPORTED_DTYPES}")
 
 
 def check_weight(weight: Any) -> float:

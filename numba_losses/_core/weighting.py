@@ -29,6 +29,7 @@ loss values, so a fused kernel gets it before it reads its inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -75,12 +76,10 @@ def plan_rows(
     full: tuple[int, ...], sw: np.ndarray | None, weight: float, batch_axis: int, reduce: str = "mean"
 ) -> Rows:
     """Plan the row reduction of a loss of broadcast shape ``full`` (``sw``: a layout array or None)."""
-    if reduce == "all":
-        ax = 0
-        shape3 = (1, 1, math.prod(full))
+    if type(batch_axis) is int and type(full) is tuple:  # hashable: the shape arithmetic is cached
+        ax, shape3 = _row_shape(full, batch_axis, reduce)
     else:
-        ax = normalize_axis(batch_axis, len(full))
-        shape3 = (math.prod(full[:ax]), full[ax], math.prod(full[ax + 1 :]))
+        ax, shape3 = _row_shape.__wrapped__(full, batch_axis, reduce)
     k = shape3[0] * shape3[2]
     # A mean over K = 0 elements is 0/0 = NaN (docs/semantics.rst, section 1): scale by NaN.
     scale = weight if reduce == "sum" else (weight / k if k else math.nan)
@@ -96,6 +95,20 @@ def plan_rows(
         else:
             elementwise = True
     return Rows(tuple(full), shape3, scale, row_weight, elementwise)
+
+
+@functools.lru_cache(maxsize=512)
+def _row_shape(full: tuple[int, ...], batch_axis: int, reduce: str) -> tuple[int, tuple[int, int, int]]:
+    """``(batch axis, shape3)`` of a loss of shape ``full`` (pure shape arithmetic; errors are not cached)."""
+    if reduce == "all":
+        return 0, (1, 1, math.prod(full))
+    ax = normalize_axis(batch_axis, len(full))
+    return ax, (math.prod(full[:ax]), full[ax], math.prod(full[ax + 1 :]))
+
+
+def one_per_row(rows: Rows) -> bool:
+    """Whether every row of ``rows`` holds one loss position and the weight is per row (a plain map)."""
+    return rows.shape3[0] == 1 and rows.shape3[2] == 1 and not rows.elementwise
 
 
 def product_shape(loss_shape: tuple[int, ...], sw_shape: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -138,6 +151,12 @@ def view3(a: np.ndarray, full: tuple[int, ...], shape3: tuple[int, ...], dtype: 
 _DUMMY3 = {np.dtype(t): np.ones((1, 1, 1), dtype=t) for t in (np.float32, np.float64)}
 
 
+def _fscale(rows: Rows) -> Any:
+    """The float64 forward scale of every row: ``scale`` times the row weight (a NumPy scalar without one)."""
+    scale = np.float64(rows.scale)
+    return scale if rows.row_weight is None else scale * rows.row_weight.astype(np.float64)
+
+
 def row_scales_host(rows: Rows, out_grad: np.ndarray | None, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """``(fscale, coef)``: the float64 forward row scale and the gradient row scale (compute dtype).
 
@@ -169,6 +188,11 @@ def _rows_inputs_host(rows: Rows, loss: np.ndarray, sw: np.ndarray | None, cdt: 
 def weigh_rows_host(rows: Rows, loss: np.ndarray, sw: np.ndarray | None, out: np.ndarray) -> None:
     """``out`` (``(n_rows,)``, compute dtype) = the weighted row reduction of ``loss``."""
     cdt = loss.dtype
+    if one_per_row(rows) and loss.size == rows.n_rows:
+        # One loss per row: the row kernel's ``loss * fscale`` (float64 product, one rounding into
+        # ``out``), by NumPy without a kernel launch.
+        np.multiply(loss.reshape(rows.n_rows), _fscale(rows), out=out)
+        return
     x3, ew3 = _rows_inputs_host(rows, loss, sw, cdt)
     fscale, coef = row_scales_host(rows, None, cdt)
     run_rows_host(COMPUTED, x3, x3, None, ew3, cdt.type(0), cdt.type(0), fscale, coef, out, None, False)
@@ -178,6 +202,13 @@ def coef_rows_host(
     rows: Rows, loss_shape: tuple[int, ...], sw: np.ndarray | None, out_grad: np.ndarray | None, cdt: np.dtype
 ) -> np.ndarray:
     """The gradient scale of every loss position (``loss_shape``, compute dtype): d(sum(out * out_grad)) / d loss."""
+    if one_per_row(rows) and rows.full == tuple(loss_shape):
+        # One position per row: the row scales are the positions' scales (no broadcast copy).
+        fscale = _fscale(rows)
+        coef = fscale if out_grad is None else fscale * out_grad.astype(np.float64)
+        if not np.ndim(coef):
+            return np.full(loss_shape, coef, dtype=cdt)
+        return np.broadcast_to(coef, (rows.n_rows,)).astype(cdt).reshape(loss_shape)
     fscale, coef = row_scales_host(rows, out_grad, cdt)
     dx3 = np.empty(rows.shape3, dtype=cdt)
     if not rows.elementwise:
@@ -199,7 +230,7 @@ def weigh_product_host(
     """``out = (loss * sample_weight) * weight`` in the loss's (compute) dtype, broadcast to ``full``."""
     cdt = loss.dtype
     w = loss if sw is None else np.multiply(loss, sw.astype(cdt, copy=False))
-    np.multiply(np.broadcast_to(w, full), cdt.type(weight), out=out)
+    np.multiply(w if w.shape == tuple(full) else np.broadcast_to(w, full), cdt.type(weight), out=out)
 
 
 def coef_product_host(
@@ -211,6 +242,10 @@ def coef_product_host(
     cdt: np.dtype,
 ) -> np.ndarray:
     """Gradient scale per loss position: the float64 sum of ``out_grad * sample_weight * weight`` over its copies."""
+    if sw is None and tuple(full) == tuple(loss_shape):  # one copy per position: no broadcast, no sum
+        if out_grad is None:
+            return np.full(loss_shape, np.float64(weight), dtype=cdt)
+        return np.multiply(out_grad, np.float64(weight), dtype=np.float64).astype(cdt).reshape(loss_shape)
     h = np.ones(full) if out_grad is None else np.broadcast_to(out_grad.astype(np.float64), full)
     if sw is not None:
         h = h * sw.astype(np.float64)

@@ -41,7 +41,7 @@ def _rows(a: np.ndarray, lay: family.ClassLayout, contiguous: bool, transposed: 
     if contiguous:
         return a.reshape(lay.n_rows, lay.n_classes)
     try:
-        a3 = np.reshape(a, lay.shape3, copy=False)
+        a3 = a.reshape(lay.shape3, copy=False)
     except ValueError:
         a3 = np.ascontiguousarray(a).reshape(lay.shape3)
     return a3.transpose(0, 2, 1) if transposed else a3
@@ -49,9 +49,14 @@ def _rows(a: np.ndarray, lay: family.ClassLayout, contiguous: bool, transposed: 
 
 def _flat(a: np.ndarray, n: int) -> np.ndarray:
     try:
-        return np.reshape(a, (n,), copy=False)
+        return a.reshape(n, copy=False)
     except ValueError:
         return np.ascontiguousarray(a).reshape(n)
+
+
+# Never-read arguments of the kernel's unused slots, made once (writable: a read-only array
+# would be another Numba signature, compiled again).
+_DUMMY = {np.dtype(t): np.zeros(1, dtype=t) for t in (np.float32, np.float64)}
 
 
 def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
@@ -91,10 +96,10 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         if contiguous:
             yd = np.ascontiguousarray(yd)
         y_rows = _rows(yd, lay, contiguous)
-        lab = np.zeros(1, dtype=cdt)
+        lab = _DUMMY[cdt]
 
     loss_rows = np.empty(n_rows, dtype=cdt)
-    coef = np.zeros(1, dtype=cdt)
+    coef = _DUMMY[cdt]
     dx = dx_rows = x_rows  # dummies of the right type when no gradient is written
     if call.want_grad:
         head = host_out_grad(call.out_grad, rows.out_shape)

@@ -12,8 +12,9 @@ are read.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,36 +51,40 @@ class KLDivSpec:
     batch_axis: int
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ClassLayout:
-    """``pred``'s shape around the class axis."""
+    """``pred``'s shape around the class axis (immutable: one is shared by every call of a shape)."""
 
     shape: tuple[int, ...]
     axis: int
     outer: int
     n_classes: int
     inner: int
+    n_rows: int = field(init=False)
+    keep_shape: tuple[int, ...] = field(init=False)  # the per-position loss: pred's with the class axis of 1
+    dropped_shape: tuple[int, ...] = field(init=False)
+    shape3: tuple[int, int, int] = field(init=False)
 
-    @property
-    def n_rows(self) -> int:
-        return self.outer * self.inner
-
-    @property
-    def keep_shape(self) -> tuple[int, ...]:
-        """Shape of the per-position loss: ``pred``'s with the class axis of size 1."""
-        return self.shape[: self.axis] + (1,) + self.shape[self.axis + 1 :]
-
-    @property
-    def dropped_shape(self) -> tuple[int, ...]:
-        return self.shape[: self.axis] + self.shape[self.axis + 1 :]
-
-    @property
-    def shape3(self) -> tuple[int, int, int]:
-        return (self.outer, self.n_classes, self.inner)
+    def __post_init__(self) -> None:
+        head, tail = self.shape[: self.axis], self.shape[self.axis + 1 :]
+        for name, value in (
+            ("n_rows", self.outer * self.inner),
+            ("keep_shape", head + (1,) + tail),
+            ("dropped_shape", head + tail),
+            ("shape3", (self.outer, self.n_classes, self.inner)),
+        ):
+            object.__setattr__(self, name, value)
 
 
 def class_layout(shape: tuple[int, ...], axis: int) -> ClassLayout:
-    """Validate ``axis`` against ``shape`` and split the shape around it."""
+    """Validate ``axis`` against ``shape`` and split the shape around it (cached per shape and axis)."""
+    if type(axis) is int and type(shape) is tuple:
+        return _class_layout(shape, axis)
+    return _class_layout.__wrapped__(tuple(shape), axis)
+
+
+@functools.lru_cache(maxsize=512)
+def _class_layout(shape: tuple[int, ...], axis: int) -> ClassLayout:
     if len(shape) == 0:
         raise ValueError("pred must have at least one dimension (the class axis)")
     ax = normalize_axis(axis, len(shape), "axis")

@@ -20,9 +20,9 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def to_array(t: torch.Tensor) -> Any:
     """The array the kernels read for tensor ``t`` (no copy)."""
+    if t.is_cpu:  # force=True: the view without a detach() first (no copy for a real CPU tensor)
+        return t.numpy(force=True) if t.requires_grad else t.numpy()
     t = t.detach()
-    if t.device.type == "cpu":
-        return t.numpy()
     if t.device.type == "cuda":
         return t
     raise ValueError(f"tensors on device {t.device} are not supported (CPU and CUDA only)")

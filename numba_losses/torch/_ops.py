@@ -47,16 +47,34 @@ FAMILIES = ("elementwise", "softmax", "ctc", "pairwise", "sdml", "makeloss")
 N_SLOTS = 5
 
 _LOSSES: dict[int, Loss | MakeLoss] = {}
+_INFO: dict[int, Info] = {}
 _KEYS = itertools.count()
+
+
+@dataclass(frozen=True)
+class Info:
+    """What every call of a registered loss reads: its inputs' count, the differentiable ones, MakeLoss or not."""
+
+    n_inputs: int
+    diff: tuple[int, ...]
+    makeloss: bool
 
 
 def register(loss: Loss | MakeLoss, owner: Any = None) -> int:
     """Put ``loss`` in the registry; the key is dropped when ``owner`` is collected (never if ``None``)."""
     key = next(_KEYS)
+    names = inner(loss)._inputs
     _LOSSES[key] = loss
+    diff = tuple(names.index(n) for n in inner(loss)._differentiable)
+    _INFO[key] = Info(len(names), diff, isinstance(loss, MakeLoss))
     if owner is not None:
-        weakref.finalize(owner, _LOSSES.pop, key, None)
+        weakref.finalize(owner, _forget, key)
     return key
+
+
+def _forget(key: int) -> None:
+    _LOSSES.pop(key, None)
+    _INFO.pop(key, None)
 
 
 def family_of(loss: Loss | MakeLoss) -> str:
@@ -114,7 +132,13 @@ def _args(loss: Loss, inputs: list[torch.Tensor | None], fake: bool) -> list[Any
 
 
 def _signature(inputs: list[torch.Tensor | None]) -> tuple[Any, ...]:
-    return tuple(None if t is None else (tuple(int(n) for n in t.shape), t.dtype) for t in inputs)
+    """Shapes and dtypes: the ``torch.Size`` itself (a tuple, no conversion per call), or ints for symbolic sizes."""
+    sig = tuple(None if t is None else (t.shape, t.dtype) for t in inputs)
+    try:
+        hash(sig)
+    except TypeError:  # SymInts (torch.compile's dynamic shapes) do not hash: read them as ints (a guard)
+        sig = tuple(None if t is None else (tuple(int(n) for n in t.shape), t.dtype) for t in inputs)
+    return sig
 
 
 def plan(key: int, inputs: list[torch.Tensor | None], want_grad: bool) -> Plan:
@@ -183,7 +207,7 @@ def _scale_views(loss: Loss | MakeLoss, shapes: list[tuple[int, ...] | None], ou
 
 
 def _device(inputs: list[torch.Tensor | None]) -> torch.device:
-    return next(t.device for t in inputs if t is not None)
+    return inputs[0].device  # x0 (pred) is never None: the schema's only non-optional tensor
 
 
 def _slots(key: int, xs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor | None]:
@@ -193,10 +217,15 @@ def _slots(key: int, xs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor |
 def _forward(key: int, *args: Any) -> list[torch.Tensor]:
     *xs, want_grad = args
     inputs = _slots(key, xs)
+    return _run(key, inputs, want_grad and plan(key, inputs, want_grad).fused)
+
+
+def _run(key: int, inputs: list[torch.Tensor | None], fused: bool) -> list[torch.Tensor]:
+    """``[out]``, or ``[out, grad, ...]`` for a head gradient of ones when ``fused``."""
     loss = _LOSSES[key]
     device = _device(inputs)
     args = _args(loss, inputs, fake=False)
-    if not (want_grad and plan(key, inputs, want_grad).fused):
+    if not fused:
         return [_own(to_tensor(loss(*args), device), inputs)]
     out, grads = loss.forward_backward(*args)
     return [_own(to_tensor(a, device), inputs) for a in (out, *grads)]
@@ -206,8 +235,10 @@ def _own(t: torch.Tensor, inputs: list[torch.Tensor | None]) -> torch.Tensor:
     """``t`` as a custom operator may return it: contiguous (the fake's layout) and not an input's memory."""
     if not t.is_contiguous():
         return t.contiguous()
-    if any(x is not None and x.numel() and t.data_ptr() == x.data_ptr() for x in inputs):
-        return t.clone()
+    ptr = t.data_ptr()
+    for x in inputs:
+        if x is not None and ptr == x.data_ptr() and x.numel():
+            return t.clone()
     return t
 
 
@@ -221,7 +252,12 @@ def _forward_fake(key: int, *args: Any) -> list[torch.Tensor]:
 
 
 def _backward_impl(key: int, inputs: list[torch.Tensor | None], out_grad: torch.Tensor) -> list[torch.Tensor]:
-    loss = _LOSSES[key]
+    return _backward_of(_LOSSES[key], inputs, out_grad)
+
+
+def _backward_of(
+    loss: Loss | MakeLoss, inputs: list[torch.Tensor | None], out_grad: torch.Tensor
+) -> list[torch.Tensor]:
     device = _device(inputs)
     grads = loss.backward(*_args(loss, inputs, fake=False), out_grad=to_array(out_grad))
     return [_own(to_tensor(g, device), inputs) for g in grads]
@@ -245,6 +281,7 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: list[torch.Tensor]
     ctx.makeloss = isinstance(loss, MakeLoss)
     if ctx.fused:
         ctx.mark_non_differentiable(*output[1:])  # the gradients for ones: internal outputs
+        ctx.set_materialize_grads(False)  # no zero-filled grad_output for them
         views = plan(key, list(tensors), want_grad).views
         kept = [i for i, _ in enumerate(ctx.diff) if tensors[ctx.diff[i]] is not None]
         kept = [i for i in kept if tensors[ctx.diff[i]].requires_grad]
@@ -313,23 +350,123 @@ def _define(family: str) -> tuple[Any, Any]:
 OPS = {family: _define(family) for family in FAMILIES}
 
 
+#: Gradients of at least this many bytes are scaled in place by the eager backward (see :class:`EagerFunction`).
+IN_PLACE_BYTES = 1 << 20
+
+
 class EagerFunction(torch.autograd.Function):
     """The forward operator's implementation and autograd rule without the dispatcher, for eager calls.
 
-    Same functions as the operators (``_forward``, ``_setup_context``, the backward), called
-    directly: a custom operator's Python dispatch costs ~100 us per call, as much as a small loss.
-    Under ``torch.compile`` the modules call the registered operators instead.
+    ``EagerFunction.apply(key, want_grad, *inputs)`` (the loss's inputs only, not the operator's padded
+    slots). Same kernels and plan as the operators, called directly: a custom operator's dispatch costs
+    tens of microseconds per call, as much as a small loss. Under ``torch.compile`` the modules call
+    the registered operators instead.
+
+    The fused backward (the forward computed the gradients for a head gradient of ones) gives autograd:
+
+    * the kept gradient itself when ``grad_output`` is ones broadcast (``loss.sum()``): no
+      multiplication; below :data:`IN_PLACE_BYTES` the node keeps it too (autograd copies a gradient
+      that something else references before it accumulates into it);
+    * below :data:`IN_PLACE_BYTES`, ``kept * grad_output`` in a new tensor;
+    * from :data:`IN_PLACE_BYTES` on, the kept gradient scaled **in place** and handed over: it
+      was allocated by the forward for this node alone (an output marked non-differentiable that
+      the module drops), so nothing else reads it, and no gradient-sized tensor is allocated and
+      faulted in per step (a large part of a big SoftmaxCE step; autograd then stores it as the
+      leaf's ``.grad`` without a copy). A ``grad_output`` that is one number broadcast
+      (``loss.mean()``: zero strides) is one ``mul_`` by a 0-d view of it. The node drops the
+      gradient as it hands it over, so a second backward through the graph (``retain_graph=True``)
+      cannot read a scaled tensor: it runs the backward kernel on the inputs instead, which the
+      node holds weakly for the differentiable ones (a fused forward keeps no large input alive, as
+      before), and raises ``RuntimeError`` if one was freed or modified in place since.
     """
 
     @staticmethod
-    def forward(ctx: Any, key: int, *args: Any) -> tuple[torch.Tensor, ...]:  # noqa: D102
-        output = _forward(key, *args)
-        _setup_context(ctx, (key, *args), output)  # in forward: a separate setup_context costs a signature bind
+    def forward(ctx: Any, key: int, want_grad: bool, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        inputs = list(inputs)
+        p = _plan(key, _signature(inputs), want_grad)
+        fused = want_grad and p.fused
+        output = _run(key, inputs, fused)
+        info = _INFO[key]
+        ctx.loss, ctx.info, ctx.fused = _LOSSES[key], info, fused  # the loss: a temporary module may be gone
+        if fused:
+            ctx.mark_non_differentiable(*output[1:])
+            # No zeros for the gradients' own (unused) grad_outputs: autograd would fill one
+            # gradient-sized tensor per step (100 ms at SoftmaxCE (2048, 32000)).
+            ctx.set_materialize_grads(False)
+            kept = [i for i, j in enumerate(info.diff) if inputs[j] is not None and inputs[j].requires_grad]
+            ctx.kept = kept
+            ctx.views = [p.views[i] for i in kept]
+            grads = [output[1 + i] for i in kept]
+            ctx.grads = grads  # not save_for_backward: may be scaled in place, then released
+            ctx.dtype = output[1].dtype  # every gradient has the result dtype
+            ctx.in_place = any(grad.nbytes >= IN_PLACE_BYTES for grad in grads)
+            if ctx.in_place:  # what a second backward reruns the kernel on
+                ctx.inputs = [None if j in info.diff else t for j, t in enumerate(inputs)]  # labels, weights: small
+                ctx.weak = [(j, weakref.ref(inputs[j]), inputs[j]._version) for j in info.diff if inputs[j] is not None]
+        else:
+            ctx.save_for_backward(*inputs)
         return tuple(output)
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
-        return _eager_backward(ctx, grads)
+        if torch.is_grad_enabled():  # create_graph=True: the kernels give first derivatives only
+            raise RuntimeError(
+                "numba_losses: double backward (create_graph=True) is not supported; the kernels compute first "
+                "derivatives only"
+            )
+        g = grads[0]
+        info = ctx.info
+        result: list[torch.Tensor | None] = [None] * info.n_inputs
+        if not ctx.fused:
+            if g is not None and any(ctx.needs_input_grad[2 + i] for i in info.diff):
+                inputs = list(ctx.saved_tensors)
+                for i, dx in zip(info.diff, _backward_of(ctx.loss, inputs, g), strict=True):
+                    result[i] = dx
+            return (None, None, *result)
+        kept = ctx.grads
+        if kept is None:  # scaled in place by an earlier backward: the gradients again, from the inputs
+            return (None, None, *_recompute(ctx, g))
+        if info.makeloss:  # MXNet's MakeLoss ignores grad_output
+            for i, grad in zip(ctx.kept, kept, strict=True):
+                result[info.diff[i]] = grad
+            return (None, None, *result)
+        if g is None:
+            return (None, None, *result)
+        # One number broadcast (zero strides): a 0-d view of it, in the gradients' dtype so the
+        # product rounds as the broadcast one would.
+        uniform = g.dtype == ctx.dtype and g.dim() > 0 and not any(g.stride())
+        scale = g.as_strided((), ()) if uniform else None
+        ones = uniform and g.is_cpu and scale.item() == 1.0  # loss.sum(): the gradient for ones is the gradient
+        in_place = ctx.in_place
+        if in_place:  # released as it is handed over (like a saved tensor without retain_graph): no copy
+            ctx.grads = None
+        for i, view, grad in zip(ctx.kept, ctx.views, kept, strict=True):
+            if not ones:
+                factor = scale if uniform else g.reshape(view)
+                grad = grad.mul_(factor) if in_place else grad * factor
+            result[info.diff[i]] = grad
+        return (None, None, *result)
 
 
-_eager_backward = _make_backward(_backward_impl)
+def _recompute(ctx: Any, g: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """The fused node's gradients for a further backward: the backward kernel on the inputs."""
+    info = ctx.info
+    result: list[torch.Tensor | None] = [None] * info.n_inputs
+    inputs = list(ctx.inputs)
+    for j, ref, version in ctx.weak:
+        t = ref()
+        if t is None or t._version != version:
+            raise RuntimeError(
+                "numba_losses: a second backward through this loss reruns its kernel on the inputs, but "
+                f"{inner(ctx.loss)._inputs[j]} was freed or modified in place since the forward (the first "
+                "backward scaled the large saved gradient in place)"
+            )
+        inputs[j] = t
+    if g is None:
+        return result
+    loss = ctx.loss
+    grads = loss.backward(*_args(loss, inputs, fake=False), out_grad=to_array(g))
+    device = _device(inputs)
+    for i in ctx.kept:
+        result[info.diff[i]] = _own(to_tensor(grads[i], device), inputs)
+    return result

@@ -14,7 +14,7 @@ from ..loss import Loss
 from ..makeloss import MakeLoss
 from ._bridge import LOW_PRECISION
 from ._ops import N_SLOTS, OPS, EagerFunction, family_of, inner, register
-from ._ops import _forward as forward_only
+from ._ops import _run as run_forward
 
 __all__ = ["Module"]
 
@@ -81,28 +81,37 @@ class Module(torch.nn.Module):
         if not isinstance(pred, torch.Tensor):
             raise TypeError(f"{self.names[0]} must be a torch.Tensor, got {type(pred).__name__}")
         low = pred.dtype in LOW_PRECISION
-        tensors = [self._tensor(name, v, pred) for name, v in zip(self.names, values, strict=True)]
-        want_grad = torch.is_grad_enabled() and any(
-            tensors[i] is not None and tensors[i].requires_grad for i in self.differentiable
-        )
-        if torch.is_grad_enabled():
+        tensors = [
+            v
+            if type(v) is torch.Tensor and name not in self.scalar_names and v.dtype not in LOW_PRECISION
+            else self._tensor(name, v, pred)
+            for name, v in zip(self.names, values, strict=True)
+        ]  # plain tensors as they are; the others converted (and checked) by _tensor
+        grad_mode = torch.is_grad_enabled()
+        want_grad = False
+        if grad_mode:
             for i, t in enumerate(tensors):
-                if t is not None and t.requires_grad and i not in self.differentiable:
-                    raise NotImplementedError(
-                        f"{self.names[i]} requires grad, but {type(inner(self.loss)).__name__} is not differentiated "
-                        f"with respect to {self.names[i]} (only {', '.join(self.names[j] for j in self.differentiable)}"
-                        "); detach it"
-                    )
-        slots = tensors + [None] * (N_SLOTS - len(tensors))
+                if t is not None and t.requires_grad:
+                    if i not in self.differentiable:
+                        raise NotImplementedError(
+                            f"{self.names[i]} requires grad, but {type(inner(self.loss)).__name__} is not "
+                            f"differentiated with respect to {self.names[i]} (only "
+                            f"{', '.join(self.names[j] for j in self.differentiable)}); detach it"
+                        )
+                    want_grad = True
         if torch.compiler.is_compiling():
+            slots = tensors + [None] * (N_SLOTS - len(tensors))
             out = OPS[self.family][0](self.key, *slots, want_grad)[0]
         elif want_grad:  # the operator's implementation and autograd rule, without its dispatch cost
-            out = EagerFunction.apply(self.key, *slots, want_grad)[0]
+            out = EagerFunction.apply(self.key, want_grad, *tensors)[0]
         else:
-            out = forward_only(self.key, *slots, False)[0]
+            out = run_forward(self.key, tensors, False)[0]
         return out.to(pred.dtype) if low else out
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        n, required = len(args), self.n_required
+        if not kwargs and required <= n <= len(self.names) and all(v is not None for v in args[:required]):
+            return [*args, *(None,) * (len(self.names) - n)]  # inputs by position, the required ones given
         owner = type(self.loss).__name__
         if len(args) > len(self.names):
             raise TypeError(
