@@ -242,7 +242,7 @@ def test_the_sphinx_hook_writes_charts_and_includes_and_stops_on_a_bad_file(tmp_
 def test_the_committed_results_file_has_every_key_and_family():
     doc = bc.load_results(COMMITTED)
     assert "python asv_bench/compare.py --family all" in doc["command"]  # maybe after NUMBA_NUM_THREADS=N
-    assert doc["command"].endswith("--save docs/_data/benchmarks.json")
+    assert "--save docs/_data/benchmarks.json" in doc["command"]  # --markdown may follow
     assert doc["device"] == "cpu" and doc["mode"] in ("full", "quick")
     datetime.strptime(doc["date"], "%Y-%m-%dT%H:%M:%SZ")
     assert {r["family"] for r in doc["rows"]} == {"elementwise", "softmax", "ctc", "pairwise", "sdml"}
