@@ -137,36 +137,49 @@ def elementwise_rows(data: dict[str, Any], shape: tuple[int, int]) -> list[dict[
     return rows
 
 
+def _structured_row(family: str, loss: str, case: str, fwd: float, torch_fwd: Any, fb: float, r: dict) -> dict:
+    """A softmax or CTC row: forward against PyTorch, forward+backward against NumPy and PyTorch, and the
+    forward+backward floor (``of_bound``, the share of the bound, times the measured time)."""
+    fwd_times = {"numba_losses_ms": fwd, "torch_ms": torch_fwd}
+    fb_times = {
+        "numba_losses_ms": fb,
+        "numpy_ms": r["numpy_fb"],
+        "torch_ms": r["torch_fb"],
+        "floor_ms": r["of_bound"] * fb,
+    }
+    return _row(family, loss, case, fwd_times, fb_times)
+
+
 def softmax_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of ``cpu_softmax``'s data (one per shape); the floor of forward+backward only."""
-    rows = []
-    for r in data["rows"]:
-        case = _shape(r["shape"]) + ("" if r["axis"] == -1 else f" axis={r['axis']}")
-        fwd = {"numba_losses_ms": r["lib_fwd"], "torch_ms": r["torch_fwd"]}
-        fb = {
-            "numba_losses_ms": r["lib_fb_buffers"],
-            "numpy_ms": r["numpy_fb"],
-            "torch_ms": r["torch_fb"],
-            "floor_ms": r["of_bound"] * r["lib_fb_buffers"],
-        }
-        rows.append(_row("softmax", "SoftmaxCELoss", case, fwd, fb))
-    return rows
+    return [
+        _structured_row(
+            "softmax",
+            "SoftmaxCELoss",
+            _shape(r["shape"]) + ("" if r["axis"] == -1 else f" axis={r['axis']}"),
+            r["lib_fwd"],
+            r["torch_fwd"],
+            r["lib_fb_buffers"],
+            r,
+        )
+        for r in data["rows"]
+    ]
 
 
 def ctc_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of ``cpu_ctc``'s data (one per T,N,C,L case); the floor of forward+backward only."""
-    rows = []
-    for r in data["rows"]:
-        case = "T,N,C,L=" + ",".join(str(int(n)) for n in r["case"])
-        fwd = {"numba_losses_ms": r["fwd"], "torch_ms": r["torch_fwd"]}
-        fb = {
-            "numba_losses_ms": r["fb"],
-            "numpy_ms": r["numpy_fb"],
-            "torch_ms": r["torch_fb"],
-            "floor_ms": r["of_bound"] * r["fb"],
-        }
-        rows.append(_row("ctc", "CTCLoss", case, fwd, fb))
-    return rows
+    return [
+        _structured_row(
+            "ctc",
+            "CTCLoss",
+            "T,N,C,L=" + ",".join(str(int(n)) for n in r["case"]),
+            r["fwd"],
+            r["torch_fwd"],
+            r["fb"],
+            r,
+        )
+        for r in data["rows"]
+    ]
 
 
 def pairwise_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
