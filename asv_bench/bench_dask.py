@@ -2,7 +2,7 @@
 
 Usage::
 
-    python asv_bench/bench_dask.py [--gib 1.0] [--workers 1 2] [--repeats 2] [--smoke]
+    python asv_bench/bench_dask.py [--gib 1.0] [--workers 1 2] [--repeats 2] [--drop-gradients] [--smoke]
 
 For each worker count it starts a ``LocalCluster`` (``processes=True``, one
 thread per worker, ``NUMBA_NUM_THREADS=1`` in the workers, so that workers
@@ -13,7 +13,10 @@ and not kernel threads are what scales), persists float32 inputs of about
 * ``L2Loss.forward_backward`` (pred and label ``(rows, 16384)``, blocks of
   512 rows, 32 MiB) and ``SoftmaxCELoss.forward_backward`` (``(rows, 1000)``
   logits, blocks of 8192 rows, 31 MiB, int32 labels), values and gradients
-  persisted in the workers (nothing is gathered on the driver);
+  persisted in the workers (nothing is gathered on the driver); with
+  ``--drop-gradients`` each gradient block is handed to a task that returns
+  its row count and is then released, so the workers hold only the inputs
+  and the values (this is how 4 GiB of ``pred`` fit on a 24 GiB machine);
 * the same computed by ``da.map_blocks`` of NumPy expressions (the reference).
 
 It prints GB/s (bytes of the float32 inputs read per second), the 1 -> 2
@@ -65,6 +68,16 @@ def _reference(fn, a, b):
     return value, grad
 
 
+def _rows(g):
+    """One int per gradient block: a task that needs the block, so it is computed, then released."""
+    return np.array([g.shape[0]])
+
+
+def _drop(grad):
+    """``grad`` reduced to its per-block row counts (the blocks are computed and not kept)."""
+    return grad.map_blocks(_rows, drop_axis=1, chunks=((1,) * grad.numblocks[0],), dtype=np.int64)
+
+
 def _first(t):
     return t[0]
 
@@ -112,7 +125,7 @@ def _cases(gib, rng, smoke=False):
     return {"L2Loss": (x, y, _np_l2, 2 * x.nbytes), "SoftmaxCELoss": (z, lab, _np_softmax, z.nbytes)}
 
 
-def run(gib: float, workers: list[int], repeats: int, smoke: bool) -> None:
+def run(gib: float, workers: list[int], repeats: int, smoke: bool, drop_gradients: bool = False) -> None:
     import dask
     import dask.array as da
     from distributed import Client, wait
@@ -130,11 +143,14 @@ def run(gib: float, workers: list[int], repeats: int, smoke: bool) -> None:
                     wait([a, b])
                     loss = losses[name]
 
-                    def lib(tag, loss=loss, a=a, b=b):
-                        return client.persist(list(_flat(loss.forward_backward(_fresh(a, tag), _fresh(b, tag)))))
+                    keep = _dropper if drop_gradients else _flat
 
-                    def ref(tag, fn=fn, a=a, b=b):
-                        return client.persist(list(_reference(fn, _fresh(a, tag), _fresh(b, tag))))
+                    def lib(tag, loss=loss, a=a, b=b, keep=keep):
+                        return client.persist(list(keep(loss.forward_backward(_fresh(a, tag), _fresh(b, tag)))))
+
+                    def ref(tag, fn=fn, a=a, b=b, keep=keep):
+                        value, grad = _reference(fn, _fresh(a, tag), _fresh(b, tag))
+                        return client.persist(list(keep((value, (grad,)))))
 
                     if smoke:
                         got = client.compute(list(_flat(loss.forward_backward(a, b))), sync=True)
@@ -215,17 +231,26 @@ def _flat(vg):
     return (vg[0], *vg[1])
 
 
+def _dropper(vg):
+    return (vg[0], *(_drop(g) for g in vg[1]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gib", type=float, default=1.0, help="GiB of float32 pred per loss (default 1)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--drop-gradients",
+        action="store_true",
+        help="release each gradient block once computed (inputs only in memory)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, every path once, prints ok")
     args = parser.parse_args(argv)
     if args.smoke:
         run(0.001, [1], 1, True)
     else:
-        run(args.gib, args.workers, args.repeats, False)
+        run(args.gib, args.workers, args.repeats, False, args.drop_gradients)
     return 0
 
 
