@@ -70,3 +70,18 @@ def test_headline_script_prints_every_row():
         assert name in rows, proc.stdout
     ratios = rows["SoftmaxCE 16x10"].split("|")[4]  # "x PyTorch fwd / fwd+bwd": measured on both sides
     assert all(float(r) > 0 for r in ratios.split("/")), ratios
+
+
+@pytest.mark.distributed
+def test_dask_benchmark_script_checks_and_times_every_path():
+    """``asv_bench/bench_dask.py --smoke``: a LocalCluster of worker processes, the library's values and
+    gradients checked against the NumPy reference, every timed path run once."""
+    pytest.importorskip("distributed")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "asv_bench" / "bench_dask.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok", proc.stdout
