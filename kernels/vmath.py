@@ -5,14 +5,19 @@ PyPI's llvmlite links no vector math library, so ``math.exp`` inside an
 functions here use only arithmetic and integer bit manipulation,
 so LLVM can vectorise the loops that inline them.
 
-Each public function (``vexp``, ``vlog``, ``vlog1p``, ``softplus_neg``,
-``sigmoid_neg_abs``) has a float64 and a float32 implementation and picks one
+Each public function (``vexp``, ``vexp_nonpos``, ``vlog``, ``vlog1p``,
+``softplus_neg``, ``sigmoid_neg_abs``) has a float64 and a float32 implementation and picks one
 by its argument's type at compile time: float32 arguments are computed in
 float32 arithmetic (8 SIMD lanes on AVX2) with shorter polynomials, accurate to
 2 ulp (tested); float64 ones within 1e-15 relative (tested; about 2 ulp).
 Special values follow C99 Annex F: ``exp(-inf) = 0``, ``exp(+inf) = +inf``,
 ``log(0) = -inf``, ``log(x<0) = NaN``, ``log1p(-1) = -inf``, NaN in gives NaN
 out; subnormal inputs and results are handled.
+
+``vexp_nonpos`` is ``vexp`` for arguments known to be at most 0 or NaN (such
+as ``x - max(x)``, or ``-|x|`` inside ``softplus_neg`` and
+``sigmoid_neg_abs``): it skips the overflow clamp and the NaN select (the
+arithmetic carries NaN through), about 30% faster, with the same results.
 
 Methods (textbook, after Cody & Waite and Tang): ``exp`` reduces
 ``x = k ln2 + r``, ``|r| <= ln2/2``, with a two-part ``ln2``, evaluates a
@@ -93,18 +98,12 @@ def _small_int_to_float_64(i):
 
 
 @register_jitable(forceinline=True)
-def _vexp_64(x):
-    r"""Exponential, vectorisable.
+def _exp_clamped_64(xc):
+    r"""Exponential of ``xc`` in ``[_EXP_LO, _EXP_HI]`` (or NaN, which the arithmetic carries through).
 
     .. math:: \exp(x) = 2^k \, e^r, \quad k = \mathrm{round}(x \log_2 e),
               \quad r = x - k \ln 2
     """
-    x = np.float64(x)
-    xc = x
-    if xc > _EXP_HI:
-        xc = _EXP_HI
-    if xc < _EXP_LO:
-        xc = _EXP_LO
     kf = (xc * _LOG2E + _ROUND) - _ROUND  # nearest integer, no floor (not on every target)
     r = (xc - kf * _LN2_HI) - kf * _LN2_LO
     # Estrin's scheme: the same polynomial with a dependency depth of 5 instead of 13
@@ -125,10 +124,31 @@ def _vexp_64(x):
     d1 = b2 + a6 * r4
     p = d0 + d1 * r8
     k1 = (kf * 0.5 + _ROUND) - _ROUND
-    res = (p * _pow2_64(k1)) * _pow2_64(kf - k1)
+    return (p * _pow2_64(k1)) * _pow2_64(kf - k1)
+
+
+@register_jitable(forceinline=True)
+def _vexp_64(x):
+    """Exponential, vectorisable: clamped to the finite range, NaN returned as given."""
+    x = np.float64(x)
+    xc = x
+    if xc > _EXP_HI:
+        xc = _EXP_HI
+    if xc < _EXP_LO:
+        xc = _EXP_LO
+    res = _exp_clamped_64(xc)
     if x != x:
         res = x
     return res
+
+
+@register_jitable(forceinline=True)
+def _vexp_nonpos_64(x):
+    """:func:`_vexp_64` for ``x <= 0`` or NaN: no overflow clamp and no NaN select (same results)."""
+    xc = np.float64(x)
+    if xc < _EXP_LO:
+        xc = _EXP_LO
+    return _exp_clamped_64(xc)
 
 
 @register_jitable(forceinline=True)
@@ -212,7 +232,7 @@ def _softplus_neg_64(x):
     :math:`e < \sqrt 2 - 1`, else :math:`f = (e - 1)/2, k = 1` (exact by
     Sterbenz's lemma).
     """
-    e = _vexp_64(-np.float64(x))
+    e = _vexp_nonpos_64(-np.float64(x))
     f = e
     dk = 0.0
     if e >= _SQRT2_M1:
@@ -224,7 +244,7 @@ def _softplus_neg_64(x):
 @register_jitable(forceinline=True)
 def _sigmoid_neg_abs_64(x):
     r"""Logistic sigmoid of ``-|x|``: :math:`e^{-|x|} / (1 + e^{-|x|})`, in (0, 1/2]."""
-    e = _vexp_64(-abs(np.float64(x)))
+    e = _vexp_nonpos_64(-abs(np.float64(x)))
     return e / (1.0 + e)
 
 
@@ -267,13 +287,8 @@ def _pow2_32(kf):
 
 
 @register_jitable(forceinline=True)
-def _vexp_32(x):
-    x = np.float32(x)
-    xc = x
-    if xc > _EXP_HI_F:
-        xc = _EXP_HI_F
-    if xc < _EXP_LO_F:
-        xc = _EXP_LO_F
+def _exp_clamped_32(xc):
+    """float32 :func:`_exp_clamped_64`: ``xc`` in ``[_EXP_LO_F, _EXP_HI_F]`` or NaN."""
     kf = (xc * _LOG2E_F + _ROUND_F) - _ROUND_F
     r = (xc - kf * _LN2_HI_F) - kf * _LN2_LO_F
     r2 = r * r
@@ -282,10 +297,29 @@ def _vexp_32(x):
     b1 = (_E4_F + _E5_F * r) + (_E6_F + _E7_F * r) * r2
     p = b0 + b1 * r4
     k1 = (kf * _HALF_F + _ROUND_F) - _ROUND_F
-    res = (p * _pow2_32(k1)) * _pow2_32(kf - k1)
+    return (p * _pow2_32(k1)) * _pow2_32(kf - k1)
+
+
+@register_jitable(forceinline=True)
+def _vexp_32(x):
+    x = np.float32(x)
+    xc = x
+    if xc > _EXP_HI_F:
+        xc = _EXP_HI_F
+    if xc < _EXP_LO_F:
+        xc = _EXP_LO_F
+    res = _exp_clamped_32(xc)
     if x != x:
         res = x
     return res
+
+
+@register_jitable(forceinline=True)
+def _vexp_nonpos_32(x):
+    xc = np.float32(x)
+    if xc < _EXP_LO_F:
+        xc = _EXP_LO_F
+    return _exp_clamped_32(xc)
 
 
 @register_jitable(forceinline=True)
@@ -341,7 +375,7 @@ def _vlog1p_32(x):
 
 @register_jitable(forceinline=True)
 def _softplus_neg_32(x):
-    e = _vexp_32(-np.float32(x))
+    e = _vexp_nonpos_32(-np.float32(x))
     f = e
     dk = _F(0.0)
     if e >= _SQRT2_M1_F:
@@ -352,7 +386,7 @@ def _softplus_neg_32(x):
 
 @register_jitable(forceinline=True)
 def _sigmoid_neg_abs_32(x):
-    e = _vexp_32(-abs(np.float32(x)))
+    e = _vexp_nonpos_32(-abs(np.float32(x)))
     return e / (_ONE_F + e)
 
 
@@ -375,6 +409,7 @@ def _by_precision(name, f32, f64):
 
 
 vexp = _by_precision("vexp", _vexp_32, _vexp_64)
+vexp_nonpos = _by_precision("vexp_nonpos", _vexp_nonpos_32, _vexp_nonpos_64)
 vlog = _by_precision("vlog", _vlog_32, _vlog_64)
 vlog1p = _by_precision("vlog1p", _vlog1p_32, _vlog1p_64)
 softplus_neg = _by_precision("softplus_neg", _softplus_neg_32, _softplus_neg_64)

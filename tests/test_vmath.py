@@ -157,3 +157,62 @@ def test_precision_follows_the_argument():
     r32, r64 = types_of(np.float32(1.0), 1.0)
     assert isinstance(r32, float) and r32 == np.float32(np.e)  # float32 result (rounded), boxed
     assert r64 == np.log1p(1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_of_non_positive_arguments_is_vexp_bit_for_bit(dtype):
+    """``vexp_nonpos`` drops vexp's overflow clamp and NaN select: on its domain (x <= 0, NaN) the
+    results are vexp's exactly, and vexp's are libm's to the accuracy tested above."""
+
+    @njit(fastmath=set(CPU_FASTMATH), error_model=ERROR_MODEL)
+    def both(x, a, b):
+        for i in range(x.size):
+            a[i] = vmath.vexp(x[i])
+            b[i] = vmath.vexp_nonpos(x[i])
+
+    rng = np.random.default_rng(7)
+    lo = -110.0 if dtype == np.float32 else -760.0
+    x = np.concatenate(
+        [
+            -np.abs(rng.standard_normal(100_000)) * 20,
+            rng.uniform(lo, 0.0, 100_000),
+            np.array([0.0, -0.0, -np.inf, np.nan, -1e-30, lo, -87.5, -103.9, -745.1]),
+        ]
+    ).astype(dtype)
+    a, b = np.empty_like(x), np.empty_like(x)
+    both(x, a, b)
+    np.testing.assert_array_equal(a, b)  # NaN compares equal to NaN here
+    assert np.isnan(b[x != x]).all() and (b[x == -np.inf] == 0).all()
+    ref = np.exp(x.astype(np.float64))
+    finite = np.isfinite(x) & (ref > np.finfo(dtype).tiny)
+    np.testing.assert_allclose(b[finite], ref[finite], rtol=4 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_simd_running_maximum_ignores_nan(dtype):
+    """``fmax.range_max`` (the softmax kernels' block maximum) against NumPy's NaN-ignoring ``fmax``."""
+    from numba_losses.kernels.cpu.fmax import range_max
+
+    @njit(error_model=ERROR_MODEL)
+    def row_max(x, j0, j1):
+        return range_max(x, j0, j1, x.dtype.type(-np.inf))
+
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 16, 17, 255, 256, 1000):
+        x = rng.standard_normal(n).astype(dtype)
+        for case in range(5):
+            y = x.copy()
+            if case == 1:
+                y[rng.integers(0, n, max(1, n // 3))] = np.nan
+            elif case == 2:
+                y[:] = np.nan
+            elif case == 3:
+                y[rng.integers(0, n)] = np.inf
+            elif case == 4:
+                y[:] = -np.inf
+            want = np.fmax.reduce(np.concatenate([[-np.inf], y]).astype(dtype))
+            want = dtype(-np.inf) if np.isnan(want) else want  # all NaN: the start value stays
+            assert row_max(y, 0, n) == want, (n, case)
+            j0 = n // 3
+            part = np.fmax.reduce(np.concatenate([[-np.inf], y[j0:]]).astype(dtype))
+            assert row_max(y, j0, n) == (dtype(-np.inf) if np.isnan(part) else part)

@@ -24,9 +24,11 @@ row from memory once (the second pass finds it in cache),
 
 (``from_logits``: :math:`\ell = -\sum_k q_k x_k`, :math:`\mathrm{dx}_k = -c q_k`).
 The max and the sum of exponentials come from one blocked pass (an "online"
-softmax): each block of ``BLOCK`` logits is scanned for its maximum, the
-running sum is rescaled when the maximum grows, then the block's exponentials
-(vectorisable :func:`..vmath.vexp`) are stored in the gradient row and summed
+softmax): each block of ``BLOCK`` logits is scanned for its maximum (a SIMD
+maximum, :func:`.fmax.range_max`), the running sum is rescaled when the
+maximum grows, then the block's exponentials (vectorisable
+:func:`..vmath.vexp_nonpos`: every argument is at most 0) are stored in the
+gradient row and summed
 in float64 lanes; the gradient pass rescales them by one factor per block
 instead of exponentiating again (one ``exp`` per logit). NaN and
 ``+inf`` logits make the row NaN, as MXNet's ``log_softmax`` does.
@@ -41,43 +43,15 @@ from numba.extending import register_jitable
 
 from .._options import CHUNK
 from ..softmax_math import pick_float, pick_int, smoothing
-from ..vmath import like, vexp
+from ..vmath import like, vexp_nonpos
 from .compile import cache_key, compile_kernel
+from .fmax import maxnum, range_max
 from .reduce import block_sum, range_sum
 
 # Logits per block of the online max / sum-of-exponentials pass (fits in L1 twice).
 BLOCK = 256
-# Independent running maxima of :func:`block_max`: two AVX2 registers of float32, enough for the
-# loop to vectorise without fast-math flags (each lane keeps the NaN-ignoring scalar rule).
+# Extra entries the CTC frames kernel allocates after its block maxima (no longer read).
 LANES = 16
-
-
-@register_jitable(forceinline=True)
-def block_max(xr, j0, j1, m, lanes):
-    """``max(m, xr[j0:j1])``, NaN ignored (a NaN reaches the sum of exponentials instead).
-
-    :data:`LANES` running maxima (in the scratch ``lanes``) over interleaved elements, then their
-    maximum: the same value as one running maximum (maximum is exact and
-    order-free apart from the sign of zero, which no later step can see since
-    ``x - m`` is the same for ``m = +0`` and ``-0``), vectorised.
-    """
-    n = j1 - j0
-    full = j0 + (n // LANES) * LANES
-    if full > j0:
-        for k in range(LANES):
-            lanes[np.uint64(k)] = m
-        for i in range(j0, full, LANES):  # unsigned indices: no negative-index wraparound, so it vectorises
-            for k_ in range(LANES):
-                k = np.uint64(k_)
-                v = xr[np.uint64(i + k_)]
-                lanes[k] = v if v > lanes[k] else lanes[k]
-        for k in range(LANES):
-            v = lanes[k]
-            m = v if v > m else m
-    for j in range(full, j1):
-        v = xr[j]
-        m = v if v > m else m
-    return m
 
 
 @register_jitable(forceinline=True)
@@ -109,16 +83,15 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
     ``BLOCK``-element scratch ``dest``. Blocks seen while the maximum is still
     ``-inf`` add 0 (masked logits); an all ``-inf`` row gives a sum of 0
     (``log 0 = -inf``, a NaN loss, as MXNet's ``x - max`` does). ``m`` is in
-    the row's dtype, the sum in float64. ``bmax`` holds one entry per block,
-    then :data:`LANES` entries of scratch for :func:`block_max`.
+    the row's dtype, the sum in float64. ``bmax`` holds (at least) one entry
+    per block.
     """
     n = xr.shape[0]
     m = like(xr[0], -np.inf)
     s = 0.0
-    lanes = bmax[bmax.shape[0] - LANES :]  # scratch of block_max, after the block maxima
     for j0 in range(0, n, BLOCK):
         j1 = min(j0 + BLOCK, n)
-        bm = block_max(xr, j0, j1, m, lanes)  # NaN never raises the maximum; it reaches the sum below
+        bm = range_max(xr, j0, j1, m)  # NaN never raises the maximum; it reaches the sum below
         if bm > m:
             s = s * math.exp(float(m) - float(bm))
             m = bm
@@ -131,7 +104,7 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
             s += range_sum(dest, j0 - off, j1 - off)
             continue
         for j in range(j0, j1):  # unsigned indices (no negative-index wraparound): the loop vectorises
-            dest[np.uint64(j - off)] = vexp(xr[np.uint64(j)] - m)
+            dest[np.uint64(j - off)] = vexp_nonpos(xr[np.uint64(j)] - m)  # x - m <= 0 or NaN
         s += range_sum(dest, j0 - off, j1 - off)
     return m, s
 
@@ -212,7 +185,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
         for task in prange(n_tasks):
             buf = np.empty(BLOCK, dtype=x.dtype)
             buf64 = np.empty(BLOCK, dtype=np.float64)
-            bmax = np.empty(n_blocks + LANES, dtype=x.dtype)
+            bmax = np.empty(n_blocks, dtype=x.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
                 xr = get_row(x, t, inner)
                 yr = get_row(y, t, inner)  # sparse variants get ``y = x``, never read
@@ -325,11 +298,10 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
             else:
                 for c in range(n_classes):
                     for k in range(w):
-                        v = x[o, c, np.uint64(i0 + k)]
-                        m[k] = v if v > m[k] else m[k]  # NaN never raises it; it reaches the sums
+                        m[k] = maxnum(m[k], x[o, c, np.uint64(i0 + k)])  # NaN never raises it; it reaches the sums
                 for c in range(n_classes):
                     for k in range(w):
-                        e = vexp(x[o, c, np.uint64(i0 + k)] - m[k])
+                        e = vexp_nonpos(x[o, c, np.uint64(i0 + k)] - m[k])
                         s[k] += e
                         if want_grad:
                             dx[o, c, np.uint64(i0 + k)] = e
@@ -395,7 +367,7 @@ def build_log_softmax_kernel(contiguous, parallel):
         per = max(1, CHUNK // max(n_classes, 1))
         for task in prange((n_rows + per - 1) // per):
             buf = np.empty(BLOCK, dtype=x.dtype)
-            bmax = np.empty((n_classes + BLOCK - 1) // BLOCK + LANES, dtype=x.dtype)
+            bmax = np.empty((n_classes + BLOCK - 1) // BLOCK, dtype=x.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
                 xr = get_row(x, t, inner)
                 m, lsum = row_log_sum_exp(xr, buf, False, bmax)
@@ -436,6 +408,6 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
                 sc = like(ur[0], s)
                 for k_ in range(n_classes):
                     k = np.uint64(k_)
-                    ur[k] = ur[k] - vexp(lr[k]) * sc
+                    ur[k] = ur[k] - vexp_nonpos(lr[k]) * sc  # lr <= 0 or NaN
 
     return compile_kernel(log_softmax_backward_kernel, "log_softmax_backward", parallel)
