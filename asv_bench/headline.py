@@ -5,6 +5,9 @@ Usage::
     NUMBA_NUM_THREADS=2 python asv_bench/headline.py [--repeats N] [--spread] [--torch-only] [--smoke]
 
 Rows (float32, CPU): SoftmaxCELoss at (8192, 32000), (256, 1000) and (64, 10) with integer labels,
+at (256, 1000) with dense (probability) labels and with ``label_smoothing=0.1``, at
+(16, 21, 128, 128) with the class axis 1, and KLDivLoss(from_logits=False) at (256, 1000) (PyTorch:
+``kl_div(log_softmax(x), y)``),
 CTCLoss at T=200 N=32 C=40 L=50 and T=20 N=4 C=10 L=5 (``'TNC'``, raw activations: PyTorch gets
 ``log_softmax`` first), SDMLLoss at (512, 256) and (4096, 512), and SigmoidBinaryCrossEntropyLoss,
 LogisticLoss and KLDivLoss at (4096, 4096) forward+backward as a share of a same-run 2-thread triad.
@@ -55,6 +58,21 @@ def _softmax_inputs(n: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return rng.standard_normal((n, c), dtype=np.float32) * 3, rng.integers(0, c, n).astype(np.int64)
 
 
+def _dense_inputs(n: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and a probability label per row (rows of a softmax)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c), dtype=np.float32)
+    p = np.exp(rng.standard_normal((n, c), dtype=np.float32))
+    return x, p / p.sum(axis=1, keepdims=True)
+
+
+def _axis1_inputs(shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(N, C, H, W)`` (class axis 1) and class ids ``(N, H, W)``."""
+    rng = np.random.default_rng(0)
+    n, c, h, w = shape
+    return rng.standard_normal(shape, dtype=np.float32), rng.integers(0, c, (n, h, w)).astype(np.int32)
+
+
 def _ctc_inputs(t: int, n: int, c: int, length: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((t, n, c), dtype=np.float32)
@@ -73,6 +91,10 @@ def cases(smoke: bool) -> list[tuple[str, str, tuple]]:
     if smoke:
         return [
             ("SoftmaxCE 16x10", "softmax", (16, 10)),
+            ("SoftmaxCE 16x10 dense", "softmax-dense", (16, 10)),
+            ("SoftmaxCE 16x10 smoothing", "softmax-smooth", (16, 10)),
+            ("SoftmaxCE 2x3x4x5 axis=1", "softmax-axis1", (2, 3, 4, 5)),
+            ("KLDiv softmax 16x10", "kldiv", (16, 10)),
             ("CTC T=6 N=2 C=5 L=2", "ctc", (6, 2, 5, 2)),
             ("SDML 8x4", "sdml", (8, 4)),
         ]
@@ -80,6 +102,10 @@ def cases(smoke: bool) -> list[tuple[str, str, tuple]]:
         ("SoftmaxCE 8192x32000", "softmax", (8192, 32000)),
         ("SoftmaxCE 256x1000", "softmax", (256, 1000)),
         ("SoftmaxCE 64x10", "softmax", (64, 10)),
+        ("SoftmaxCE 256x1000 dense", "softmax-dense", (256, 1000)),
+        ("SoftmaxCE 256x1000 smoothing", "softmax-smooth", (256, 1000)),
+        ("SoftmaxCE 16x21x128x128 axis=1", "softmax-axis1", (16, 21, 128, 128)),
+        ("KLDiv softmax 256x1000", "kldiv", (256, 1000)),
         ("CTC T=200 N=32 C=40 L=50", "ctc", (200, 32, 40, 50)),
         ("CTC T=20 N=4 C=10 L=5", "ctc", (20, 4, 10, 5)),
         ("SDML 512x256", "sdml", (512, 256)),
@@ -92,6 +118,14 @@ def _library_steps(kind: str, shape: tuple) -> tuple[Callable[[], object], Calla
 
     if kind == "softmax":
         loss, args = nl.SoftmaxCELoss(), _softmax_inputs(*shape)
+    elif kind == "softmax-dense":
+        loss, args = nl.SoftmaxCELoss(sparse_label=False), _dense_inputs(*shape)
+    elif kind == "softmax-smooth":
+        loss, args = nl.SoftmaxCELoss(label_smoothing=0.1), _softmax_inputs(*shape)
+    elif kind == "softmax-axis1":
+        loss, args = nl.SoftmaxCELoss(axis=1), _axis1_inputs(shape)
+    elif kind == "kldiv":
+        loss, args = nl.KLDivLoss(from_logits=False), _dense_inputs(*shape)
     elif kind == "ctc":
         x, lab = _ctc_inputs(*shape)
         loss, args = nl.CTCLoss(layout="TNC"), (x, lab.astype(np.float32))
@@ -104,11 +138,20 @@ def _torch_steps(kind: str, shape: tuple) -> tuple[Callable[[], object], Callabl
     import torch
     import torch.nn.functional as F
 
-    if kind == "softmax":
-        x, y = (torch.from_numpy(v) for v in _softmax_inputs(*shape))
+    if kind in ("softmax", "softmax-smooth", "softmax-dense", "softmax-axis1"):
+        make = {"softmax-dense": lambda: _dense_inputs(*shape), "softmax-axis1": lambda: _axis1_inputs(shape)}
+        x, y = (torch.from_numpy(v) for v in make.get(kind, lambda: _softmax_inputs(*shape))())
+        y = y.long() if y.dtype == torch.int32 else y
+        eps = 0.1 if kind == "softmax-smooth" else 0.0
 
         def loss(xg):
-            return F.cross_entropy(xg, y, reduction="none")
+            return F.cross_entropy(xg, y, reduction="none", label_smoothing=eps)
+
+    elif kind == "kldiv":
+        x, y = (torch.from_numpy(v) for v in _dense_inputs(*shape))
+
+        def loss(xg):
+            return F.kl_div(F.log_softmax(xg, -1), y, reduction="none").mean(-1)
 
     elif kind == "ctc":
         t, n, c, length = shape
@@ -220,8 +263,8 @@ def main() -> None:
         f, fb = mine[name]
         tf, tfb = theirs.get(name, (float("nan"), float("nan")))
         floor = ""
-        if kind == "softmax":
-            logits = shape[0] * shape[1]
+        if kind.startswith("softmax") or kind == "kldiv":
+            logits = int(np.prod(shape))
             floor = f"{4e3 * logits / bw:.3f} / {8e3 * logits / bw:.3f}"
         print(f"| {name} | {f:.3f} / {fb:.3f} | {tf:.3f} / {tfb:.3f} | {tf / f:.2f} / {tfb / fb:.2f} | {floor} |")
     print()
