@@ -6,7 +6,7 @@ from typing import Any
 
 from ._core.params import check_flag, check_int, check_real
 from ._core.request import Call
-from ._plan.softmax import SoftmaxSpec, check_options
+from ._plan.softmax import SoftmaxSpec, check_class_weight, check_normalization, check_options
 from .loss import Loss
 
 __all__ = ["SoftmaxCrossEntropyLoss", "SoftmaxCELoss"]
@@ -79,6 +79,8 @@ class SoftmaxCrossEntropyLoss(Loss):
         *,
         ignore_label: int | float | None = None,
         label_smoothing: float = 0.0,
+        class_weight: Any = None,
+        normalization: str = "mean",
         **kwargs: Any,
     ) -> None:
         super().__init__(weight, batch_axis, **kwargs)
@@ -91,6 +93,8 @@ class SoftmaxCrossEntropyLoss(Loss):
         self._ignore_label = ignore_label
         self._label_smoothing = check_real(owner, "label_smoothing", label_smoothing, low=0.0, high=1.0)
         check_options(self._sparse_label, self._ignore_label, self._label_smoothing)
+        self._class_weight = check_class_weight(owner, class_weight)
+        self._normalization = check_normalization(owner, normalization)
 
     def _spec(self, call: Call) -> SoftmaxSpec:
         ignore = self._ignore_label  # validated with the other options when the loss was built
@@ -103,6 +107,8 @@ class SoftmaxCrossEntropyLoss(Loss):
             ignore is not None,
             0.0 if ignore is None else ignore,
             self._label_smoothing,
+            self._class_weight,
+            self._normalization,
         )
 
 
