@@ -68,6 +68,7 @@ class SoftmaxCrossEntropyLoss(Loss):
     """
 
     _output_ndim = 1
+    _valid_total: float | None = None  # normalization='valid' with a known divisor (set on copies by the Dask path)
 
     def __init__(
         self,
@@ -109,6 +110,7 @@ class SoftmaxCrossEntropyLoss(Loss):
             self._label_smoothing,
             self._class_weight,
             self._normalization,
+            self._valid_total,
         )
 
 

@@ -291,3 +291,42 @@ def test_cuda_matches_host(eps, sparse):
         out, (g,) = loss.forward_backward(cuda.to_device(x), cuda.to_device(tt))
         assert np.isnan(out.copy_to_host()).all()
         np.testing.assert_array_equal(g.copy_to_host(), 0.0)
+
+
+# ------------------------------------------------------------------------------------ Dask
+@pytest.mark.parametrize("normalization", ["mean", "sum", "valid"])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_dask_matches_in_memory(normalization, eps, sparse):
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(20)
+    x, t = _inputs(rng, (6, 5, 4), np.float64, probs=not sparse)
+    w = rng.random(5) * 2
+    sw = rng.random((6, 1, 4))
+    loss = nl.SoftmaxCELoss(
+        axis=1,
+        sparse_label=sparse,
+        ignore_label=IGNORE if sparse else None,
+        label_smoothing=eps,
+        class_weight=w,
+        normalization=normalization,
+    )
+    want_out, (want_g,) = loss.forward_backward(x, t, sw)
+    # samples and positions split, the class axis too (made whole: no merged path with these options)
+    xd = da.from_array(x, chunks=(2, 3, 2))
+    td = da.from_array(t, chunks=(2, 2) if sparse else (2, 3, 2))
+    for label in (td, t):  # a Dask label (the divisor is a tree sum) and a NumPy one
+        out, (g,) = loss.forward_backward(xd, label, sw)
+        _close(out.compute(), want_out, 1e-12)
+        _close(g.compute(), want_g, 1e-12)
+        assert out.shape == want_out.shape and g.shape == want_g.shape
+
+
+def test_dask_all_ignored():
+    da = pytest.importorskip("dask.array")
+    x = np.random.default_rng(3).standard_normal((4, 3))
+    t = np.full(4, IGNORE)
+    loss = nl.SoftmaxCELoss(ignore_label=IGNORE, class_weight=[1.0, 2.0, 3.0], normalization="valid")
+    out, (g,) = loss.forward_backward(da.from_array(x, chunks=2), da.from_array(t, chunks=2))
+    assert np.isnan(out.compute()).all()
+    np.testing.assert_array_equal(g.compute(), 0.0)

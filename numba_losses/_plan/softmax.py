@@ -51,6 +51,7 @@ class SoftmaxSpec:
     eps: float = 0.0
     class_weight: np.ndarray | None = None  # (C,) float64, read-only (see check_class_weight)
     normalization: str = "mean"  # one of NORMALIZATIONS
+    total: float | None = None  # 'valid': the divisor when already known (Dask blocks), else computed per call
 
 
 #: ``normalization`` values of SoftmaxCELoss: MXNet's mean over the non-batch axes, their sum, or
@@ -215,6 +216,30 @@ def label_values(label: Any) -> Any:
     return label.astype(np.float64)
 
 
+def counted_weights(spec: SoftmaxSpec, label: Any, n_classes: int) -> Any:
+    """Per sparse label (NumPy or CuPy, float64): its class weight (1 without), 0 where ignored.
+
+    The sum over a call is the divisor :math:`D` of ``normalization='valid'``.
+    """
+    xp = _namespace(label)
+    if spec.class_weight is not None:
+        w = xp.asarray(spec.class_weight)[pick_classes(label, n_classes)]
+    else:
+        w = xp.ones(label.shape, dtype=np.float64)
+    if spec.has_ignore:
+        w = xp.where(label_values(label) != spec.ignore, w, 0.0)
+    return w
+
+
+def valid_total(spec: SoftmaxSpec, label: Any, lay: ClassLayout) -> float:
+    """:math:`D`: the summed class weight of the positions not ignored (their number for dense labels)."""
+    if spec.total is not None:
+        return spec.total
+    if not spec.sparse:
+        return float(lay.n_rows)
+    return float(counted_weights(spec, label, lay.n_classes).sum())
+
+
 @dataclass(slots=True)
 class Lowered:
     """A call with ``class_weight`` / ``normalization`` as the kernels run it (see :func:`lower`).
@@ -245,24 +270,28 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
 
     ``label``: the host sparse labels (checked shape) or the dense label in
     ``pred``'s shape (compute dtype). With class weights :math:`w` and the
-    smoothed target :math:`q = (1 - arepsilon) t + arepsilon / C`:
+    smoothed target :math:`q = (1 - \varepsilon) t + \varepsilon / C`:
 
-    * sparse labels, :math:`arepsilon = 0`: the loss is
+    * sparse labels, :math:`\varepsilon = 0`: the loss is
       :math:`w_j (-\mathrm{lp}_j)`, :math:`j` = ``pick(label)``: :math:`w_j` per
       position multiplies ``sample_weight`` (value and gradient are linear in it);
-    * sparse labels, :math:`arepsilon > 0`: the dense target
-      :math:`(1 - arepsilon) w_j\,\mathrm{onehot}(j) + arepsilon w / C`
+    * sparse labels, :math:`\varepsilon > 0`: the dense target
+      :math:`(1 - \varepsilon) w_j\,\mathrm{onehot}(j) + \varepsilon w / C`
       (zero rows at ignored positions), as a dense label without smoothing;
     * dense labels: the dense target :math:`w \odot q`.
 
     ``normalization='valid'`` sums over the non-batch axes and divides by
-    :math:`D = \sum_{	ext{positions not ignored}} w_j` (1 per position
+    :math:`D = \sum_{\text{positions not ignored}} w_j` (1 per position
     without class weights, and for dense labels); when :math:`D = 0` the value
     is NaN and the gradient NaN at the counted positions, 0 at ignored ones.
     """
     cw, n_classes = spec.class_weight, lay.n_classes
+    total = valid_total(spec, label, lay) if spec.normalization == "valid" else 1.0
     base = dataclasses.replace(
-        spec, class_weight=None, normalization="sum" if spec.normalization == "valid" else spec.normalization
+        spec,
+        class_weight=None,
+        normalization="sum" if spec.normalization == "valid" else spec.normalization,
+        total=None,
     )
     counted = None  # keep_shape bool: the positions not ignored (None: all)
     if spec.sparse and spec.has_ignore:
@@ -291,10 +320,6 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
         base = dataclasses.replace(base, eps=0.0)
     grad_weight, value_scale, grad_scale = value_weight, 1.0, 1.0
     if spec.normalization == "valid":
-        if wpos is not None:
-            total = float(np.sum(wpos, where=counted) if counted is not None else np.sum(wpos))
-        else:
-            total = float(lay.n_rows if counted is None else np.count_nonzero(counted))
         if total != 0.0:
             value_scale = grad_scale = 1.0 / total
         else:  # 0 / 0: NaN values; the gradient NaN where counted (weight 0 / 0), 0 where ignored
