@@ -330,3 +330,47 @@ def test_dask_all_ignored():
     out, (g,) = loss.forward_backward(da.from_array(x, chunks=2), da.from_array(t, chunks=2))
     assert np.isnan(out.compute()).all()
     np.testing.assert_array_equal(g.compute(), 0.0)
+
+
+# ------------------------------------------------------------------------------------ adapters
+def _adapter_case():
+    rng = np.random.default_rng(21)
+    x, t = _inputs(rng, (5, 4, 3), np.float64)
+    w = np.array([0.5, 2.0, 1.0, 3.0])
+    return x, t, w
+
+
+def test_torch_module_with_the_options():
+    import numba_losses.torch as nlt
+
+    x, t, w = _adapter_case()
+    for eps in (0.0, 0.1):
+        kw = dict(axis=1, ignore_label=IGNORE, label_smoothing=eps, class_weight=w, normalization="valid")
+        module = nlt.SoftmaxCELoss(**kw)
+        xt = torch.tensor(x, requires_grad=True)
+        out = module(xt, torch.tensor(t))
+        (out * torch.arange(1.0, 6.0, dtype=torch.float64)).sum().backward()  # a head gradient per sample
+        v, gt = _torch_ce(x, t, w, eps)
+        _close(out.detach().sum().item(), v, 1e-12)
+        want_out, (want_g,) = nl.SoftmaxCELoss(**kw).forward_backward(x, t, out_grad=np.arange(1.0, 6.0))
+        _close(out.detach().numpy(), want_out, 1e-12)
+        _close(xt.grad.numpy(), want_g, 1e-12)
+
+
+def test_jax_function_with_the_options():
+    jax = pytest.importorskip("jax")
+    import numba_losses.jax as nlj
+
+    x, t, w = _adapter_case()
+    kw = dict(axis=1, ignore_label=IGNORE, label_smoothing=0.1, class_weight=w, normalization="valid")
+    f = nlj.function(nl.SoftmaxCELoss(**kw))
+    head = np.arange(1.0, 6.0)
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)  # float64 for this test only
+    try:
+        value, grad = jax.value_and_grad(lambda a: (f(a, t) * head).sum())(x)
+    finally:
+        jax.config.update("jax_enable_x64", old)
+    want_out, (want_g,) = nl.SoftmaxCELoss(**kw).forward_backward(x, t, out_grad=head)
+    _close(float(value), float((want_out * head).sum()), 1e-12)
+    _close(np.asarray(grad), want_g, 1e-12)
