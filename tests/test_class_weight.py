@@ -34,7 +34,7 @@ def _ours(x, t, w, eps, normalization="valid", sparse=True, sample_weight=None, 
     loss = nl.SoftmaxCELoss(
         axis=1,
         sparse_label=sparse,
-        ignore_label=ignore if sparse else None,
+        ignore_label=ignore if sparse and ignore is not None else None,
         label_smoothing=eps,
         class_weight=w,
         normalization=normalization,
@@ -201,14 +201,14 @@ def test_class_axis_last_and_float_labels():
 def test_out_of_range_labels_follow_the_clip_rule():
     """Class ids outside [0, C) pick (and are weighted as) class 0 or C - 1, as without class weights."""
     rng = np.random.default_rng(16)
-    x = rng.standard_normal((4, 3))
+    x = rng.standard_normal((6, 3))
     w = np.array([2.0, 3.0, 5.0])
-    bad, clipped = np.array([-7, 9, 1, 3]), np.array([0, 2, 1, 2])
-    for norm in ("mean", "valid"):
-        a = nl.SoftmaxCELoss(class_weight=w, normalization=norm).forward_backward(x, bad)
-        b = nl.SoftmaxCELoss(class_weight=w, normalization=norm).forward_backward(x, clipped)
-        np.testing.assert_array_equal(a[0], b[0])
-        np.testing.assert_array_equal(a[1][0], b[1][0])
+    bad, clipped = np.array([-7, 9, 1, 3, 2.7, -0.5]), np.array([0, 2, 1, 2, 2, 0])
+    for eps in (0.0, 0.2):
+        out, g = _ours(x, bad, w, eps, ignore=None)
+        v, gt = _torch_ce(x, clipped, w, eps)  # PyTorch on the clipped ids (it raises on the others)
+        _close(out.sum(), v, 1e-12)
+        _close(g, gt, 1e-12)
 
 
 def test_default_is_unchanged():
@@ -284,13 +284,15 @@ def test_cuda_matches_host(eps, sparse):
         out, (g,) = loss.forward_backward(*d)
         _close(out.copy_to_host(), host_out, 1e-6)
         _close(g.copy_to_host(), host_g, 1e-6)
-    # all ignored on the device: NaN values, zero gradient
-    if sparse:
-        loss = nl.SoftmaxCELoss(axis=1, ignore_label=IGNORE, class_weight=w, normalization="valid")
-        tt = np.full(t.shape, IGNORE)
-        out, (g,) = loss.forward_backward(cuda.to_device(x), cuda.to_device(tt))
-        assert np.isnan(out.copy_to_host()).all()
-        np.testing.assert_array_equal(g.copy_to_host(), 0.0)
+    if sparse:  # D = 0 on the device: NaN values; gradient NaN at counted positions, 0 at ignored ones
+        loss = nl.SoftmaxCELoss(axis=1, ignore_label=IGNORE, label_smoothing=eps, class_weight=w, normalization="valid")
+        for tt in (np.full(t.shape, IGNORE), np.where(rng.random(t.shape) < 0.5, IGNORE, 1)):
+            out, (g,) = loss.forward_backward(cuda.to_device(x), cuda.to_device(tt))
+            assert np.isnan(out.copy_to_host()).all()
+            g = g.copy_to_host()
+            counted = np.broadcast_to((tt != IGNORE)[:, None], g.shape)
+            assert np.isnan(g[counted]).all()
+            np.testing.assert_array_equal(g[~counted], 0.0)
 
 
 # ------------------------------------------------------------------------------------ Dask
