@@ -309,8 +309,8 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
             j3 = pick_classes(np.asarray(label), n_classes).reshape(lay.outer, 1, lay.inner)
             at = np.take_along_axis(q3, j3, axis=1)
             np.put_along_axis(q3, j3, at + ((1.0 - spec.eps) * cw[j3]).astype(cdt), axis=1)
-            if counted is not None:
-                q3 *= counted.reshape(lay.outer, 1, lay.inner)
+            if counted is not None:  # zero rows where ignored (written only there)
+                q3.transpose(0, 2, 1)[~counted.reshape(lay.outer, lay.inner)] = 0
             base = dataclasses.replace(base, sparse=False, has_ignore=False, ignore=0.0)
         else:
             y3 = np.asarray(label).reshape(lay.shape3)
