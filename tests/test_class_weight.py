@@ -270,13 +270,13 @@ def test_cuda_matches_host(eps, sparse):
         t[0, 0] = IGNORE
     w = np.array([0.5, 0.0, 2.0, 1.5])
     sw = rng.random((3, 1)).astype(np.float32)
-    for norm in ("mean", "valid"):
+    for norm, cw in (("mean", w), ("valid", w), ("sum", None), ("valid", None)):
         loss = nl.SoftmaxCELoss(
             axis=1,
             sparse_label=sparse,
             ignore_label=IGNORE if sparse else None,
             label_smoothing=eps,
-            class_weight=w,
+            class_weight=cw,
             normalization=norm,
         )
         host_out, (host_g,) = loss.forward_backward(x, t, sw)

@@ -108,17 +108,20 @@ def _upload(host: np.ndarray, ctx: DeviceContext) -> DeviceArray:
 def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
     """:func:`numba_losses._plan.softmax.lower` for a device call: ``(spec, label, sw, rows, grad rows, grad sw)``.
 
-    The labels are read on the host (a copy and a wait on the stream): the
-    class-weight gather and the normaliser are NumPy reductions there; the
-    per-position weights (and a dense target) are copied back.
+    The labels are read on the host when the options need their values (a
+    copy and a wait on the stream): the class-weight gather and the
+    normaliser are NumPy reductions there; the per-position weights (and a
+    dense target) are copied back.
     """
     if spec.sparse:
         family.check_sparse_label(yd.layout.shape, lay)
+    label = None
+    if family.reads_labels(spec):
         label = to_host(yd, ctx)
-    else:
-        label = to_host(yd, ctx).reshape(x.shape).astype(cdt, copy=False)
+        if not spec.sparse:
+            label = label.reshape(x.shape).astype(cdt, copy=False)
     low = family.lower(spec, label, lay, cdt)
-    if low.label is not label:
+    if low.label is not label and low.label is not None:
         yd = _upload(low.label, ctx)
 
     def times(weight: np.ndarray | None) -> DeviceArray | None:

@@ -265,11 +265,18 @@ def extended(spec: SoftmaxSpec | KLDivSpec) -> bool:
     return isinstance(spec, SoftmaxSpec) and (spec.class_weight is not None or spec.normalization != "mean")
 
 
+def reads_labels(spec: SoftmaxSpec) -> bool:
+    """Whether :func:`lower` reads the label values (else it may be given ``None``)."""
+    if spec.class_weight is not None:
+        return True
+    return spec.sparse and spec.normalization == "valid" and spec.total is None
+
+
 def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Lowered:
     r"""Rewrite a call with ``class_weight`` / ``normalization`` into one of the plain kernels.
 
     ``label``: the host sparse labels (checked shape) or the dense label in
-    ``pred``'s shape (compute dtype). With class weights :math:`w` and the
+    ``pred``'s shape (compute dtype); ``None`` when :func:`reads_labels` is false. With class weights :math:`w` and the
     smoothed target :math:`q = (1 - \varepsilon) t + \varepsilon / C`:
 
     * sparse labels, :math:`\varepsilon = 0`: the loss is
@@ -294,7 +301,7 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
         total=None,
     )
     counted = None  # keep_shape bool: the positions not ignored (None: all)
-    if spec.sparse and spec.has_ignore:
+    if spec.sparse and spec.has_ignore and label is not None:
         counted = (label_values(label) != spec.ignore).reshape(lay.keep_shape)
     wpos = None
     if spec.sparse and cw is not None:
