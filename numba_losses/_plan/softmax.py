@@ -21,7 +21,6 @@ ignored (a host reduction over the labels).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -206,7 +205,8 @@ def pick_classes(label: Any, n_classes: int) -> Any:
         j = xp.where(ok, v, 0.0).astype(np.int64)
     else:
         j = label.astype(np.int32).astype(np.int64)  # C cast: the low 32 bits
-    return xp.clip(j, 0, max(n_classes - 1, 0))
+    xp.maximum(j, 0, out=j)  # in place (np.clip costs more than the work on small arrays)
+    return xp.minimum(j, max(n_classes - 1, 0), out=j)
 
 
 def label_values(label: Any) -> Any:
@@ -276,8 +276,9 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
     r"""Rewrite a call with ``class_weight`` / ``normalization`` into one of the plain kernels.
 
     ``label``: the host sparse labels (checked shape) or the dense label in
-    ``pred``'s shape (compute dtype); ``None`` when :func:`reads_labels` is false. With class weights :math:`w` and the
-    smoothed target :math:`q = (1 - \varepsilon) t + \varepsilon / C`:
+    ``pred``'s shape (compute dtype); ``None`` when :func:`reads_labels` is
+    false. With class weights :math:`w` and the smoothed target
+    :math:`q = (1 - \varepsilon) t + \varepsilon / C`:
 
     * sparse labels, :math:`\varepsilon = 0`: the loss is
       :math:`w_j (-\mathrm{lp}_j)`, :math:`j` = ``pick(label)``: :math:`w_j` per
@@ -293,19 +294,25 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
     is NaN and the gradient NaN at the counted positions, 0 at ignored ones.
     """
     cw, n_classes = spec.class_weight, lay.n_classes
-    total = valid_total(spec, label, lay) if spec.normalization == "valid" else 1.0
-    base = dataclasses.replace(
-        spec,
-        class_weight=None,
-        normalization="sum" if spec.normalization == "valid" else spec.normalization,
-        total=None,
-    )
     counted = None  # keep_shape bool: the positions not ignored (None: all)
     if spec.sparse and spec.has_ignore and label is not None:
         counted = (label_values(label) != spec.ignore).reshape(lay.keep_shape)
-    wpos = None
+    picks = wpos = None
     if spec.sparse and cw is not None:
-        wpos = cw[pick_classes(np.asarray(label), n_classes)].reshape(lay.keep_shape)
+        picks = pick_classes(np.asarray(label), n_classes)
+        wpos = cw[picks].reshape(lay.keep_shape)
+    total = 1.0
+    if spec.normalization == "valid":  # valid_total's D, from the arrays already made
+        if spec.total is not None:
+            total = spec.total
+        elif wpos is not None:
+            total = float(np.sum(wpos, where=counted) if counted is not None else np.sum(wpos))
+        elif counted is not None:
+            total = float(np.count_nonzero(counted))
+        else:
+            total = float(lay.n_rows)
+    # the kernels' spec: no class weights; 'valid' sums (its divisor goes into the weighting)
+    sparse, has_ignore, ignore, eps = spec.sparse, spec.has_ignore, spec.ignore, spec.eps
     value_weight = wpos
     if cw is not None and (spec.eps != 0.0 or not spec.sparse):
         value_weight = None
@@ -313,18 +320,18 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
         if spec.sparse:  # (1 - eps) w_j at the label, eps w / C everywhere
             q3 = np.empty(lay.shape3, dtype=cdt)
             q3[...] = (cw * (spec.eps / n_classes)).reshape(shape_c)
-            j3 = pick_classes(np.asarray(label), n_classes).reshape(lay.outer, 1, lay.inner)
+            j3 = picks.reshape(lay.outer, 1, lay.inner)
             at = np.take_along_axis(q3, j3, axis=1)
             np.put_along_axis(q3, j3, at + ((1.0 - spec.eps) * cw[j3]).astype(cdt), axis=1)
             if counted is not None:  # zero rows where ignored (written only there)
                 q3.transpose(0, 2, 1)[~counted.reshape(lay.outer, lay.inner)] = 0
-            base = dataclasses.replace(base, sparse=False, has_ignore=False, ignore=0.0)
+            sparse, has_ignore, ignore = False, False, 0.0
         else:
             y3 = np.asarray(label).reshape(lay.shape3)
             q3 = y3 if spec.eps == 0.0 else y3 * cdt.type(1.0 - spec.eps) + cdt.type(spec.eps / n_classes)
             q3 = (q3 * cw.astype(cdt).reshape(shape_c)).astype(cdt, copy=False)
         label = q3.reshape(lay.shape)
-        base = dataclasses.replace(base, eps=0.0)
+        eps = 0.0
     grad_weight, value_scale, grad_scale = value_weight, 1.0, 1.0
     if spec.normalization == "valid":
         if total != 0.0:
@@ -333,6 +340,10 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
             value_scale = math.nan
             ones = np.ones(lay.keep_shape) if counted is None else counted
             grad_weight = np.where(ones, math.nan, 0.0)
+    normalization = "sum" if spec.normalization == "valid" else spec.normalization
+    base = SoftmaxSpec(
+        spec.axis, sparse, spec.from_logits, spec.weight, spec.batch_axis, has_ignore, ignore, eps, None, normalization
+    )
     return Lowered(base, label, value_weight, grad_weight, value_scale, grad_scale)
 
 
