@@ -184,6 +184,28 @@ def test_numpy_reference(normalization, eps, use_sw):
     _close(g, ref_g, 1e-12)
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.25])
+def test_from_logits(eps):
+    """Log-probabilities in: the same values; the gradient -c q (w.r.t. the log-probabilities)."""
+    rng = np.random.default_rng(22)
+    x, t = _inputs(rng, (4, 5, 3), np.float64)
+    w = rng.random(5) * 3
+    lp = _log_softmax(x, 1)
+    loss = nl.SoftmaxCELoss(
+        axis=1, from_logits=True, ignore_label=IGNORE, label_smoothing=eps, class_weight=w, normalization="valid"
+    )
+    out, (g,) = loss.forward_backward(lp, t)
+    ref_out, _ = _reference(x, t, w, eps, "valid", None)
+    _close(out, ref_out, 1e-12)
+    c = x.shape[1]
+    counted = t != IGNORE
+    j = np.clip(t, 0, c - 1)
+    q = ((1 - eps) * np.moveaxis(np.eye(c)[j], -1, 1) * np.take(w, j)[:, None] + eps / c * w[None, :, None]) * counted[
+        :, None
+    ]
+    _close(g, -q / (np.take(w, j) * counted).sum(), 1e-12)
+
+
 def test_class_axis_last_and_float_labels():
     rng = np.random.default_rng(15)
     x = rng.standard_normal((5, 3, 4))  # class axis last
