@@ -55,7 +55,7 @@ import numpy as np
 
 from ._core.request import Call, is_dask_array, is_scalar
 from ._core.validate import compute_dtype, normalize_axis
-from ._plan.softmax import KLDivSpec, SoftmaxSpec, class_layout
+from ._plan.softmax import KLDivSpec, SoftmaxSpec, class_layout, extended, label_values, pick_classes
 
 __all__ = ["merge_applies", "run_merged"]
 
@@ -87,6 +87,8 @@ def merge_applies(spec: SoftmaxSpec | KLDivSpec, named: dict[str, Any], og: Any)
         return False
     if isinstance(spec, KLDivSpec):
         return True
+    if extended(spec):
+        return False  # class_weight / normalization: the in-memory kernels, on whole class axes
     if normalize_axis(spec.batch_axis, x.ndim) == lay.axis:
         return False
     sw = named.get("sample_weight")
@@ -368,26 +370,6 @@ class _Cast:
 
 
 # ------------------------------------------------------------------------------- block functions
-def _picks(lab: np.ndarray, n_classes: int) -> np.ndarray:
-    """MXNet's ``pick(mode='clip')`` class ids (``kernels/softmax_math.py``), vectorised."""
-    if lab.dtype == np.bool_:
-        lab = lab.view(np.uint8)
-    if lab.dtype.kind == "f":
-        v = lab.astype(np.float64)
-        ok = (v >= 1.0) & (v < 2147483648.0)  # NaN fails both: class 0
-        j = np.where(ok, v, 0.0).astype(np.int64)
-    else:
-        j = lab.astype(np.int32).astype(np.int64)  # C cast: the low 32 bits
-    return np.clip(j, 0, n_classes - 1)
-
-
-def _label_values(lab: np.ndarray) -> np.ndarray:
-    """The label as ``ignore_label`` is compared to it (float16 via float32, bool as 0 / 1)."""
-    if lab.dtype == np.bool_:
-        lab = lab.view(np.uint8)
-    return lab.astype(np.float64)
-
-
 class _Pass1:
     """Per block: the seven numbers of every position over the block's classes."""
 
@@ -424,7 +406,7 @@ class _Pass1:
                 if self.smooth:
                     out[..., _X] = d.sum(axis=ax, keepdims=True)
         if self.sparse:
-            local = _picks(lab, self.n_classes) - int(off[0])
+            local = pick_classes(lab, self.n_classes) - int(off[0])
             inside = (local >= 0) & (local < n)
             picked = np.take_along_axis(x, np.clip(local, 0, n - 1), axis=ax).astype(np.float64)
             out[..., _PICK] = np.where(inside, picked, 0.0)
@@ -472,7 +454,7 @@ class _Finish:
             if not spec.from_logits:
                 val = np.where(top == -np.inf, np.nan, val)  # x - max is NaN on such a row in memory
         if spec.has_ignore:
-            val = np.where(_label_values(lab) == spec.ignore, 0.0, val)
+            val = np.where(label_values(lab) == spec.ignore, 0.0, val)
         out = np.empty(top.shape + (4,), np.float64)
         out[..., 0] = val
         out[..., 1] = top
@@ -502,7 +484,7 @@ class _Pass2:
                 g *= np.exp(-fin[..., 2]).astype(cdt)  # 1 / S
                 g *= qsum
             if spec.sparse:  # minus q0 everywhere and q1 + q0 (rounded once, as in memory) at the label
-                local = _picks(lab, self.n_classes) - int(off[0])
+                local = pick_classes(lab, self.n_classes) - int(off[0])
                 inside = (local >= 0) & (local < n)
                 local = np.clip(local, 0, n - 1)
                 at = np.take_along_axis(g, local, axis=ax)
@@ -513,5 +495,5 @@ class _Pass2:
                 g -= q1 * lab.astype(cdt, copy=False) + q0
             g *= coef
         if spec.has_ignore:
-            g[np.broadcast_to(_label_values(lab) == spec.ignore, g.shape)] = 0
+            g[np.broadcast_to(label_values(lab) == spec.ignore, g.shape)] = 0
         return g.astype(self.rdt, copy=False)

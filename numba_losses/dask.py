@@ -39,6 +39,7 @@ Each family decides which axes may be split (docs/dask.rst has the table):
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import math
@@ -58,7 +59,7 @@ from ._dask_softmax import merge_applies, run_merged
 from ._plan.ctc import CTCSpec
 from ._plan.elementwise import ElementwiseSpec
 from ._plan.pairwise import CosineSpec, TripletSpec
-from ._plan.softmax import KLDivSpec, SoftmaxSpec, class_layout
+from ._plan.softmax import KLDivSpec, SoftmaxSpec, class_layout, counted_weights, valid_total
 
 __all__ = ["MERGE_CLASS_CHUNKS", "SINGLE_BLOCK_WARN_BYTES", "SingleBlockWarning", "is_dask_array", "run_dask"]
 
@@ -155,12 +156,48 @@ def run_dask(loss: Any, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     spec = loss._spec(Call(named, call.want_value, call.want_grad, og, None, call.grad_out))
     if isinstance(spec, (SoftmaxSpec, KLDivSpec)) and MERGE_CLASS_CHUNKS and merge_applies(spec, named, og):
         return run_merged(loss, spec, call, named, og, out_sd, grad_sds)
+    total = None
+    if isinstance(spec, SoftmaxSpec) and spec.normalization == "valid" and spec.total is None:
+        loss, total = _valid_total(loss, spec, named)
     shapes = {n: tuple(np.shape(a)) for n, a in (*given.items(), (_OUT_GRAD, og)) if _is_array(a)}
     grid = _plan(spec, cls, shapes, out_shape, out_sd.dtype != np.float16)
     arrays = {n: a for n, a in (*named.items(), (_OUT_GRAD, og)) if _is_array(a)}
     if not grid.split:
         _warn_single_block(cls.__name__, arrays, grid.why_whole)
-    return _execute(loss, call, grid, named, og, out_sd, grad_sds)
+    return _execute(loss, call, grid, named, og, out_sd, grad_sds, total)
+
+
+def _valid_total(loss: Any, spec: SoftmaxSpec, named: dict[str, Any]) -> tuple[Any, Any]:
+    """SoftmaxCELoss(normalization='valid'): its divisor is a reduction over the whole call, not per block.
+
+    Returns ``(loss, total)``: a copy of the loss that divides by the known
+    divisor and ``None``, or the loss and the divisor as a 0-d Dask array
+    (a tree sum over the label's blocks), handed to every block.
+    """
+    label = named["label"]
+    lay = class_layout(tuple(np.shape(named["pred"])), spec.axis)
+    if spec.sparse and is_dask_array(label):
+        from dask.array.utils import meta_from_array
+
+        per = label.map_blocks(
+            _CountedWeights(spec, lay.n_classes),
+            dtype=np.float64,
+            meta=meta_from_array(label._meta, label.ndim, np.float64),
+        )
+        return loss, per.sum(dtype=np.float64)
+    fixed = copy.copy(loss)
+    fixed._valid_total = valid_total(spec, np.asarray(label) if spec.sparse else None, lay)
+    return fixed, None
+
+
+class _CountedWeights:
+    """Per label block: the class weight of each position, 0 where ignored (picklable)."""
+
+    def __init__(self, spec: SoftmaxSpec, n_classes: int) -> None:
+        self.spec, self.n_classes = spec, n_classes
+
+    def __call__(self, block: Any) -> Any:
+        return counted_weights(self.spec, block, self.n_classes)
 
 
 # ------------------------------------------------------------------------------ planning per family
@@ -280,7 +317,7 @@ def _plan_softmax(spec: SoftmaxSpec | KLDivSpec, shapes, out_shape, rows: bool) 
         lead = len(size) - len(x)
         pdims = [lead + i for i in range(len(x)) if i != lay.axis]
         other["label"] = tuple(g if g in split and n == size[g] else None for g, n in zip(pdims, label, strict=True))
-    mean = isinstance(spec, SoftmaxSpec)
+    mean = isinstance(spec, SoftmaxSpec) and spec.normalization == "mean"  # 'sum', 'valid': partial sums
     return _rows_grid(shapes, out_shape, size, "pred", candidates, ax, mean, other, reshape)
 
 
@@ -339,7 +376,7 @@ def _plan_cosine(shapes, out_shape) -> Grid:
 
 
 # ------------------------------------------------------------------------------------- execution
-def _execute(loss, call: Call, grid: Grid, named: dict[str, Any], og: Any, out_sd, grad_sds):
+def _execute(loss, call: Call, grid: Grid, named: dict[str, Any], og: Any, out_sd, grad_sds, total: Any = None):
     import dask.array as da
     from dask.array.utils import meta_from_array
     from dask.base import tokenize
@@ -372,7 +409,9 @@ def _execute(loss, call: Call, grid: Grid, named: dict[str, Any], og: Any, out_s
     mode = "fb" if call.want_value and call.want_grad else ("grad" if call.want_grad else "value")
     pdims = grid.dims[grid.primary]
     red = tuple((pdims.index(g), grid.size[g]) for g in grid.reduce) if grid.reduce else ()
-    block = _Block(loss, keys, mode, grid.primary, red, grid.mean)
+    if total is not None:  # a 0-d Dask array: SoftmaxCELoss(normalization='valid')'s divisor, to every block
+        args += [total, ""]
+    block = _Block(loss, keys, mode, grid.primary, red, grid.mean, total is not None)
     t_ind = "".join(axis_letter[g] for g in grid.split)
     token = tokenize(loss, mode, *args)
     tuples = da.blockwise(
@@ -451,8 +490,11 @@ def _split_chunks(grid: Grid, values: dict[str, Any]) -> dict[int, tuple[int, ..
 class _Block:
     """The function run on every block: calls the loss on the blocks (picklable, no closure)."""
 
-    def __init__(self, loss: Any, keys: tuple[str, ...], mode: str, primary: str, red: tuple, mean: bool) -> None:
+    def __init__(
+        self, loss: Any, keys: tuple[str, ...], mode: str, primary: str, red: tuple, mean: bool, total: bool = False
+    ) -> None:
         self.loss, self.keys, self.mode, self.primary, self.red, self.mean = loss, keys, mode, primary, red, mean
+        self.total = total  # the last block is SoftmaxCELoss(normalization='valid')'s divisor
 
     def __call__(self, *blocks: Any) -> tuple[Any, tuple[Any, ...] | None]:
         if _serialise_kernels():
@@ -461,6 +503,11 @@ class _Block:
         return self._run(blocks)
 
     def _run(self, blocks: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...] | None]:
+        loss = self.loss
+        if self.total:
+            loss = copy.copy(loss)
+            loss._valid_total = float(blocks[-1])
+            blocks = blocks[:-1]
         kw = dict(zip(self.keys, blocks, strict=True))
         og = kw.pop(_OUT_GRAD)
         kw = {k: v for k, v in kw.items() if v is not None}
@@ -470,12 +517,12 @@ class _Block:
             den = math.prod(n for _, n in self.red)
             r = num / den
         if self.mode == "value":
-            return _partial(self.loss(**kw), self.red, r), None
+            return _partial(loss(**kw), self.red, r), None
         if r != 1.0:
             og = r if og is None else (og.astype("float64") * r if hasattr(og, "astype") else float(og) * r)
         if self.mode == "grad":
-            return None, tuple(self.loss.backward(**kw, out_grad=og))
-        v, g = self.loss.forward_backward(**kw, out_grad=og)
+            return None, tuple(loss.backward(**kw, out_grad=og))
+        v, g = loss.forward_backward(**kw, out_grad=og)
         return _partial(v, self.red, r), tuple(g)
 
 

@@ -69,8 +69,22 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
     sw = as_host_array("sample_weight", sample_weight) if sample_weight is not None else None
     p = family.plan(spec, x, sw)
     cdt, rdt, lay, rows = p.cdt, p.rdt, p.lay, p.rows
+    inputs, taken = {"pred": x, "label": y, "sample_weight": sw}, []  # the caller's (buffer overlap checks)
+    grad_rows = grad_sw = None  # the gradient's weighting when it differs from the value's
+    if family.extended(spec):  # class weights / normalization: a call of the plain kernels
+        if spec.sparse:
+            family.check_sparse_label(y.shape, lay)
+            low = family.lower(spec, y, lay, cdt)
+        else:
+            low = family.lower(spec, reshape_like("label", y, x.shape, "pred").astype(cdt, copy=False), lay, cdt)
+        spec, y = low.spec, low.label
+        sw0 = sw
+        sw = _times(low.value_weight, sw0, cdt)
+        rows = family.plan_weighting(spec, lay, sw, low.value_scale)
+        if low.grad_weight is not low.value_weight or low.grad_scale != low.value_scale:
+            grad_sw = _times(low.grad_weight, sw0, cdt)
+            grad_rows = family.plan_weighting(spec, lay, grad_sw, low.grad_scale)
     n_rows = lay.n_rows
-    inputs, taken = {"pred": x, "label": y, "sample_weight": sw}, []
     grad_buf = out_buf = None
     if call.want_grad and call.grad_out[0] is not None:
         grad_buf = check_buffer("grad_out", call.grad_out[0], x.shape, rdt, inputs, taken)
@@ -103,7 +117,9 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
     dx = dx_rows = x_rows  # dummies of the right type when no gradient is written
     if call.want_grad:
         head = host_out_grad(call.out_grad, rows.out_shape)
-        coef = _flat(coef_rows_host(rows, lay.keep_shape, sw, head, cdt), n_rows).astype(cdt, copy=False)
+        if grad_rows is None:
+            grad_rows, grad_sw = rows, sw
+        coef = _flat(coef_rows_host(grad_rows, lay.keep_shape, grad_sw, head, cdt), n_rows).astype(cdt, copy=False)
         dx = grad_buf if (grad_buf is not None and rdt == cdt) else host_empty(x.shape, cdt)
         dx_rows = _rows(dx, lay, contiguous)
 
@@ -120,6 +136,15 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         weigh_rows_host(rows, loss_rows.reshape(lay.keep_shape), sw, out_c)
         value = host_result(out_c, out_buf, rdt)
     return value, ((host_result(dx, grad_buf, rdt),) if call.want_grad else None)
+
+
+def _times(position_weight: np.ndarray | None, sw: np.ndarray | None, cdt: np.dtype) -> np.ndarray | None:
+    """The per-position weight (``keep_shape``) times ``sample_weight`` (broadcast), in the compute dtype."""
+    if position_weight is None:
+        return sw
+    if sw is None:
+        return position_weight.astype(cdt)
+    return np.multiply(position_weight, sw.astype(cdt, copy=False), dtype=np.float64).astype(cdt)
 
 
 def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:

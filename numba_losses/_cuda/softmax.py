@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from numba_losses.kernels.cuda import THREADS
 from numba_losses.kernels.cuda.softmax import (
     build_softmax_ce_kernel,
@@ -20,10 +22,19 @@ from numba_losses.kernels.cuda.softmax import (
 )
 
 from .._core.buffers import device_out_grad, device_result, device_target
-from .._core.device import DeviceArray, DeviceContext, checked, device_view, on_device, same_device, wrap_input
+from .._core.device import (
+    DeviceArray,
+    DeviceContext,
+    checked,
+    device_view,
+    on_device,
+    same_device,
+    to_host,
+    wrap_input,
+)
 from .._core.request import Call
 from .._core.validate import reshape_like
-from .._core.weighting import coef_rows_device, weigh_rows_device
+from .._core.weighting import coef_rows_device, weigh_product_device, weigh_rows_device
 from .._plan import softmax as family
 from .._plan.softmax import KLDivSpec, SoftmaxSpec
 from . import elementwise
@@ -52,6 +63,9 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         x = xd.layout
         p = family.plan(spec, x, swd.layout if swd is not None else None)
         cdt, rdt, lay, rows = p.cdt, p.rdt, p.lay, p.rows
+        grad_rows, gswd = rows, swd
+        if family.extended(spec):  # class weights / normalization: a call of the plain kernels
+            spec, yd, swd, rows, grad_rows, gswd = _lower(spec, x, yd, swd, lay, cdt, ctx)
         n_rows = lay.n_rows
         x3 = device_view(xd, x, lay.shape3, ctx)
         dummy3 = ctx.dummy(3, cdt)
@@ -68,7 +82,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
             grad_native, target = device_target("grad_out", call.grad_out[0], x.shape, rdt, ctx, inputs, taken)
             grads, dx3 = (grad_native,), target.reshape(lay.shape3)
             og = device_out_grad(inputs.get("out_grad"), rows.out_shape)
-            coef = coef_rows_device(rows, lay.keep_shape, swd, og, cdt, ctx)
+            coef = coef_rows_device(grad_rows, lay.keep_shape, gswd, og, cdt, ctx)
         out_native = out_dev = None
         if call.want_value:
             out_native, out_dev = device_target("out", call.out, rows.out_shape, rdt, ctx, inputs, taken)
@@ -81,6 +95,53 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         if call.want_value:
             weigh_rows_device(rows, DeviceArray.wrap("loss", loss_native), swd, out_dev, ctx)
         return out_native, grads
+
+
+def _upload(host: np.ndarray, ctx: DeviceContext) -> DeviceArray:
+    """A device copy of a host array, allocated by the caller's library."""
+    native, dev = ctx.empty(host.shape, host.dtype)
+    if host.size:
+        dev.copy_to_device(np.ascontiguousarray(host), stream=ctx.stream)
+    return DeviceArray.wrap("weight", native)
+
+
+def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
+    """:func:`numba_losses._plan.softmax.lower` for a device call: ``(spec, label, sw, rows, grad rows, grad sw)``.
+
+    The labels are read on the host when the options need their values (a
+    copy and a wait on the stream): the class-weight gather and the
+    normaliser are NumPy reductions there; the per-position weights (and a
+    dense target) are copied back.
+    """
+    if spec.sparse:
+        family.check_sparse_label(yd.layout.shape, lay)
+    label = None
+    if family.reads_labels(spec):
+        label = to_host(yd, ctx)
+        if not spec.sparse:
+            label = label.reshape(x.shape).astype(cdt, copy=False)
+    low = family.lower(spec, label, lay, cdt)
+    if low.label is not label and low.label is not None:
+        yd = _upload(low.label, ctx)
+
+    def times(weight: np.ndarray | None) -> DeviceArray | None:
+        if weight is None:
+            return swd
+        wd = _upload(weight.astype(cdt), ctx)
+        if swd is None:
+            return wd
+        full = family.plan_weighting(low.spec, lay, swd.layout).full
+        native, out = ctx.empty(full, cdt)
+        weigh_product_device(wd, full, swd, 1.0, out, ctx)
+        return DeviceArray.wrap("sample_weight", native)
+
+    vswd = times(low.value_weight)
+    rows = family.plan_weighting(low.spec, lay, None if vswd is None else vswd.layout, low.value_scale)
+    gswd, grad_rows = vswd, rows
+    if low.grad_weight is not low.value_weight or low.grad_scale != low.value_scale:
+        gswd = times(low.grad_weight)
+        grad_rows = family.plan_weighting(low.spec, lay, None if gswd is None else gswd.layout, low.grad_scale)
+    return low.spec, yd, vswd, rows, grad_rows, gswd
 
 
 def _kldiv(spec: KLDivSpec, call: Call, xd: DeviceArray, ctx: DeviceContext) -> tuple[Any, tuple[Any, ...] | None]:

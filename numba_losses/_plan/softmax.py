@@ -8,6 +8,15 @@ the class axis set to 1, :attr:`ClassLayout.keep_shape`); MXNet's weighting
 array (:func:`numba_losses._core.weighting.plan_rows`). Because the weighting
 is linear, the gradient scale of every position is known before the logits
 are read.
+
+Two keyword options extend MXNet's loss (PyTorch's ``cross_entropy``):
+``class_weight`` and ``normalization``. :func:`lower` rewrites a call that
+uses them into one the kernels already run: per-position class weights
+:math:`w_{j}` (``pick`` of the label) multiply ``sample_weight``; with label
+smoothing and sparse labels, or with dense labels, the weighted target is
+passed as a dense label; ``normalization='valid'`` sums over the non-batch
+axes and divides by :math:`D`, the total class weight of the positions not
+ignored (a host reduction over the labels).
 """
 
 from __future__ import annotations
@@ -39,6 +48,14 @@ class SoftmaxSpec:
     has_ignore: bool = False
     ignore: float = 0.0
     eps: float = 0.0
+    class_weight: np.ndarray | None = None  # (C,) float64, read-only (see check_class_weight)
+    normalization: str = "mean"  # one of NORMALIZATIONS
+    total: float | None = None  # 'valid': the divisor when already known (Dask blocks), else computed per call
+
+
+#: ``normalization`` values of SoftmaxCELoss: MXNet's mean over the non-batch axes, their sum, or
+#: their sum divided by the total class weight of the non-ignored positions of the call.
+NORMALIZATIONS = ("mean", "sum", "valid")
 
 
 @dataclass(slots=True)
@@ -128,6 +145,208 @@ def check_options(sparse: bool, ignore_label: Any, smoothing: Any) -> tuple[bool
     return True, float(ignore_label), eps
 
 
+def check_class_weight(owner: str, value: Any) -> np.ndarray | None:
+    """``class_weight`` as a read-only float64 ``(C,)`` copy (its length is checked against ``pred`` per call).
+
+    Raises
+    ------
+    TypeError
+        Not a real-valued array-like.
+    ValueError
+        Not 1-D, or a NaN or infinite weight.
+    """
+    if value is None:
+        return None
+    try:
+        a = np.array(value, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{owner}: class_weight must be a 1-D array of real numbers ({exc})") from None
+    if np.asarray(value).dtype.kind not in "fiub":
+        raise TypeError(f"{owner}: class_weight must hold real numbers, got dtype {np.asarray(value).dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{owner}: class_weight must be 1-D (one weight per class), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{owner}: class_weight must be finite, got {value!r}")
+    a.flags.writeable = False
+    return a
+
+
+def check_normalization(owner: str, value: Any) -> str:
+    """``normalization``, one of :data:`NORMALIZATIONS`."""
+    if not isinstance(value, str) or value not in NORMALIZATIONS:
+        listed = ", ".join(map(repr, NORMALIZATIONS))
+        raise ValueError(f"{owner}: normalization must be one of {listed}, got {value!r}")
+    return value
+
+
+def _namespace(a: Any) -> Any:
+    """The array module of ``a``: CuPy for a CuPy array, else NumPy."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def pick_classes(label: Any, n_classes: int) -> Any:
+    """MXNet's ``pick(mode='clip')`` class id of every sparse label, vectorised (NumPy or CuPy, int64).
+
+    The rule of the kernels (``kernels/softmax_math.py``): a float label is
+    truncated toward zero, NaN, infinite and out-of-int32 values give class 0;
+    an integer (or bool) label is reduced to int32 modulo :math:`2^{32}`; ids
+    are then clipped to ``[0, n_classes - 1]``.
+    """
+    xp = _namespace(label)
+    if label.dtype == np.bool_:
+        label = label.view(np.uint8)
+    if label.dtype.kind == "f":
+        v = label.astype(np.float64)
+        ok = (v >= 1.0) & (v < 2147483648.0)  # NaN fails both: class 0
+        j = xp.where(ok, v, 0.0).astype(np.int64)
+    else:
+        j = label.astype(np.int32).astype(np.int64)  # C cast: the low 32 bits
+    xp.maximum(j, 0, out=j)  # in place (np.clip costs more than the work on small arrays)
+    return xp.minimum(j, max(n_classes - 1, 0), out=j)
+
+
+def label_values(label: Any) -> Any:
+    """The sparse label as ``ignore_label`` is compared with it: float64 (float16 exactly, bool as 0 / 1)."""
+    if label.dtype == np.bool_:
+        label = label.view(np.uint8)
+    return label.astype(np.float64)
+
+
+def counted_weights(spec: SoftmaxSpec, label: Any, n_classes: int) -> Any:
+    """Per sparse label (NumPy or CuPy, float64): its class weight (1 without), 0 where ignored.
+
+    The sum over a call is the divisor :math:`D` of ``normalization='valid'``.
+    """
+    xp = _namespace(label)
+    if spec.class_weight is not None:
+        w = xp.asarray(spec.class_weight)[pick_classes(label, n_classes)]
+    else:
+        w = xp.ones(label.shape, dtype=np.float64)
+    if spec.has_ignore:
+        w = xp.where(label_values(label) != spec.ignore, w, 0.0)
+    return w
+
+
+def valid_total(spec: SoftmaxSpec, label: Any, lay: ClassLayout) -> float:
+    """:math:`D`: the summed class weight of the positions not ignored (their number for dense labels)."""
+    if spec.total is not None:
+        return spec.total
+    if not spec.sparse:
+        return float(lay.n_rows)
+    return float(counted_weights(spec, label, lay.n_classes).sum())
+
+
+@dataclass(slots=True)
+class Lowered:
+    """A call with ``class_weight`` / ``normalization`` as the kernels run it (see :func:`lower`).
+
+    ``spec``: the kernels' spec (no class weights, ``normalization`` folded
+    in); ``label``: the label to pass (the caller's, or a dense target in
+    ``pred``'s shape, compute dtype); ``value_weight`` / ``grad_weight``:
+    per-position float64 weights (``keep_shape``) multiplied into
+    ``sample_weight`` for the value and for the gradient scale (``None``: 1);
+    ``value_scale`` / ``grad_scale``: factors of the scalar ``weight``.
+    """
+
+    spec: SoftmaxSpec
+    label: Any
+    value_weight: np.ndarray | None
+    grad_weight: np.ndarray | None
+    value_scale: float
+    grad_scale: float
+
+
+def extended(spec: SoftmaxSpec | KLDivSpec) -> bool:
+    """Whether ``spec`` uses ``class_weight`` or a ``normalization`` other than ``'mean'``."""
+    return isinstance(spec, SoftmaxSpec) and (spec.class_weight is not None or spec.normalization != "mean")
+
+
+def reads_labels(spec: SoftmaxSpec) -> bool:
+    """Whether :func:`lower` reads the label values (else it may be given ``None``)."""
+    if spec.class_weight is not None:
+        return True
+    return spec.sparse and spec.normalization == "valid" and spec.total is None
+
+
+def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Lowered:
+    r"""Rewrite a call with ``class_weight`` / ``normalization`` into one of the plain kernels.
+
+    ``label``: the host sparse labels (checked shape) or the dense label in
+    ``pred``'s shape (compute dtype); ``None`` when :func:`reads_labels` is
+    false. With class weights :math:`w` and the smoothed target
+    :math:`q = (1 - \varepsilon) t + \varepsilon / C`:
+
+    * sparse labels, :math:`\varepsilon = 0`: the loss is
+      :math:`w_j (-\mathrm{lp}_j)`, :math:`j` = ``pick(label)``: :math:`w_j` per
+      position multiplies ``sample_weight`` (value and gradient are linear in it);
+    * sparse labels, :math:`\varepsilon > 0`: the dense target
+      :math:`(1 - \varepsilon) w_j\,\mathrm{onehot}(j) + \varepsilon w / C`
+      (zero rows at ignored positions), as a dense label without smoothing;
+    * dense labels: the dense target :math:`w \odot q`.
+
+    ``normalization='valid'`` sums over the non-batch axes and divides by
+    :math:`D = \sum_{\text{positions not ignored}} w_j` (1 per position
+    without class weights, and for dense labels); when :math:`D = 0` the value
+    is NaN and the gradient NaN at the counted positions, 0 at ignored ones.
+    """
+    cw, n_classes = spec.class_weight, lay.n_classes
+    counted = None  # keep_shape bool: the positions not ignored (None: all)
+    if spec.sparse and spec.has_ignore and label is not None:
+        counted = (label_values(label) != spec.ignore).reshape(lay.keep_shape)
+    picks = wpos = None
+    if spec.sparse and cw is not None:
+        picks = pick_classes(np.asarray(label), n_classes)
+        wpos = cw[picks].reshape(lay.keep_shape)
+    total = 1.0
+    if spec.normalization == "valid":  # valid_total's D, from the arrays already made
+        if spec.total is not None:
+            total = spec.total
+        elif wpos is not None:
+            total = float(np.sum(wpos, where=counted) if counted is not None else np.sum(wpos))
+        elif counted is not None:
+            total = float(np.count_nonzero(counted))
+        else:
+            total = float(lay.n_rows)
+    # the kernels' spec: no class weights; 'valid' sums (its divisor goes into the weighting)
+    sparse, has_ignore, ignore, eps = spec.sparse, spec.has_ignore, spec.ignore, spec.eps
+    value_weight = wpos
+    if cw is not None and (spec.eps != 0.0 or not spec.sparse):
+        value_weight = None
+        shape_c = (1, n_classes, 1)
+        if spec.sparse:  # (1 - eps) w_j at the label, eps w / C everywhere
+            q3 = np.empty(lay.shape3, dtype=cdt)
+            q3[...] = (cw * (spec.eps / n_classes)).reshape(shape_c)
+            j3 = picks.reshape(lay.outer, 1, lay.inner)
+            at = np.take_along_axis(q3, j3, axis=1)
+            np.put_along_axis(q3, j3, at + ((1.0 - spec.eps) * cw[j3]).astype(cdt), axis=1)
+            if counted is not None:  # zero rows where ignored (written only there)
+                q3.transpose(0, 2, 1)[~counted.reshape(lay.outer, lay.inner)] = 0
+            sparse, has_ignore, ignore = False, False, 0.0
+        else:
+            y3 = np.asarray(label).reshape(lay.shape3)
+            q3 = y3 if spec.eps == 0.0 else y3 * cdt.type(1.0 - spec.eps) + cdt.type(spec.eps / n_classes)
+            q3 = (q3 * cw.astype(cdt).reshape(shape_c)).astype(cdt, copy=False)
+        label = q3.reshape(lay.shape)
+        eps = 0.0
+    grad_weight, value_scale, grad_scale = value_weight, 1.0, 1.0
+    if spec.normalization == "valid":
+        if total != 0.0:
+            value_scale = grad_scale = 1.0 / total
+        else:  # 0 / 0: NaN values; the gradient NaN where counted (weight 0 / 0), 0 where ignored
+            value_scale = math.nan
+            ones = np.ones(lay.keep_shape) if counted is None else counted
+            grad_weight = np.where(ones, math.nan, 0.0)
+    normalization = "sum" if spec.normalization == "valid" else spec.normalization
+    base = SoftmaxSpec(
+        spec.axis, sparse, spec.from_logits, spec.weight, spec.batch_axis, has_ignore, ignore, eps, None, normalization
+    )
+    return Lowered(base, label, value_weight, grad_weight, value_scale, grad_scale)
+
+
 @dataclass(slots=True)
 class SoftmaxPlan:
     """Dtypes, the class layout and the weighting of the per-position loss."""
@@ -144,13 +363,23 @@ def plan(spec: SoftmaxSpec | KLDivSpec, x: np.ndarray, sw: np.ndarray | None) ->
     lay = class_layout(x.shape, spec.axis)
     rows = None
     if isinstance(spec, SoftmaxSpec):
-        full = lay.keep_shape
-        if sw is not None:
-            full = broadcast_shape(
-                {"the loss per position (pred with a class axis of 1)": full, "sample_weight": sw.shape}
+        cw = spec.class_weight
+        if cw is not None and cw.shape[0] != lay.n_classes:
+            raise ValueError(
+                f"class_weight has {cw.shape[0]} entries but pred {lay.shape} has {lay.n_classes} classes "
+                f"along axis {lay.axis}"
             )
-        rows = plan_rows(full, sw, spec.weight, spec.batch_axis)
+        rows = plan_weighting(spec, lay, sw)
     return SoftmaxPlan(cdt, result_dtype(x, cdt), lay, rows)
+
+
+def plan_weighting(spec: SoftmaxSpec, lay: ClassLayout, sw: Any, scale: float = 1.0) -> Rows:
+    """The weighting rows of the per-position loss (``sw``: a layout array or None; ``scale`` multiplies ``weight``)."""
+    full = lay.keep_shape
+    if sw is not None:
+        full = broadcast_shape({"the loss per position (pred with a class axis of 1)": full, "sample_weight": sw.shape})
+    reduce = "mean" if spec.normalization == "mean" else "sum"
+    return plan_rows(full, sw, spec.weight * scale if scale != 1.0 else spec.weight, spec.batch_axis, reduce)
 
 
 def kldiv_term_call(spec: KLDivSpec, call: Call, lp: Any, buffers: bool) -> tuple[ElementwiseSpec, Call]:

@@ -1,10 +1,10 @@
 r"""Drop-in ``cross_entropy`` and ``ctc_loss`` with ``torch.nn.functional``'s semantics.
 
-Both are compositions of this library's losses through the adapter's
-operators (:class:`numba_losses.torch.SoftmaxCELoss`,
-:class:`numba_losses.torch.CTCLoss`) and a few tensor operations for
-PyTorch's conventions (class weights, ignored targets, blank index,
-reductions). Values and gradients match ``torch.nn.functional`` to rounding;
+Both call this library's losses through the adapter's operators
+(:class:`numba_losses.torch.SoftmaxCELoss`, whose ``class_weight`` and
+``normalization='valid'`` are PyTorch's class weights and weighted mean;
+:class:`numba_losses.torch.CTCLoss` with a few tensor operations for the
+blank index and the reductions). Values and gradients match ``torch.nn.functional`` to rounding;
 a case that cannot be composed exactly raises ``NotImplementedError``.
 """
 
@@ -14,6 +14,7 @@ import functools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from ..ctc import CTCLoss
@@ -31,9 +32,19 @@ def _check_reduction(reduction: str) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _softmax_module(sparse: bool, ignore_index: int | None, label_smoothing: float) -> Module:
+def _softmax_module(
+    sparse: bool, ignore_index: int | None, label_smoothing: float, normalization: str, weight: bytes | None
+) -> Module:
+    class_weight = None if weight is None else np.frombuffer(weight, dtype=np.float64)
     return Module(
-        SoftmaxCELoss(axis=1, sparse_label=sparse, ignore_label=ignore_index, label_smoothing=label_smoothing)
+        SoftmaxCELoss(
+            axis=1,
+            sparse_label=sparse,
+            ignore_label=ignore_index,
+            label_smoothing=label_smoothing,
+            class_weight=class_weight,
+            normalization=normalization,
+        )
     )
 
 
@@ -90,16 +101,21 @@ def cross_entropy(
 
     Notes
     -----
-    Class indices with weights and label smoothing together, and class
-    probabilities with weights, build the weighted target :math:`q` as a
-    tensor of ``input``'s size (the kernel reads it as a dense label).
-    ``'none'`` on inputs with extra axes ``d1..dk`` copies ``input`` to
-    ``(N d1 .. dk, C)`` (the library reduces over them otherwise).
+    One call of :class:`numba_losses.SoftmaxCELoss` with ``class_weight=weight``
+    and ``normalization='valid'`` (``'mean'``) or ``'sum'``, whose per-sample
+    values are summed. ``weight`` is read on the host once per call (a copy
+    from the device); class indices with weights and label smoothing, and
+    class probabilities with weights, make the loss build a weighted dense
+    target of ``input``'s size. ``'none'`` on inputs with extra axes
+    ``d1..dk`` copies ``input`` to ``(N d1 .. dk, C)`` (the library reduces
+    over them otherwise).
 
     Raises
     ------
     IndexError
         A class index outside ``[0, C)`` that is not ``ignore_index``.
+    ValueError
+        A NaN or infinite ``weight`` (PyTorch would return NaN or infinite values).
     NotImplementedError
         ``weight`` or probability ``target`` that requires grad.
     """
@@ -113,95 +129,44 @@ def cross_entropy(
         out = cross_entropy(input.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction, eps)
         return out.squeeze(0) if reduction == "none" else out
     n_classes = input.shape[1]
+    key = None
     if weight is not None:
         if weight.shape != (n_classes,):
             raise ValueError(f"weight: expected shape ({n_classes},), got {tuple(weight.shape)}")
         if weight.requires_grad:
             raise NotImplementedError("cross_entropy: gradients with respect to weight are not computed")
-        weight = weight.detach().to(input.device, input.dtype)
+        # PyTorch weighs in the input's dtype: the same values, held in float64 by the loss
+        key = weight.detach().to(input.dtype).cpu().to(torch.float64).numpy().tobytes()
     probabilities = target.shape == input.shape and target.is_floating_point()
     if probabilities:
-        return _cross_entropy_probs(input, target, weight, reduction, eps)
-    if target.is_floating_point() or target.shape != input.shape[:1] + input.shape[2:]:
-        raise ValueError(
-            f"target: expected class indices of shape {tuple(input.shape[:1] + input.shape[2:])} (integer dtype) "
-            f"or class probabilities of shape {tuple(input.shape)} (floating dtype), "
-            f"got {tuple(target.shape)} {target.dtype}"
-        )
-    valid = target != ignore_index
-    bad = valid & ((target < 0) | (target >= n_classes))
-    if bool(bad.any()):
-        raise IndexError(f"target: class index {int(target[bad][0])} is out of bounds for {n_classes} classes")
-    positions = math.prod(input.shape[2:])
-    if weight is None:
-        module, label, sw = _softmax_module(True, int(ignore_index), eps), target, None
-        denominator = valid.sum()
+        if target.requires_grad:
+            raise NotImplementedError("cross_entropy: gradients with respect to probability targets are not computed")
+        ignore = None
     else:
-        w_target = torch.where(valid, weight[target.clamp(0, n_classes - 1)], weight.new_zeros(()))
-        denominator = w_target.sum()
-        if eps == 0.0:
-            module, label, sw = _softmax_module(True, int(ignore_index), 0.0), target, w_target.unsqueeze(1)
-        else:  # PyTorch's smoothing term is weighted per class: a dense target q
-            module, label, sw = _softmax_module(False, None, 0.0), _weighted_smoothed(input, target, weight, eps), None
-            label = label * valid.unsqueeze(1)
-    return _reduce(module, input, label, sw, reduction, positions, denominator)
-
-
-def _weighted_smoothed(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``q = (1 - eps) w_y onehot(y) + eps / C w`` for class indices ``target``."""
-    n_classes = input.shape[1]
-    shape = (1, n_classes) + (1,) * (input.dim() - 2)
-    q = (weight * (eps / n_classes)).reshape(shape).expand(input.shape).contiguous()
-    y = target.clamp(0, n_classes - 1).unsqueeze(1)
-    return q.scatter_add(1, y, ((1.0 - eps) * weight[y]).to(q.dtype))
-
-
-def _cross_entropy_probs(
-    input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, reduction: str, eps: float
-) -> torch.Tensor:
-    if target.requires_grad:
-        raise NotImplementedError("cross_entropy: gradients with respect to probability targets are not computed")
-    positions = math.prod(input.shape[2:])
-    if weight is None:
-        module, label = _softmax_module(False, None, eps), target
-    else:
-        shape = (1, input.shape[1]) + (1,) * (input.dim() - 2)
-        q = target if eps == 0.0 else target * (1.0 - eps) + eps / input.shape[1]
-        module, label = _softmax_module(False, None, 0.0), q * weight.reshape(shape)
-    denominator = input.shape[0] * positions
-    return _reduce(module, input, label, None, reduction, positions, denominator)
-
-
-def _reduce(
-    module: Module,
-    input: torch.Tensor,
-    label: torch.Tensor,
-    sw: torch.Tensor | None,
-    reduction: str,
-    positions: int,
-    denominator: torch.Tensor | int,
-) -> torch.Tensor:
-    """Per-position losses (``'none'``) or their sum / mean from the per-sample means over positions."""
-    if reduction == "none":
-        if input.dim() == 2:
-            return module(input, label, sw)
-        flat_shape = (-1, input.shape[1])
-        x = input.movedim(1, -1).reshape(flat_shape)
-        dense = label.dim() == input.dim()
-        y = label.movedim(1, -1).reshape(flat_shape) if dense else label.reshape(-1)
-        w = None if sw is None else sw.reshape(-1, 1)
-        shape = label.shape[:1] + label.shape[2:] if dense else label.shape
-        return module(x, y, w).reshape(shape)
-    total = module(input, label, sw).sum()
-    if positions != 1:
-        total = total * positions
-    if reduction == "sum":
+        if target.is_floating_point() or target.shape != input.shape[:1] + input.shape[2:]:
+            raise ValueError(
+                f"target: expected class indices of shape {tuple(input.shape[:1] + input.shape[2:])} (integer dtype) "
+                f"or class probabilities of shape {tuple(input.shape)} (floating dtype), "
+                f"got {tuple(target.shape)} {target.dtype}"
+            )
+        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+        if bool(bad.any()):
+            raise IndexError(f"target: class index {int(target[bad][0])} is out of bounds for {n_classes} classes")
+        ignore = int(ignore_index)
+    if reduction != "none":  # one value per sample whose sum is PyTorch's reduction
+        normalization = "valid" if reduction == "mean" else "sum"
+        total = _softmax_module(not probabilities, ignore, eps, normalization, key)(input, target).sum()
+        if reduction == "mean" and math.prod(target.shape[:1] + input.shape[2:]) == 0:
+            total = total * math.nan  # no position: PyTorch's 0 / 0 (the loss has no sample to make NaN)
         return total
-    # PyTorch: NaN when no target counts (all ignored, empty), with a zero gradient rather than 0 * inf
-    denominator = torch.as_tensor(denominator, dtype=total.dtype, device=total.device)
-    counted = denominator != 0
-    ratio = total / torch.where(counted, denominator, torch.ones_like(denominator))
-    return torch.where(counted, ratio, torch.full_like(ratio, math.nan))
+    module = _softmax_module(not probabilities, ignore, eps, "sum", key)
+    if input.dim() == 2:
+        return module(input, target)
+    # one loss per position: positions as samples, (N d1 .. dk, C)
+    flat_shape = (-1, n_classes)
+    x = input.movedim(1, -1).reshape(flat_shape)
+    y = target.movedim(1, -1).reshape(flat_shape) if probabilities else target.reshape(-1)
+    return module(x, y).reshape(input.shape[:1] + input.shape[2:])
 
 
 class _NaNGradient(torch.autograd.Function):
