@@ -398,3 +398,10 @@ def test_jax_function_with_the_options():
     want_out, (want_g,) = nl.SoftmaxCELoss(**kw).forward_backward(x, t, out_grad=head)
     _close(float(value), float((want_out * head).sum()), 1e-12)
     _close(np.asarray(grad), want_g, 1e-12)
+
+
+def test_an_array_weight_points_to_class_weight():
+    """PyTorch's ``weight=`` is per class; gluon's is a scalar, and the error says where class weights go."""
+    x, y = np.zeros((2, 3), np.float32), np.zeros(2)
+    with pytest.raises(AssertionError, match=r"class_weight="):
+        nl.SoftmaxCELoss(weight=np.ones(3))(x, y)
