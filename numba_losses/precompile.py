@@ -20,6 +20,7 @@ from numba.core import event
 
 from ._catalogue import CASES, cost_rank, sampler_for
 from ._progress import Progress
+from .elementwise import ElementwiseLoss
 from .loss import Loss
 
 # Small inputs run the serial kernels; large ones (at least NUMBA_LOSSES_SERIAL_BELOW
@@ -90,6 +91,14 @@ def _label_variants(loss: Loss, inputs: tuple[np.ndarray, ...]) -> list[tuple[np
     return variants
 
 
+def _flat_variants(loss: Loss, inputs: tuple[np.ndarray, ...]) -> list[tuple[np.ndarray, ...]]:
+    """``inputs``; for an elementwise loss also its 1-D version (one element per row: a kernel variant of its own)."""
+    variants = [inputs]
+    if isinstance(loss, ElementwiseLoss) and all(a.shape == inputs[0].shape for a in inputs):
+        variants.append(tuple(a.reshape(-1) for a in inputs))
+    return variants
+
+
 def warm(loss: Loss, dtype: str = "float32") -> int:
     """Run ``loss`` in every way that needs its own kernel; return how many kernels were compiled.
 
@@ -97,8 +106,8 @@ def warm(loss: Loss, dtype: str = "float32") -> int:
     forward+backward and backward; without ``sample_weight``, with one weight per
     sample and with one per element; with ``pos_weight`` where the loss takes it;
     sparse softmax labels as floats of ``dtype`` and as float64, int64 and int32
-    class ids. C-contiguous inputs only (a strided view may compile one more
-    variant at its first use).
+    class ids; 1-D inputs of the elementwise losses. C-contiguous inputs only (a
+    strided view may compile one more variant at its first use).
     """
     sample = sampler_for(loss)
     dt = np.dtype(dtype)
@@ -108,7 +117,7 @@ def warm(loss: Loss, dtype: str = "float32") -> int:
     try:
         for shape in (SMALL, _large_shape()):
             base = tuple(_cast(a, dt) for a in sample(rng, shape))
-            for inputs in _label_variants(loss, base):
+            for inputs in (v for labels in _label_variants(loss, base) for v in _flat_variants(loss, labels)):
                 for extra in _optional_inputs(loss, inputs):
                     loss(*inputs, **extra)
                     loss.forward_backward(*inputs, **extra)

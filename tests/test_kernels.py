@@ -110,6 +110,25 @@ def test_serial_and_parallel_kernels_agree(term):
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_rowwise_variant_matches_independent_math(parallel):
+    # One element per row (1-D losses) runs the map variant; the general variant must agree with it.
+    value, grad = ELEMENTWISE["l2"]
+    rng = np.random.default_rng(1)
+    n = 70_001
+    x, y = rng.standard_normal((1, n, 1)), rng.standard_normal((1, n, 1))
+    fscale, coef = rng.random(n), rng.random(n)
+    dummy = np.ones((1, 1, 1))
+    for rowwise in (True, False):
+        out, dx = np.empty(n), np.empty_like(x)
+        build_rowmean_kernel(value, grad, False, False, True, parallel, rowwise)(
+            x, y, dummy, dummy, 0.0, 0.0, fscale, coef, out, dx
+        )
+        d = (y - x).reshape(n)
+        np.testing.assert_allclose(out, fscale * d * d, rtol=1e-15)
+        np.testing.assert_allclose(dx.reshape(n), coef * -2.0 * d, rtol=1e-15)
+
+
 def test_second_process_loads_kernels_from_cache(tmp_path):
     code = """
         import numpy as np, numba_losses as nl

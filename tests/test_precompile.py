@@ -67,9 +67,10 @@ def test_precompile_in_two_processes_then_a_fresh_process_compiles_nothing(tmp_p
         cache,
     )
     rows = sorted(line.split() for line in done.stdout.splitlines())
-    # serial and parallel x forward and forward+backward x with and without an elementwise weight
-    assert rows == [["HingeLoss", "float32", "8"], ["L2Loss", "float32", "8"]]
-    assert "[2/2]" in done.stderr and "precompile: 16 kernels compiled for 2 tasks" in done.stderr
+    # serial and parallel x forward and forward+backward x with and without an elementwise weight,
+    # and the same for 1-D inputs (one element per row) without one
+    assert rows == [["HingeLoss", "float32", "12"], ["L2Loss", "float32", "12"]]
+    assert "[2/2]" in done.stderr and "precompile: 24 kernels compiled for 2 tasks" in done.stderr
     assert any(name.endswith(".nbi") for _, _, files in os.walk(cache) for name in files)
 
     warm = "print(warm(nl.L2Loss()), warm(nl.HingeLoss()), end=' ')"
@@ -83,8 +84,8 @@ def test_precompile_in_two_processes_then_a_fresh_process_compiles_nothing(tmp_p
 def test_the_command_line_warms_the_named_losses(tmp_path):
     cache = str(tmp_path / "cache")
     res = _python("", cache, "-m", "numba_losses", "precompile", "--jobs", "1", "--loss", "L1Loss")
-    assert "[1/1] L1Loss float32 8 kernels compiled" in res.stderr
-    calls = "Count.n = 0; nl.L1Loss()(x, x); nl.L1Loss().backward(x, 2 * x, sample_weight=x)"
+    assert "[1/1] L1Loss float32 12 kernels compiled" in res.stderr
+    calls = "Count.n = 0; nl.L1Loss()(x, x); nl.L1Loss().backward(x, 2 * x, sample_weight=x); nl.L1Loss()(x[0], x[1])"
     assert _compiles(_python(COUNT_COMPILES.format(extra=calls), cache)) == 0
 
 

@@ -27,5 +27,8 @@ def compile_kernel(fn, name: str, parallel: bool, cache: bool = True):
     not be importable by a later process).
     """
     fn.__qualname__ = fn.__name__ = f"{name}_{'parallel' if parallel else 'serial'}_kernel"
-    options = {"fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL}
+    # no_cfunc_wrapper: kernels are called from Python (the CPython wrapper) or from other
+    # kernels (the native entry point), never as first-class function values, so the C
+    # wrapper Numba compiles by default would only cost compile time.
+    options = {"fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL, "no_cfunc_wrapper": True}
     return cached(njit(parallel=parallel, **options)(fn), cache)

@@ -36,9 +36,8 @@ from .reduce import block_sum
 _ONE = np.float32(1.0)  # promotes exactly to float64 data; keeps float32 loops in float32
 
 
-@functools.cache
-def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
-    """Compile-on-first-call kernel for one loss term and variant.
+def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel, rowwise=False):
+    """Compile-on-first-call kernel for one loss term and variant (one dispatcher per variant).
 
     Parameters
     ----------
@@ -51,6 +50,10 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
         Whether to write the gradient as well as the row values.
     parallel : bool
         ``prange`` over tasks (threads) or a serial loop for small inputs.
+    rowwise : bool
+        The variant for one element per row (``n_outer == n_inner == 1``, 1-D
+        losses): a plain map over the rows instead of a reduction per row. The
+        caller guarantees the shape; the general variant handles any shape.
 
     Returns
     -------
@@ -60,43 +63,58 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
         ``p0``, ``p1``, ``coef`` in the compute dtype; ``fscale`` float64 and
         ``out`` of shape ``(n_rows,)``.
         Writes ``out``, and ``dx`` if ``want_grad``.
+
+    Notes
+    -----
+    Each variant holds one ``prange`` loop and one copy of the term: the
+    parallel lowering compiles every ``prange`` loop into a function of its own,
+    and the inlined term is most of the code, so the variants that a call does
+    not need are not compiled with it (seconds at a loss's first use).
     """
+    return _build(value, grad, bool(has_aux), bool(has_ew), bool(want_grad), bool(parallel), bool(rowwise))
+
+
+@functools.cache
+def _build(value, grad, has_aux, has_ew, want_grad, parallel, rowwise):
     block = BLOCK
     chunk = CHUNK
     key = cache_key(parallel)  # see .compile
+
+    def rowwise_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx):
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
+            return
+        # One element per row: a map over rows, vectorised along the batch axis
+        # instead of paying the per-row reduction machinery per element.
+        n_rows = x.shape[1]
+        for t in prange((n_rows + chunk - 1) // chunk):
+            for b_ in range(t * chunk, min(t * chunk + chunk, n_rows)):
+                b = np.uint64(b_)
+                xv = x[0, b, 0]
+                yv = y[0, b, 0]
+                av = _ONE
+                if has_aux:
+                    av = aux[0, b, 0]
+                ev = _ONE
+                if has_ew:
+                    ev = ew[0, b, 0]
+                out[b] = value(xv, yv, av, p0, p1) * ev * fscale[b]
+                if want_grad:
+                    dx[0, b, 0] = coef[b] * grad(xv, yv, av, p0, p1) * ev
 
     def rowmean_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_outer, n_rows, n_inner = x.shape
-        if n_outer == 1 and n_inner == 1:
-            # One element per row (1-D losses): a plain map over rows, vectorised along
-            # the batch axis instead of paying the per-row reduction machinery per element.
-            for t in prange((n_rows + chunk - 1) // chunk):
-                for b_ in range(t * chunk, min(t * chunk + chunk, n_rows)):
-                    b = np.uint64(b_)
-                    xv = x[0, b, 0]
-                    yv = y[0, b, 0]
-                    av = _ONE
-                    if has_aux:
-                        av = aux[0, b, 0]
-                    ev = _ONE
-                    if has_ew:
-                        ev = ew[0, b, 0]
-                    out[b] = value(xv, yv, av, p0, p1) * ev * fscale[b]
-                    if want_grad:
-                        dx[0, b, 0] = coef[b] * grad(xv, yv, av, p0, p1) * ev
-            return
         nck = max(1, (n_inner + chunk - 1) // chunk)  # chunks per (row, outer) slice
-        per_row = n_outer * nck  # partial sums per row
         span = max(1, n_outer * n_inner)
         group = 1  # rows per task when whole rows are short
         if nck == 1:
             group = max(1, chunk // span)
+        # Tasks of whole rows write ``out`` themselves; otherwise a task is one chunk of
+        # one (row, outer) slice and its partial sum is combined in a fixed order below.
+        per_row = n_outer * nck if group == 1 else 1  # partial sums per row
         n_row_tasks = (n_rows + group - 1) // group
-        n_tasks = n_row_tasks * (per_row if group == 1 else 1)
-        # One partial per row (rows not cut into chunks): the task writes ``out`` itself;
-        # otherwise partial sums are combined in a fixed order below.
+        n_tasks = n_row_tasks * per_row
         direct = per_row == 1
         partial = np.empty((0 if direct else n_rows, per_row), dtype=np.float64)
         for t in prange(n_tasks):
@@ -118,6 +136,7 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
             buf = np.empty(block, dtype=x.dtype)  # block values in the compute dtype
             for b in range(b0, b1):
                 cb = coef[b]
+                total = 0.0
                 for o in range(o0, o1):
                     s = 0.0
                     for j0 in range(i0, i1, block):
@@ -142,16 +161,23 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel):
                                     gv = gv * ev
                                 dx[o, b, i] = gv
                         s += block_sum(buf, j1 - j0)
-                    if direct:
-                        out[b] = s * fscale[b]
-                    else:
-                        partial[b, o * nck + ck] = s
+                    total += s  # the slices' sums in order (as the combine below)
+                if direct:
+                    out[b] = total * fscale[b]
+                else:
+                    partial[b, t - b * per_row] = total
+        # A serial loop (one add per task): a second prange loop would be compiled into
+        # a function of its own.
         if not direct:
-            for b in prange(n_rows):
+            for b in range(n_rows):
                 s = 0.0
                 for r in range(per_row):
                     s += partial[b, r]
                 out[b] = s * fscale[b]
 
-    name = f"{value.__name__.removesuffix('_value')}_rowmean"
-    return compile_kernel(rowmean_kernel, name, parallel, cache=is_builtin(value, grad))
+    name = f"{value.__name__.removesuffix('_value')}_{'rowwise' if rowwise else 'rowmean'}"
+    kernel = rowwise_kernel if rowwise else rowmean_kernel
+    return compile_kernel(kernel, name, parallel, cache=is_builtin(value, grad))
+
+
+build_rowmean_kernel.cache_info = _build.cache_info  # the variants built so far

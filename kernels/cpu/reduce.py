@@ -4,6 +4,8 @@ Compiled on its own with ``SUM_FASTMATH`` (``reassoc``) so LLVM can split the
 sum into SIMD lanes; the flag stays on these instructions only, even when the
 function is inlined into a kernel whose scalar math must not be reassociated.
 The lane pattern is fixed by the compiled code, not by the thread count.
+Like the kernels (see :mod:`.compile`), compiled without the C wrapper that only
+first-class function values use.
 """
 
 import numpy as np
@@ -12,7 +14,7 @@ from .._options import ERROR_MODEL, SUM_FASTMATH
 from ..cache import njit_cached
 
 
-@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL)
+@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, no_cfunc_wrapper=True)
 def block_sum(buf, n):
     """Sum of ``buf[:n]`` (float32 or float64) in float64 SIMD lanes."""
     s = 0.0
@@ -21,7 +23,7 @@ def block_sum(buf, n):
     return s
 
 
-@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL)
+@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, no_cfunc_wrapper=True)
 def range_sum(a, j0, j1):
     """Sum of ``a[j0:j1]`` (float32 or float64, any 1-D layout) in float64 SIMD lanes."""
     s = 0.0

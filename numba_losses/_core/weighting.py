@@ -173,7 +173,9 @@ def row_scales_host(rows: Rows, out_grad: np.ndarray | None, cdt: np.dtype) -> t
 def run_rows_host(pair: tuple[Any, Any], x3, y3, a3, ew3, p0, p1, fscale, coef, out, dx3, want_grad: bool) -> None:
     """One launch of the fused row kernel of ``pair`` (``a3`` / ``ew3`` None when absent)."""
     cdt = x3.dtype
-    kernel = build_rowmean_kernel(*pair, a3 is not None, ew3 is not None, want_grad, x3.size >= SERIAL_BELOW)
+    n_outer, _, n_inner = x3.shape
+    rowwise = n_outer == 1 and n_inner == 1  # one element per row: the map variant
+    kernel = build_rowmean_kernel(*pair, a3 is not None, ew3 is not None, want_grad, x3.size >= SERIAL_BELOW, rowwise)
     dummy = _DUMMY3[cdt]
     a3, ew3, dx3 = (dummy if v is None else v for v in (a3, ew3, dx3))
     kernel(x3, y3, a3, ew3, p0, p1, fscale, coef, out, dx3)
