@@ -41,24 +41,81 @@ import functools
 import math
 
 import numpy as np
-from numba import prange
-from numba.extending import register_jitable
+from numba import prange, types
+from numba.extending import overload, register_jitable
 
 from .._options import CHUNK
-from ..vmath import like, softplus_neg, vexp
+from ..vmath import _SQRT2_M1, _log_reduced_32, _log_reduced_64, like, vexp
 from .compile import cache_key, compile_kernel
 from .softmax import BLOCK, LANES, row_max_sum_exp
 
 # Frames per tile of the gamma pass (a tile of alpha + beta, S x GAMMA_TILE, is transposed in L1).
-GAMMA_TILE = 32
+GAMMA_TILE = 64
+
+
+def _log_reduced(f, dk):
+    """The logarithm step of :func:`..vmath.softplus_neg`, ``log(2**dk * (1 + f))``, by precision."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(_log_reduced, jit_options={"forceinline": True})
+def _log_reduced_impl(f, dk):
+    if f == types.float32:
+        return lambda f, dk: _log_reduced_32(f, dk)
+    return lambda f, dk: _log_reduced_64(f, dk, 0.0)
+
+
+def _softplus_limits(x):
+    """``(exact, flush)`` of :func:`log_add` in the precision of ``x``."""
+    return (17.0, 87.0) if isinstance(x, np.float32) else (40.0, 708.0)
+
+
+@overload(_softplus_limits, jit_options={"forceinline": True})
+def _softplus_limits_impl(x):
+    if x == types.float32:
+        return lambda x: (np.float32(17.0), np.float32(87.0))
+    return lambda x: (40.0, 708.0)
+
+
+# |max(a, b)| from which a term below the smallest normal number cannot change the sum
+_NEGLIGIBLE_BELOW = 2.0**-60
 
 
 @register_jitable(forceinline=True)
 def log_add(a, b):
-    """docs/semantics.rst section 7's ``lse(a, b)`` in the arguments' precision (NaN in gives NaN out)."""
+    r"""docs/semantics.rst section 7's ``lse(a, b)`` in the arguments' precision (NaN in gives NaN out).
+
+    Bit-identical to ``max(a, b) + softplus_neg(d)``, :math:`d = |a - b|`
+    (:func:`..vmath.softplus_neg`), with the same steps arranged so that no
+    intermediate is subnormal unless the result needs one (a subnormal costs a
+    microcode assist per vector instruction on x86, which made the recursions
+    several times slower):
+
+    * for :math:`d` above ``exact`` (17 in float32, 40 in float64) the
+      logarithm rounds to :math:`e^{-d}` itself (checked for every float32 and
+      a sample of float64 up to overflow), so that is the term and the
+      logarithm's polynomial runs on a harmless stand-in;
+    * above ``flush`` (87, 708) :math:`e^{-d}` is subnormal; it cannot change
+      a maximum of magnitude at least :math:`2^{-60}`, so there
+      :math:`e^{-\mathrm{flush}}` (normal, and as negligible) is added
+      instead. Only a maximum closer to zero (a saturated float32 path, whose
+      log-probability is a subnormal) takes the subnormal term.
+    """
     hi = a if a > b else b
     lo = b if a > b else a
-    r = hi + softplus_neg(hi - lo)  # log1p(exp(-|a - b|))
+    d = hi - lo
+    exact, flush = _softplus_limits(d)
+    negligible = abs(hi) >= like(d, _NEGLIGIBLE_BELOW)  # False for NaN
+    e = vexp(-(flush if (d > flush and negligible) else d))  # NaN stays NaN
+    half = like(d, 0.5)
+    el = half if d > exact else e
+    f = el
+    dk = like(d, 0.0)
+    if el >= like(d, _SQRT2_M1):  # softplus_neg's exact reduction of 1 + e
+        f = (el - like(d, 1.0)) * half
+        dk = like(d, 1.0)
+    sp = _log_reduced(f, dk)
+    r = hi + (e if d > exact else sp)
     r = a if b == -np.inf else r
     return b if a == -np.inf else r
 
@@ -170,6 +227,8 @@ def build_ctc_paths_kernel(parallel):
             prev = np.full(n_s + 2, -np.inf, dtype=lpe.dtype)
             cur = np.full(n_s + 2, -np.inf, dtype=lpe.dtype)
             ninf = prev[0]  # -inf in the compute dtype
+            one = np.uint64(1)
+            two = np.uint64(2)
             cur[2] = lpe[base]
             if n_s > 1:
                 cur[3] = lpe[base + 1]
@@ -177,18 +236,23 @@ def build_ctc_paths_kernel(parallel):
                 for s in range(n_s):
                     ab[base + s] = cur[s + 2]
             for t in range(1, n_t):
-                for s in range(n_s + 2):
-                    prev[s] = cur[s]
+                prev, cur = cur, prev  # both keep -inf in their two padding entries
                 row = base + t * n_s
-                lp_t = lpe[row : row + n_s]  # row views: indices provably >= 0, so loads vectorise
+                lp_t = lpe[row : row + n_s]
+                # Unsigned indices: no negative-index wraparound, so the column loops vectorise. The
+                # two log-adds of a position run in two loops: in one, the chain of dependent
+                # operations is so long that the vector loop stalls on its latency.
                 for s in range(n_s):
-                    v = log_add(prev[s + 2], prev[s + 1])
-                    v = log_add(v, prev[s] if skip[s] else ninf)
-                    cur[s + 2] = v + lp_t[s]
+                    u = np.uint64(s)
+                    cur[u + two] = log_add(prev[u + two], prev[u + one])
+                for s in range(n_s):
+                    u = np.uint64(s)
+                    cur[u + two] = log_add(cur[u + two], prev[u] if skip[u] else ninf) + lp_t[u]
                 if want_grad:
                     ab_t = ab[row : row + n_s]
                     for s in range(n_s):
-                        ab_t[s] = cur[s + 2]
+                        u = np.uint64(s)
+                        ab_t[u] = cur[u + two]
             llv = log_add(cur[n_s + 1], cur[n_s]) if n_s > 1 else cur[2]
             ll[b] = llv
             cost[b] = -llv
@@ -197,6 +261,7 @@ def build_ctc_paths_kernel(parallel):
             # beta; columns padded with two -inf on the right: col[s] = beta(s)
             for s in range(n_s + 2):
                 cur[s] = ninf
+                prev[s] = ninf
             row = base + (n_t - 1) * n_s
             cur[n_s - 1] = lpe[row + n_s - 1]
             if n_s > 1:
@@ -204,17 +269,18 @@ def build_ctc_paths_kernel(parallel):
             for s in range(n_s):
                 ab[row + s] += cur[s]
             for t in range(n_t - 2, -1, -1):
-                for s in range(n_s + 2):
-                    prev[s] = cur[s]
+                prev, cur = cur, prev
                 row = base + t * n_s
                 lp_t = lpe[row : row + n_s]
                 ab_t = ab[row : row + n_s]
                 for s in range(n_s):
-                    v = log_add(prev[s], prev[s + 1])
-                    v = log_add(v, prev[s + 2] if skipb[s] else ninf)
-                    cur[s] = v + lp_t[s]
+                    u = np.uint64(s)
+                    cur[u] = log_add(prev[u], prev[u + one])
                 for s in range(n_s):
-                    ab_t[s] += cur[s]
+                    u = np.uint64(s)
+                    v = log_add(cur[u], prev[u + two] if skipb[u] else ninf) + lp_t[u]
+                    cur[u] = v
+                    ab_t[u] += v
             # gamma per class, vectorised along t over tiles of GAMMA_TILE frames transposed in L1
             g0 = goff[b]
             tile = np.empty((n_s, GAMMA_TILE), dtype=lpe.dtype)
