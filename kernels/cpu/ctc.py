@@ -8,33 +8,35 @@ sample ``b`` is row ``b * sb + t * st`` (``sb, st = T, 1`` for NTC data,
 ``1, N`` for TNC), so both layouts are read in place. The gradient ``dx`` has
 its own row strides.
 
-Three kernels, each parallel where the work is:
+One kernel (:func:`build_ctc_kernel`, one call) in two phases, each a
+parallel loop:
 
-1. :func:`build_ctc_frames_kernel` - over all frames ``t < T_b``: the row
-   maximum :math:`m` and :math:`\sigma = \log \sum_k e^{x_k - m}` (one blocked
-   pass, vectorised ``exp``; the sum is rounded to the compute dtype before the
-   log, as a float32 sum would be), and the log-probabilities of the label's
-   classes, :math:`\mathrm{lp}_t(s) = (x_{l'_s} - m) - \sigma`, into the
-   sample's ``(T_b, S)`` block of ``lpe``. The full log-softmax is never stored.
-2. :func:`build_ctc_paths_kernel` - over samples: the recursions for
-   :math:`\alpha` (forward) and :math:`\beta` (backward, warp-ctc's convention
-   including the emission at ``t``) in log space, one column of ``S`` at a
-   time (vectorised along ``s``: a column depends only on the previous one),
-   and the cost :math:`-\log p`. For the gradient it then computes
+1. over all frames (:func:`_frames_task`): the row maximum :math:`m` and
+   :math:`\sigma = \log \sum_k e^{x_k - m}` of frames ``t < T_b`` (one
+   blocked pass, vectorised ``exp``; the sum is rounded to the compute dtype
+   before the log, as a float32 sum would be), and for the gradient the
+   softmax term :math:`c_b\, e^{\mathrm{lp}_t(k)}` of every class (zero
+   beyond the gradient mask and for infeasible samples). The full
+   log-softmax is never stored.
+2. over samples (:func:`_paths_sample`), in scratch of the sample alone
+   (it stays in cache): the log-probabilities of the label's classes,
+   :math:`\mathrm{lp}_t(s) = (x_{l'_s} - m) - \sigma`, a ``(T_b, S)`` block;
+   the recursions for :math:`\alpha` (forward) and :math:`\beta` (backward,
+   warp-ctc's convention including the emission at ``t``) in log space, one
+   column of ``S`` at a time (vectorised along ``s``: a column depends only
+   on the previous one), and the cost :math:`-\log p`. For the gradient,
    :math:`\gamma_t(k) = \mathrm{lse}_{s: l'_s = k}\, \alpha_t(s) + \beta_t(s)`
    for the blank and each distinct label class, in increasing ``s`` as
-   warp-ctc does, vectorised along ``t`` over small tiles of frames
-   transposed in L1.
-3. :func:`build_ctc_grad_kernel` - over all frames: writes
-   :math:`c_b\, e^{\mathrm{lp}_t(k)}` for every class, then corrects the
-   label's classes with their :math:`\gamma_t(k)` (section 7's rule, warp-ctc's
-   ``== 0.0`` branch included); zero beyond the gradient mask and for
-   infeasible samples.
+   warp-ctc does, vectorised along ``t`` over tiles of frames transposed in
+   cache; each class's :math:`\gamma` then replaces its softmax term on the
+   tile's frames by section 7's rule (warp-ctc's ``== 0.0`` branch
+   included, :func:`_class_grad`).
 
 Log-space addition follows section 7: ``lse(a, b) = b`` if ``a == -inf``, ``a``
 if ``b == -inf``, else :math:`\max + \log(1 + e^{-|a - b|})`; it is written
-branch-free (selects) so the column loops vectorise, with
-:func:`..vmath.softplus_neg` for :math:`\log(1 + e^{-x})`.
+branch-free (selects) so the column loops vectorise, bit-identical to
+:func:`..vmath.softplus_neg` for :math:`\log(1 + e^{-x})` but without its
+subnormal intermediates (see :func:`log_add`).
 """
 
 import functools
