@@ -851,3 +851,13 @@ def test_agrees_with_pytorch(layout):
     # float32 too
     out32 = nl.CTCLoss(layout)(xp.astype(np.float32), label, t_b.astype(np.float32))
     np.testing.assert_allclose(out32, cost.detach().numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
+def test_read_only_pred_forward_and_gradient(layout):
+    """A read-only ``pred`` (a memory-mapped file, a broadcast view) is only read, with or without a gradient."""
+    rng = np.random.default_rng(8)
+    x = _pred(rng.standard_normal((3, 7, 5)), layout)
+    label = np.array([[1, 2, -1], [3, 3, 1], [-1, -1, -1]], np.float64)
+    x.setflags(write=False)
+    _run_and_check({"layout": layout}, [x, label])
