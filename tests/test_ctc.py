@@ -861,3 +861,13 @@ def test_read_only_pred_forward_and_gradient(layout):
     label = np.array([[1, 2, -1], [3, 3, 1], [-1, -1, -1]], np.float64)
     x.setflags(write=False)
     _run_and_check({"layout": layout}, [x, label])
+
+
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
+def test_large_alphabet_gathers_in_the_frame_pass(layout):
+    """Above 1024 classes the label log-probabilities are gathered by the first pass (another code path)."""
+    rng = np.random.default_rng(13)
+    n, t, c = 3, 12, 1100
+    label = np.array([[5, 5, 1099, 0], [7, 1000, 7, -1], [-1, -1, -1, -1]], np.float64)
+    x = _activations(rng, n, t, c, "last", scale=2.0)
+    _run_and_check({"layout": layout}, [_pred(x, layout).astype(np.float32), label, np.array([12.0, 9.6, 5.0])])

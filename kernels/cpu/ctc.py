@@ -20,7 +20,9 @@ parallel loop:
    log-softmax is never stored.
 2. over samples (:func:`_paths_sample`), in scratch of the sample alone
    (it stays in cache): the log-probabilities of the label's classes,
-   :math:`\mathrm{lp}_t(s) = (x_{l'_s} - m) - \sigma`, a ``(T_b, S)`` block;
+   :math:`\mathrm{lp}_t(s) = (x_{l'_s} - m) - \sigma`, a ``(T_b, S)`` block
+   (above :data:`GATHER_EARLY_ABOVE` classes phase 1 gathers them instead,
+   while the frame is in cache);
    the recursions for :math:`\alpha` (forward) and :math:`\beta` (backward,
    warp-ctc's convention including the emission at ``t``) in log space, one
    column of ``S`` at a time (vectorised along ``s``: a column depends only
@@ -51,6 +53,9 @@ from ..vmath import _SQRT2_M1, _log_reduced_32, _log_reduced_64, like, vexp
 from .compile import cache_key, compile_kernel
 from .softmax import BLOCK, LANES, row_max_sum_exp
 
+# Above this many classes, phase 1 gathers the label log-probabilities while the frame is in cache
+# (into one array for the batch); at most this many, phase 2 gathers them into the sample's scratch.
+GATHER_EARLY_ABOVE = 1024
 # Frames per tile of the gamma pass (a tile of alpha + beta, S x GAMMA_TILE, is transposed in L1).
 GAMMA_TILE = 64
 
@@ -129,7 +134,10 @@ def ext_class(lab, b, s, blank):
 
 
 @register_jitable(forceinline=True)
-def _frames_task(task, per, n_frames, n_t, x, sb, st, tlen, gmask, feasible, m, logs, want_grad, coef, dx, dsb, dst):
+def _frames_task(
+    task, per, n_frames, n_t, x, sb, st, tlen, gmask, feasible, m, logs, want_grad, coef, dx, dsb, dst,
+    early, lab, llen, blank, off, lpe_all,
+):  # fmt: skip
     """Phase 1 for the frames ``[task * per, task * per + per)`` of the ``N * T`` grid."""
     n_classes = x.shape[1]
     n_blocks = (n_classes + BLOCK - 1) // BLOCK
@@ -151,6 +159,11 @@ def _frames_task(task, per, n_frames, n_t, x, sb, st, tlen, gmask, feasible, m, 
         ls = like(mm, math.log(sr) if sr > 0.0 else (-math.inf if sr == 0.0 else sr))
         m[b, t] = mm
         logs[b, t] = ls
+        if early:
+            n_s = 2 * llen[b] + 1
+            base = off[b] + t * n_s
+            for s in range(n_s):
+                lpe_all[base + s] = (xr[ext_class(lab, b, s, blank)] - mm) - ls
         if want_grad and feasible[b] and t < gmask[b]:
             c = coef[b]
             for k in range(n_classes):  # unsigned indices: the loop vectorises
@@ -161,7 +174,7 @@ def _frames_task(task, per, n_frames, n_t, x, sb, st, tlen, gmask, feasible, m, 
 @register_jitable(forceinline=True)
 def _paths_sample(
     b, x, sb, st, m, logs, tlen, gmask, lab, chain, first, llen, blank, feasible, zero_infinity, want_grad,
-    coef, dx, dsb, dst, cost,
+    coef, dx, dsb, dst, cost, early, off, lpe_all,
 ):  # fmt: skip
     """Phase 2 for sample ``b``: ``lpe``, alpha and the cost; with ``want_grad``, beta, gamma and the
     label classes' gradient."""
@@ -174,15 +187,19 @@ def _paths_sample(
         return
     n_lab = llen[b]
     n_s = 2 * n_lab + 1
-    # the sample's label log-probabilities, (T_b, S) (scratch of this sample only: stays in cache)
-    lpe = np.empty(n_t * n_s, dtype=x.dtype)
-    for t in range(n_t):
-        xr = x[b * sb + t * st]
-        mm = m[b, t]
-        ls = logs[b, t]
-        row = t * n_s
-        for s in range(n_s):
-            lpe[row + s] = (xr[ext_class(lab, b, s, blank)] - mm) - ls
+    # the sample's label log-probabilities, (T_b, S): gathered by phase 1 (many classes), else here
+    # into scratch of this sample alone (it stays in cache)
+    if early:
+        lpe = lpe_all[off[b] : off[b] + n_t * n_s]
+    else:
+        lpe = np.empty(n_t * n_s, dtype=x.dtype)
+        for t in range(n_t):
+            xr = x[b * sb + t * st]
+            mm = m[b, t]
+            ls = logs[b, t]
+            row = t * n_s
+            for s in range(n_s):
+                lpe[row + s] = (xr[ext_class(lab, b, s, blank)] - mm) - ls
     # skip[s]: alpha may come from s - 2; skipb[s]: beta may come from s + 2
     skip = np.zeros(n_s, dtype=np.bool_)
     skipb = np.zeros(n_s, dtype=np.bool_)
@@ -304,7 +321,7 @@ def build_ctc_kernel(parallel):
     Returns
     -------
     numba dispatcher
-        ``kernel(x, sb, st, n_t, dx, dsb, dst, ints, lab, chain, first, blank,
+        ``kernel(x, sb, st, n_t, dx, dsb, dst, ints, lab, chain, first, off, blank,
         zero_infinity, want_grad, coef, cost)``: ``x`` ``(rows, C)``
         activations (compute dtype), frame ``t`` of sample ``b`` at row
         ``b * sb + t * st``; ``n_t`` the frames per sample of the grid;
@@ -312,7 +329,9 @@ def build_ctc_kernel(parallel):
         ``t < gmask[b]`` get a gradient: ``trunc`` of the pred length),
         :math:`L_b` and ``feasible`` (:math:`L_b + R_b \le T_b`); ``lab``,
         ``chain``, ``first`` ``(N, >=1)`` the packed labels
-        (:mod:`..ctc_labels`). Writes ``cost[b]`` (``0``, or ``+inf`` without
+        (:mod:`..ctc_labels`); ``off`` ``(N + 1,)`` int64, the offsets of the
+        samples' ``(T_b, S_b)`` blocks (read above :data:`GATHER_EARLY_ABOVE`
+        classes). Writes ``cost[b]`` (``0``, or ``+inf`` without
         ``zero_infinity``, for an infeasible sample; ``0`` for :math:`T_b = 0`)
         and, with ``want_grad``, every row of ``dx`` (rows at
         ``b * dsb + t * dst``; zero beyond ``gmask`` and for infeasible
@@ -320,7 +339,9 @@ def build_ctc_kernel(parallel):
     """
     key = cache_key(parallel)  # see .compile
 
-    def ctc_kernel(x, sb, st, n_t, dx, dsb, dst, ints, lab, chain, first, blank, zero_infinity, want_grad, coef, cost):
+    def ctc_kernel(
+        x, sb, st, n_t, dx, dsb, dst, ints, lab, chain, first, off, blank, zero_infinity, want_grad, coef, cost
+    ):  # fmt: skip
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n = cost.shape[0]
@@ -330,17 +351,20 @@ def build_ctc_kernel(parallel):
         feasible = ints[3]
         m = np.empty((n, n_t), dtype=x.dtype)
         logs = np.empty((n, n_t), dtype=x.dtype)
+        early = x.shape[1] > GATHER_EARLY_ABOVE
+        lpe_all = np.empty(off[n] if early else 0, dtype=x.dtype)
         per = max(1, CHUNK // max(x.shape[1], 1))
         n_frames = n * n_t
         n_tasks = (n_frames + per - 1) // per
         for task in prange(n_tasks):
             _frames_task(
-                task, per, n_frames, n_t, x, sb, st, tlen, gmask, feasible, m, logs, want_grad, coef, dx, dsb, dst
-            )
+                task, per, n_frames, n_t, x, sb, st, tlen, gmask, feasible, m, logs, want_grad, coef, dx, dsb, dst,
+                early, lab, llen, blank, off, lpe_all,
+            )  # fmt: skip
         for b in prange(n):
             _paths_sample(
                 b, x, sb, st, m, logs, tlen, gmask, lab, chain, first, llen, blank, feasible, zero_infinity,
-                want_grad, coef, dx, dsb, dst, cost,
+                want_grad, coef, dx, dsb, dst, cost, early, off, lpe_all,
             )  # fmt: skip
 
     return compile_kernel(ctc_kernel, "ctc", parallel)
