@@ -18,9 +18,15 @@ first occurrence of a non-blank class in the label and ``chain[b, i]`` the
 next position with the same class (``-1`` at the end). A class's
 :math:`\gamma` is the log-sum over its chain, in increasing position.
 
+:func:`plan_labels` runs it after the frame counts (``pred_lengths``) and
+adds what the kernels need per sample: the feasibility
+:math:`L_b + R_b \le T_b` and the offsets of the samples' blocks in the flat
+scratch arrays, in one compiled call.
+
 Nothing is raised here: a problem is returned as ``(code, sample, position,
 value)`` for the dispatcher to turn into a ``ValueError`` (the codes are
-:data:`OK`, :data:`BAD_LENGTH`, :data:`NOT_FINITE`, :data:`OUT_OF_ALPHABET`).
+:data:`OK`, :data:`BAD_LENGTH`, :data:`NOT_FINITE`, :data:`OUT_OF_ALPHABET`,
+:data:`BAD_PRED_LENGTH`).
 """
 
 import math
@@ -33,6 +39,7 @@ OK = 0
 BAD_LENGTH = 1  # label_lengths[b] NaN/inf, or lround outside [0, Lw]
 NOT_FINITE = 2  # a used label value is NaN or infinite
 OUT_OF_ALPHABET = 3  # a used label value rounds outside [0, C)
+BAD_PRED_LENGTH = 4  # pred_lengths[b] NaN/inf, or lround outside [0, T]
 
 
 @njit_cached()
@@ -97,4 +104,69 @@ def scan_labels(rows, lengths, use_lengths, pad, blank, n_classes, lab, llen, re
                 seen[k] = b
             last[k] = i
         reps[b] = rep
+    return OK, -1, -1, 0.0
+
+
+@njit_cached()
+def plan_labels(
+    rows, lengths, use_lengths, pred_lengths, use_pred_lengths, n_t, pad, blank, n_classes, ints, labs, first, offs
+):
+    """Frame counts, packed labels, feasibility and block offsets of one CTC call.
+
+    ``rows``: ``(N, Lw)`` float64 label rows; ``lengths``, ``pred_lengths``:
+    ``(N,)`` float64 (read when ``use_lengths`` / ``use_pred_lengths``);
+    ``n_t`` the frames of ``pred``. Fills ``ints`` ``(6, N)`` int32 with the
+    rows :math:`T_b` (``lround`` of the pred length, else ``n_t``), ``gmask``
+    (``max(trunc(pred length), 0)``, else ``n_t``), :math:`L_b`, ``feasible``
+    (0/1), :math:`R_b` and the distinct non-blank classes :math:`U_b`;
+    ``labs`` ``(2, N, max(Lw, 1))`` int32 with the packed labels and their
+    ``chain`` (``-1`` where unused); ``first`` ``(N, max(Lw, 1))`` uint8 (0
+    where unused); ``offs`` ``(2, N + 1)`` int64 with the cumulative sizes
+    :math:`T_b (2 L_b + 1)` and :math:`T_b (1 + U_b)`. Returns ``(code,
+    sample, position, value)`` as :func:`scan_labels` does; the pred lengths
+    are checked first (:data:`BAD_PRED_LENGTH`, position ``-1``).
+    """
+    n = ints.shape[1]
+    tlen = ints[0]
+    gmask = ints[1]
+    llen = ints[2]
+    feasible = ints[3]
+    reps = ints[4]
+    distinct = ints[5]
+    for b in range(n):
+        if use_pred_lengths:
+            v = pred_lengths[b]
+            if not math.isfinite(v):
+                return BAD_PRED_LENGTH, b, -1, v
+            r = lround(v)
+            if r < 0.0 or r > n_t:
+                return BAD_PRED_LENGTH, b, -1, v
+            tlen[b] = int(r)
+            g = math.trunc(v)  # MXNet's SequenceMask truncates
+            gmask[b] = int(g) if g > 0.0 else 0
+        else:
+            tlen[b] = n_t
+            gmask[b] = n_t
+    lab = labs[0]
+    chain = labs[1]
+    for b in range(n):
+        for i in range(lab.shape[1]):
+            lab[b, i] = 0
+            chain[b, i] = -1
+            first[b, i] = 0
+    code, b, i, v = scan_labels(rows, lengths, use_lengths, pad, blank, n_classes, lab, llen, reps, chain, first)
+    if code != OK:
+        return code, b, i, v
+    off = offs[0]
+    goff = offs[1]
+    off[0] = 0
+    goff[0] = 0
+    for b in range(n):
+        feasible[b] = 1 if llen[b] + reps[b] <= tlen[b] else 0
+        u = 0
+        for i in range(llen[b]):
+            u += first[b, i]
+        distinct[b] = u
+        off[b + 1] = off[b] + np.int64(tlen[b]) * (2 * np.int64(llen[b]) + 1)
+        goff[b + 1] = goff[b] + np.int64(tlen[b]) * (1 + np.int64(u))
     return OK, -1, -1, 0.0

@@ -318,6 +318,61 @@ def test_random_problems_match_reference(dtype, layout, label_layout, blank_labe
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["NTC", "TNC"])
+def test_long_labels_several_gamma_tiles_and_a_mask_inside_a_tile(dtype, layout):
+    """Labels of 40 with repeats over 150 frames (several gamma tiles, the parallel kernel), the gradient
+    mask ending inside a tile, an infeasible sample and an empty label, against the reference."""
+    rng = np.random.default_rng(21)
+    n, t, c, lw = 5, 150, 12, 40
+    seqs = [rng.integers(0, c - 1, lw) for _ in range(n)]
+    seqs[1][10:20] = 3  # a run of repeats (each needs a blank between)
+    seqs[2] = seqs[2][:0]  # empty label
+    seqs[3] = np.repeat(seqs[3][:1], lw)  # 40 repeats: 79 frames needed, 60 given -> infeasible
+    label = np.stack([np.pad(s, (0, lw - len(s)), constant_values=-1) for s in seqs]).astype(np.float64)
+    pl = np.array([150.0, 130.6, 97.2, 60.0, 1.0])  # gradient masks 150, 130, 97, 60, 1
+    x = _activations(rng, n, t, c, "last", scale=3.0, blank_bias=0.5)
+    for zi in (True, False):
+        _run_and_check({"layout": layout, "zero_infinity": zi}, [_pred(x, layout).astype(dtype), label, pl])
+
+
+def test_log_add_is_bit_identical_to_max_plus_softplus_neg():
+    """log_add (free of subnormal intermediates) against max + softplus_neg(|a - b|) bit for bit, also where
+    the term is subnormal (a maximum near 0), and against float64 logaddexp."""
+    from numba import njit
+
+    from numba_losses.kernels.cpu.ctc import log_add
+    from numba_losses.kernels.vmath import softplus_neg
+
+    @njit(fastmath={"contract"}, error_model="numpy")
+    def both(a, b, new, old):
+        for i in range(a.size):
+            new[i] = log_add(a[i], b[i])
+            x, y = a[i], b[i]
+            hi = x if x > y else y
+            r = hi + softplus_neg(hi - (y if x > y else x))
+            r = x if y == -np.inf else r
+            old[i] = y if x == -np.inf else r
+
+    rng = np.random.default_rng(5)
+    for dt, flush in ((np.float32, 87.0), (np.float64, 708.0)):
+        k = 200_000
+        hi = -rng.exponential(20.0, k) * rng.choice([1.0, 1e-3, 1e-25, 1e-40, 1e-300, 0.0], k)
+        d = rng.uniform(0.0, 1.3 * flush, k)
+        special = np.array([0.0, -0.0, -1e-30, -1.0, -np.inf, np.inf, np.nan])
+        a = np.concatenate([hi, hi - d, np.repeat(special, special.size)]).astype(dt)
+        b = np.concatenate([hi - d, hi, np.tile(special, special.size)]).astype(dt)
+        new, old = np.empty_like(a), np.empty_like(a)
+        both(a, b, new, old)
+        assert new.tobytes() == old.tobytes()
+        with np.errstate(invalid="ignore"):
+            ref = np.logaddexp(a.astype(np.float64), b.astype(np.float64))
+        finite = np.isfinite(ref)
+        scale = np.abs(ref) + np.maximum(np.abs(a), np.abs(b))  # max + log1p(...) cancels near 0
+        err = np.abs(new.astype(np.float64)[finite] - ref[finite])
+        assert (err <= 4 * np.finfo(dt).eps * scale[finite] + 2 * np.finfo(dt).tiny).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
 def test_fractional_lengths_round_for_cost_and_truncate_for_gradient(dtype, layout):
     rng = np.random.default_rng(11)
     n, t, c = 6, 6, 4
@@ -796,3 +851,23 @@ def test_agrees_with_pytorch(layout):
     # float32 too
     out32 = nl.CTCLoss(layout)(xp.astype(np.float32), label, t_b.astype(np.float32))
     np.testing.assert_allclose(out32, cost.detach().numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
+def test_read_only_pred_forward_and_gradient(layout):
+    """A read-only ``pred`` (a memory-mapped file, a broadcast view) is only read, with or without a gradient."""
+    rng = np.random.default_rng(8)
+    x = _pred(rng.standard_normal((3, 7, 5)), layout)
+    label = np.array([[1, 2, -1], [3, 3, 1], [-1, -1, -1]], np.float64)
+    x.setflags(write=False)
+    _run_and_check({"layout": layout}, [x, label])
+
+
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
+def test_large_alphabet_gathers_in_the_frame_pass(layout):
+    """Above 1024 classes the label log-probabilities are gathered by the first pass (another code path)."""
+    rng = np.random.default_rng(13)
+    n, t, c = 3, 12, 1100
+    label = np.array([[5, 5, 1099, 0], [7, 1000, 7, -1], [-1, -1, -1, -1]], np.float64)
+    x = _activations(rng, n, t, c, "last", scale=2.0)
+    _run_and_check({"layout": layout}, [_pred(x, layout).astype(np.float32), label, np.array([12.0, 9.6, 5.0])])

@@ -1,9 +1,9 @@
-"""CTCLoss on the host: the label plan, then the three kernels of :mod:`numba_losses.kernels.cpu.ctc`.
+"""CTCLoss on the host: the label plan, then the kernel of :mod:`numba_losses.kernels.cpu.ctc`.
 
 The activations stay where they are: frames are read as rows in either
-layout (no transposed copy) and the log-softmax is fused into the frames
-kernel; the paths kernel runs the forward-backward recursions per sample and
-the gradient kernel writes every frame.
+layout (no transposed copy) and the log-softmax is fused into the kernel's
+first phase; the second runs the forward-backward recursions per sample and
+the third writes every frame of the gradient, all in one kernel call.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from numba_losses.kernels._options import SERIAL_BELOW
-from numba_losses.kernels.cpu.ctc import build_ctc_frames_kernel, build_ctc_grad_kernel, build_ctc_paths_kernel
+from numba_losses.kernels.cpu.ctc import build_ctc_kernel
 
 from .._core.buffers import host_empty, host_out_grad, host_result
 from .._core.request import Call
@@ -68,66 +68,23 @@ def _run_kernels(
     plan: CtcPlan, x: np.ndarray, layout: str, zero_infinity: bool, coef: np.ndarray | None, dx: np.ndarray | None
 ) -> np.ndarray:
     """The cost per sample; with ``coef``, the gradient is written into ``dx`` (pred's shape)."""
-    cdt = x.dtype
-    n, t = plan.n, plan.t
     rows = frame_rows(x, layout)
     if rows is None:
         rows = frame_rows(np.ascontiguousarray(x), layout)
     x2, sb, st = rows
     want_grad = coef is not None
-    parallel = x.size + plan.workspace >= SERIAL_BELOW
-    m = np.empty((n, t), dtype=cdt)
-    logs = np.empty((n, t), dtype=cdt)
-    lpe = np.empty(plan.workspace, dtype=cdt)
-    ab = np.empty(plan.workspace if want_grad else 0, dtype=cdt)
-    gam = np.empty(int(plan.goff[-1]) if want_grad else 0, dtype=cdt)
-    ll = np.empty(n, dtype=cdt)
-    cost = np.empty(n, dtype=cdt)
-    if n == 0:
+    cost = np.empty(plan.n, dtype=x.dtype)
+    if plan.n == 0:
         if want_grad:
             dx[...] = 0
         return cost
-    build_ctc_frames_kernel(parallel)(x2, sb, st, plan.tlen, plan.lab, plan.llen, plan.blank, plan.off, m, logs, lpe)
-    build_ctc_paths_kernel(plan.n > 1 and parallel)(
-        lpe,
-        plan.off,
-        plan.goff,
-        plan.tlen,
-        plan.lab,
-        plan.chain,
-        plan.first,
-        plan.llen,
-        plan.blank,
-        plan.feasible,
-        zero_infinity,
-        want_grad,
-        ab,
-        gam,
-        ll,
-        cost,
-    )
-    if want_grad and t:
+    if want_grad:
         d2, dsb, dst = frame_rows(dx, layout)
-        build_ctc_grad_kernel(parallel)(
-            x2,
-            sb,
-            st,
-            dsb,
-            dst,
-            t,
-            plan.gmask,
-            plan.feasible,
-            m,
-            logs,
-            gam,
-            plan.goff,
-            plan.tlen,
-            plan.lab,
-            plan.first,
-            plan.llen,
-            plan.blank,
-            ll,
-            coef,
-            d2,
-        )
+    else:
+        d2, dsb, dst, coef = np.empty((0, 0), dtype=x.dtype), 0, 0, cost  # never touched (x may be read-only)
+    parallel = x.size + plan.workspace >= SERIAL_BELOW  # workspace: the elements of all samples' scratch
+    build_ctc_kernel(parallel)(
+        x2, sb, st, plan.t, d2, dsb, dst, plan.ints, plan.lab, plan.chain, plan.first, plan.off, plan.blank,
+        zero_infinity, want_grad, coef, cost,
+    )  # fmt: skip
     return cost

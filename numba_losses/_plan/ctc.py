@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from numba_losses.kernels.ctc_labels import BAD_LENGTH, NOT_FINITE, OK, scan_labels
+from numba_losses.kernels.ctc_labels import BAD_LENGTH, BAD_PRED_LENGTH, NOT_FINITE, OK, plan_labels
 
 from .._core.validate import compute_dtype, result_dtype
 from .._core.weighting import product_shape
@@ -51,7 +51,10 @@ class CtcPlan:
     (:math:`L_b`), ``feasible`` (:math:`L_b + R_b \\le T_b`), the packed labels
     ``lab`` with their ``chain`` / ``first`` (see
     :mod:`numba_losses.kernels.ctc_labels`) and ``off``, the offsets of the
-    samples' ``(T_b, 2 L_b + 1)`` blocks in the flat workspaces.
+    samples' ``(T_b, 2 L_b + 1)`` blocks in the flat workspaces (``goff``:
+    of their ``(1 + U_b, T_b)`` gamma blocks). ``ints`` (rows ``tlen``,
+    ``gmask``, ``llen``, ``feasible``, ...) and ``offs`` (``off``, ``goff``)
+    are the arrays these are views of, as the CPU kernel takes them.
     """
 
     n: int
@@ -67,6 +70,8 @@ class CtcPlan:
     first: np.ndarray
     off: np.ndarray
     goff: np.ndarray
+    ints: np.ndarray
+    offs: np.ndarray
 
     @property
     def workspace(self) -> int:
@@ -98,12 +103,15 @@ def label_rows(shape: tuple[int, ...], label_layout: str, n: int, t: int) -> tup
     return nb, width
 
 
-def _lengths(name: str, a: np.ndarray | None, n: int) -> np.ndarray | None:
+def _lengths(name: str, a: np.ndarray | None, n: int) -> np.ndarray:
     if a is None:
-        return None
+        return _UNUSED
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"{name} must be 1-D of length N = {n}; got shape {a.shape}")
-    return a.astype(np.float64)
+    return np.asarray(a, dtype=np.float64)
+
+
+_UNUSED = np.zeros(0)  # stands for absent lengths (never read)
 
 
 def _lround(v: np.ndarray) -> np.ndarray:
@@ -118,56 +126,43 @@ def plan_ctc(pred_shape: tuple[int, ...], spec: CTCSpec, host: Mapping[str, np.n
     """Validate shapes, lengths and labels and pack the labels (docs/semantics.rst section 7).
 
     ``host`` holds the host arrays of ``label`` and, when given, ``pred_lengths`` and ``label_lengths``.
+    Everything past the shape checks is one compiled call (:func:`~numba_losses.kernels.ctc_labels.plan_labels`).
     """
     layout, label_layout, blank_label = spec.layout, spec.label_layout, spec.blank_label
     label, pred_lengths, label_lengths = host["label"], host.get("pred_lengths"), host.get("label_lengths")
     n, t, c = pred_dims(pred_shape, layout)
     _, width = label_rows(label.shape, label_layout, n, t)
-    rows = np.ascontiguousarray((label if label_layout == "NT" else label.T).astype(np.float64))
+    rows = np.ascontiguousarray(label if label_layout == "NT" else label.T, dtype=np.float64)
     pl = _lengths("pred_lengths", pred_lengths, n)
     ll = _lengths("label_lengths", label_lengths, n)
-
-    if pl is None:
-        tlen = np.full(n, t, dtype=np.int32)
-        gmask = tlen
-    else:
-        with np.errstate(invalid="ignore"):
-            r = _lround(np.where(np.isfinite(pl), pl, -1.0))
-            bad = ~np.isfinite(pl) | (r < 0) | (r > t)
-        if bad.any():
-            b = int(np.argmax(bad))
-            raise ValueError(f"pred_lengths[{b}] = {pl[b]} (sample {b}) must round to a frame count in [0, T = {t}]")
-        tlen = r.astype(np.int32)
-        gmask = np.maximum(np.trunc(pl), 0).astype(np.int32)  # MXNet's SequenceMask truncates
 
     blank = c - 1 if blank_label == "last" else 0
     pad = -1.0 if blank_label == "last" else 0.0
     w1 = max(width, 1)
-    lab = np.zeros((n, w1), dtype=np.int32)
-    chain = np.full((n, w1), -1, dtype=np.int32)
-    first = np.zeros((n, w1), dtype=np.uint8)
-    llen = np.zeros(n, dtype=np.int32)
-    reps = np.zeros(n, dtype=np.int32)
-    lengths = ll if ll is not None else np.zeros(0)
-    code, b, i, v = scan_labels(rows, lengths, ll is not None, pad, blank, c, lab, llen, reps, chain, first)
+    ints = np.empty((6, n), dtype=np.int32)
+    labs = np.empty((2, n, w1), dtype=np.int32)
+    first = np.empty((n, w1), dtype=np.uint8)
+    offs = np.empty((2, n + 1), dtype=np.int64)
+    use_ll = label_lengths is not None
+    code, b, i, v = plan_labels(
+        rows, ll, use_ll, pl, pred_lengths is not None, t, pad, blank, c, ints, labs, first, offs
+    )
     if code != OK:
+        if code == BAD_PRED_LENGTH:
+            raise ValueError(f"pred_lengths[{b}] = {v} (sample {b}) must round to a frame count in [0, T = {t}]")
         if code == BAD_LENGTH:
             raise ValueError(
                 f"label_lengths[{b}] = {v} (sample {b}) must round to a length in [0, {width}] (the label width)"
             )
         what = "NaN or infinite" if code == NOT_FINITE else "outside the alphabet"
         hint = f"[0, {c})" if blank_label == "last" else f"[1, {c}) (0 is the blank and the padding)"
-        if ll is not None and code != NOT_FINITE and _lround(np.array([v]))[0] == pad:
+        if use_ll and code != NOT_FINITE and _lround(np.array([v]))[0] == pad:
             what = f"the padding value {int(pad)} inside its label length {_lround(np.array([ll[b]]))[0]:.0f}"
         raise ValueError(
             f"label of sample {b} has {v} at position {i}: {what}; used labels must be class ids in {hint}"
         )
-    feasible = (llen + reps <= tlen).astype(np.uint8)
-    off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(tlen.astype(np.int64) * (2 * llen.astype(np.int64) + 1), out=off[1:])
-    goff = np.zeros(n + 1, dtype=np.int64)  # (1 + distinct non-blank classes, T_b) gamma blocks
-    np.cumsum(tlen.astype(np.int64) * (1 + first.sum(axis=1, dtype=np.int64)), out=goff[1:])
-    return CtcPlan(n, t, c, blank, tlen, gmask, llen, feasible, lab, chain, first, off, goff)
+    tlen, gmask, llen, feasible = ints[0], ints[1], ints[2], ints[3]
+    return CtcPlan(n, t, c, blank, tlen, gmask, llen, feasible, labs[0], labs[1], first, offs[0], offs[1], ints, offs)
 
 
 def check_layouts(layout: Any, label_layout: Any) -> None:
