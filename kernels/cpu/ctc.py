@@ -49,9 +49,9 @@ from numba import prange, types
 from numba.extending import overload, register_jitable
 
 from .._options import CHUNK
-from ..vmath import _SQRT2_M1, _log_reduced_32, _log_reduced_64, like, vexp
+from ..vmath import _SQRT2_M1, _log_reduced_32, _log_reduced_64, like, vexp, vexp_nonpos
 from .compile import cache_key, compile_kernel
-from .softmax import BLOCK, LANES, row_max_sum_exp
+from .softmax import BLOCK, row_max_sum_exp
 
 # Above this many classes, phase 1 gathers the label log-probabilities while the frame is in cache
 # (into one array for the batch); at most this many, phase 2 gathers them into the sample's scratch.
@@ -113,7 +113,7 @@ def log_add(a, b):
     d = hi - lo
     exact, flush = _softplus_limits(d)
     negligible = abs(hi) >= like(d, _NEGLIGIBLE_BELOW)  # False for NaN
-    e = vexp(-(flush if (d > flush and negligible) else d))  # NaN stays NaN
+    e = vexp_nonpos(-(flush if (d > flush and negligible) else d))  # d >= 0; NaN stays NaN
     half = like(d, 0.5)
     el = half if d > exact else e
     f = el
@@ -142,7 +142,7 @@ def _frames_task(
     n_classes = x.shape[1]
     n_blocks = (n_classes + BLOCK - 1) // BLOCK
     buf = np.empty(BLOCK, dtype=x.dtype)
-    bmax = np.empty(max(n_blocks, 1) + LANES, dtype=x.dtype)
+    bmax = np.empty(max(n_blocks, 1), dtype=x.dtype)
     for f in range(task * per, min(task * per + per, n_frames)):
         b = f // n_t
         t = f - b * n_t
@@ -168,7 +168,7 @@ def _frames_task(
             c = coef[b]
             for k in range(n_classes):  # unsigned indices: the loop vectorises
                 u = np.uint64(k)
-                dr[u] = c * vexp((xr[u] - mm) - ls)
+                dr[u] = c * vexp_nonpos((xr[u] - mm) - ls)  # a log-probability: <= 0
 
 
 @register_jitable(forceinline=True)

@@ -50,8 +50,6 @@ from .reduce import block_sum, range_sum
 
 # Logits per block of the online max / sum-of-exponentials pass (fits in L1 twice).
 BLOCK = 256
-# Extra entries the CTC frames kernel allocates after its block maxima (no longer read).
-LANES = 16
 
 
 @register_jitable(forceinline=True)
