@@ -53,6 +53,17 @@ def lround(v):
 
 
 @njit_cached()
+def length_or_minus_one(v, limit):
+    """``lround(v)`` as an int when ``v`` is finite and that lies in ``[0, limit]``, else -1."""
+    if not math.isfinite(v):
+        return -1
+    r = lround(v)
+    if r < 0.0 or r > limit:
+        return -1
+    return int(r)
+
+
+@njit_cached()
 def scan_labels(rows, lengths, use_lengths, pad, blank, n_classes, lab, llen, reps, chain, first):
     """Fill ``lab``, ``llen``, ``reps``, ``chain``, ``first`` from ``rows`` (see the module docstring).
 
@@ -67,12 +78,9 @@ def scan_labels(rows, lengths, use_lengths, pad, blank, n_classes, lab, llen, re
     for b in range(n):
         if use_lengths:
             v = lengths[b]
-            if not math.isfinite(v):
+            n_used = length_or_minus_one(v, width)
+            if n_used < 0:
                 return BAD_LENGTH, b, -1, v
-            r = lround(v)
-            if r < 0.0 or r > width:
-                return BAD_LENGTH, b, -1, v
-            n_used = int(r)
         else:
             n_used = width
         count = 0
@@ -136,12 +144,10 @@ def plan_labels(
     for b in range(n):
         if use_pred_lengths:
             v = pred_lengths[b]
-            if not math.isfinite(v):
+            tb = length_or_minus_one(v, n_t)
+            if tb < 0:
                 return BAD_PRED_LENGTH, b, -1, v
-            r = lround(v)
-            if r < 0.0 or r > n_t:
-                return BAD_PRED_LENGTH, b, -1, v
-            tlen[b] = int(r)
+            tlen[b] = tb
             g = math.trunc(v)  # MXNet's SequenceMask truncates
             gmask[b] = int(g) if g > 0.0 else 0
         else:
