@@ -73,13 +73,14 @@ def test_matches_reference(dtype, shape, s):
 
 
 def test_parallel_kernels_match_serial_bit_for_bit(monkeypatch):
-    x1, x2 = _pair(37, 29)  # 37 * 37 * 29 >= SERIAL_BELOW: the parallel kernels
+    x1, x2 = _pair(37, 29)
     g = RNG.uniform(0.5, 1.5, 37)
     loss = nl.SDMLLoss()
+    monkeypatch.setattr(sdml_host, "PARALLEL_CELLS", 0)  # the parallel rows kernel
     par = loss.forward_backward(x1, x2, out_grad=g)
     for got, want in zip((par[0], *par[1]), sdml_ref(x1, x2, 0.3, g), strict=True):
         _close(got, want, *TOL[np.float64])
-    monkeypatch.setattr(sdml_host, "SERIAL_BELOW", 1 << 62)
+    monkeypatch.setattr(sdml_host, "PARALLEL_CELLS", 1 << 62)
     ser = loss.forward_backward(x1, x2, out_grad=g)
     np.testing.assert_array_equal(par[0], ser[0])
     for a, b in zip(par[1], ser[1], strict=True):
@@ -95,7 +96,7 @@ def test_gradient_finite_differences(s, shape):
 
 
 def test_gradient_finite_differences_parallel_kernels(monkeypatch):
-    monkeypatch.setattr(sdml_host, "SERIAL_BELOW", 0)
+    monkeypatch.setattr(sdml_host, "PARALLEL_CELLS", 0)
     x1, x2 = _pair(9, 4)
     nl.check_gradient(nl.SDMLLoss(), x1, x2, tol=1e-6)
 

@@ -18,13 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from numba_losses.kernels._options import SERIAL_BELOW
 from numba_losses.kernels.cpu.sdml import ROWS, build_sdml_kernels
 
 from .._core.buffers import host_empty, host_out_grad, host_result, host_target
 from .._core.request import Call
 from .._core.validate import as_host_array
 from .._plan.sdml import SDMLSpec, centred, plan, targets
+
+# Cells of the N x N matrix from which the rows kernel runs in parallel (BLAS does the D-long
+# products; the kernel's work is per cell): about N >= 91, where the launch pays for itself.
+PARALLEL_CELLS = 8192
 
 
 def _gradient(gm: np.ndarray, other: np.ndarray, own: np.ndarray, sums: np.ndarray, dx: np.ndarray) -> None:
@@ -59,7 +62,7 @@ def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         a, b = centred(np, a1, a2, cdt)
         gm = host_empty((n, n), cdt)
         np.matmul(a, b.T, out=gm)
-        rows_kernel = build_sdml_kernels(n * n * max(d, 1) >= SERIAL_BELOW)
+        rows_kernel = build_sdml_kernels(n * n >= PARALLEL_CELLS)
         rows_kernel(gm, a, b, q.qd, q.qo, q.log_qd, q.log_qo, q.r, g, call.want_grad, out_c, rs, cs)
         value = host_result(out_c, out_buf, gdt[0]) if call.want_value else None
         if not call.want_grad:
