@@ -27,7 +27,7 @@ from ._progress import Progress
 from .precompile import KernelCounter, default_jobs, run_tasks, tour_warm
 
 TOUR = CASES  # (label, loss factory, sample inputs) per loss configuration
-FIRST_RUN = "a minute"  # the cold tour over 2 processes: ~90 s of CPU time (empty NUMBA_CACHE_DIR, 2026-12)
+FIRST_RUN = "30 seconds"  # the cold tour over 2 processes: 28 s wall, 52 s of CPU time (empty NUMBA_CACHE_DIR, 2026-12-04)
 
 
 def _time_per_call(fn: Callable[[], object], budget: float = 0.05) -> float:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         f"backends: cpu ({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER}); {cuda_desc}"
     )
     print(
-        f"the first run compiles about 50 kernels and caches them on disk (about {FIRST_RUN} on an idle 2-core"
+        f"the first run compiles about 40 kernels and caches them on disk (about {FIRST_RUN} on an idle 2-core"
         " machine); later runs load them and take seconds\n"
     )
 
