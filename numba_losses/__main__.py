@@ -27,7 +27,7 @@ from ._progress import Progress
 from .precompile import KernelCounter, default_jobs, run_tasks, tour_warm
 
 TOUR = CASES  # (label, loss factory, sample inputs) per loss configuration
-FIRST_RUN = "30 seconds"  # the cold tour over 2 processes: 28 s wall, 52 s of CPU time (empty NUMBA_CACHE_DIR, 2026-12-04)
+FIRST_RUN = "30 seconds"  # cold tour, 2 processes: 28 s wall, 52 s CPU (empty NUMBA_CACHE_DIR, 2026-12-04)
 
 
 def _time_per_call(fn: Callable[[], object], budget: float = 0.05) -> float:
