@@ -452,3 +452,21 @@ def test_softmax_gradient_at_a_parallel_size():
     y = jnp.asarray(rng.integers(0, 1000, 40).astype(np.int32))
     got = jax.grad(lambda x: f(x, y).sum())(x)
     close(got, jax.grad(lambda x: ref_softmax_sparse(x, y).sum())(x), "float32")
+
+
+GPUS = [d for d in jax.devices() if d.platform == "gpu"]
+
+
+@pytest.mark.skipif(not GPUS, reason="needs JAX with a GPU backend")
+def test_on_a_gpu_the_callback_runs_on_the_host_and_results_stay_on_the_gpu():
+    """What the docstring promises on a GPU: a host round trip under ``jit``, results on the inputs' device."""
+    f = nlj.function(nl.SoftmaxCELoss())
+    rng = np.random.default_rng(12)
+    xh = rng.standard_normal((64, 100)).astype(np.float32)
+    yh = rng.integers(0, 100, 64).astype(np.int32)
+    x, y = jax.device_put(xh, GPUS[0]), jax.device_put(yh, GPUS[0])
+    value, grad = jax.jit(jax.value_and_grad(lambda x: f(x, y).sum()))(x)
+    assert value.devices() == {GPUS[0]} and grad.devices() == {GPUS[0]}
+    out, (ref_grad,) = nl.SoftmaxCELoss().forward_backward(xh, yh)
+    np.testing.assert_allclose(float(value), out.sum(dtype=np.float64), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad), ref_grad, rtol=1e-6, atol=1e-7)
