@@ -57,6 +57,8 @@ FAMILY_TESTS = [
     "tests/test_torch_cuda.py",
     "tests/test_jax.py",
 ]
+#: The tests of FAMILY_TESTS that touch a device (the CPU-only ones run in CI).
+DEVICE_TESTS = "cuda or gpu or device or cupy or torch or jax or readme"
 VERSIONS = (
     "import importlib, platform\n"
     "for m in ('numpy', 'numba', 'numba_cuda', 'cupy', 'torch'):\n"
@@ -115,7 +117,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[tuple[Step, int]]:
     if args.smoke:
         steps.append((Step("tests", [*pytest, "-p", "no:xdist", "tests/test_cuda_plan.py"]), 600))
     else:
-        workers = ["-n", str(args.jobs), "--dist", "loadgroup", "--durations=10"]
+        workers = ["-n", str(args.jobs), "--dist", "loadgroup", "--durations=10", "--tb=short", "-k", args.select]
         if importlib.util.find_spec("pytest_timeout") is not None:  # one hung test must not eat the step
             workers += ["--timeout", "90"]
         steps.append((Step("tests", [*pytest, *workers, *FAMILY_TESTS]), args.test_timeout))
@@ -160,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="no GPU: simulator, tiny shapes, no install")
     parser.add_argument("--no-install", action="store_true", help="skip the pip install step")
     parser.add_argument("--jobs", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)), help="test workers")
+    parser.add_argument(
+        "--select", default=DEVICE_TESTS, help=f"pytest -k expression of the tests to run (default {DEVICE_TESTS!r})"
+    )
     parser.add_argument("--test-timeout", type=int, default=480, help="seconds for the test step (default 480)")
     parser.add_argument("--bench-timeout", type=int, default=480, help="seconds for the benchmarks (default 480)")
     args = parser.parse_args(argv)
