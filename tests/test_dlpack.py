@@ -16,11 +16,18 @@ jnp = jax.numpy
 
 import numba_losses as nl  # noqa: E402
 from numba_losses._core.interop import import_array  # noqa: E402
+from tests.conftest import CUPY_ON_GPU  # noqa: E402
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((6, 5)).astype(np.float32)
 Y = RNG.standard_normal((6, 5)).astype(np.float32)
 CLASSES = RNG.integers(0, 5, 6)
+JAX_CPU = jax.devices("cpu")[0]  # host arrays even where JAX's default device is a GPU
+
+
+def jx(a):
+    """A JAX array on the host."""
+    return jax.device_put(np.asarray(a), JAX_CPU)
 
 
 def l2_ref(x, y):
@@ -40,7 +47,7 @@ def softmax_ce_ref(x, classes):
 
 PRODUCERS = {
     "torch": (lambda a: torch.from_numpy(np.array(a)), torch.Tensor),
-    "jax": (lambda a: jnp.asarray(a), jax.Array),
+    "jax": (jx, jax.Array),
 }
 
 
@@ -89,17 +96,17 @@ def test_host_import_is_zero_copy_and_jax_views_read_only():
     t = torch.from_numpy(X.copy())
     a = import_array("pred", t)
     assert isinstance(a, np.ndarray) and a.ctypes.data == t.data_ptr()
-    j = jnp.asarray(X)
+    j = jx(X)
     b = import_array("pred", j)
     assert b.ctypes.data == j.unsafe_buffer_pointer() and not b.flags.writeable
 
 
 def test_first_array_input_decides_the_result_type():
-    out = nl.L2Loss()(X, jnp.asarray(Y))  # NumPy pred: NumPy results
+    out = nl.L2Loss()(X, jx(Y))  # NumPy pred: NumPy results
     assert type(out) is np.ndarray
-    out = nl.L2Loss()(jnp.asarray(X), Y)
+    out = nl.L2Loss()(jx(X), Y)
     assert isinstance(out, jax.Array)
-    out = nl.L2Loss()(torch.from_numpy(X), jnp.asarray(Y))
+    out = nl.L2Loss()(torch.from_numpy(X), jx(Y))
     assert isinstance(out, torch.Tensor)
     np.testing.assert_allclose(out.numpy(), l2_ref(X, Y)[0], rtol=2e-6)
 
@@ -163,7 +170,7 @@ def test_unsupported_device_is_refused():
 @pytest.mark.parametrize("normalization", ["null", "valid"])
 def test_makeloss_with_jax_inputs(normalization):
     m = nl.MakeLoss(nl.L2Loss(), grad_scale=2.0, valid_thresh=0.5, normalization=normalization)
-    out, (dx,) = m.forward_backward(jnp.asarray(X), jnp.asarray(Y))
+    out, (dx,) = m.forward_backward(jx(X), jx(Y))
     want_out, want_dx = l2_ref(X, Y)
     c = 2.0 if normalization == "null" else 2.0 / max(1, int((want_out > 0.5).sum()))
     assert isinstance(out, jax.Array) and isinstance(dx, jax.Array)
@@ -191,3 +198,29 @@ def test_every_family_reads_dlpack_inputs_like_numpy(loss, args, lib):
     np.testing.assert_array_equal(np.asarray(out), want_out)
     for g, w in zip(grads, want_grads, strict=True):
         np.testing.assert_array_equal(np.asarray(g), w)
+
+
+JAX_GPUS = [d for d in jax.devices() if d.platform == "gpu"]
+
+
+@pytest.mark.skipif(not (JAX_GPUS and CUPY_ON_GPU), reason="needs JAX with a GPU backend and CuPy")
+def test_jax_arrays_on_a_gpu_run_on_the_gpu_and_come_back_as_jax_arrays():
+    gpu = JAX_GPUS[0]
+    x, y = jax.device_put(X, gpu), jax.device_put(Y, gpu)
+    out, (dx,) = nl.L2Loss().forward_backward(x, y)
+    assert isinstance(out, jax.Array) and isinstance(dx, jax.Array)
+    assert out.devices() == {gpu} and dx.devices() == {gpu}
+    want_out, want_dx = l2_ref(X, Y)
+    np.testing.assert_allclose(np.asarray(out), want_out, rtol=2e-6)
+    np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=2e-6)
+    labels = jax.device_put(CLASSES.astype(np.int32), gpu)
+    out, (dx,) = nl.SoftmaxCELoss().forward_backward(x, labels)
+    want_out, want_dx = softmax_ce_ref(X, CLASSES)
+    assert out.devices() == {gpu}
+    np.testing.assert_allclose(np.asarray(out), want_out, rtol=2e-6)
+    np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=2e-5, atol=1e-7)
+    # an input computed by JAX just before the call (still queued on JAX's stream) is read after it is written
+    z = jax.jit(lambda a: a * 2.0 + 1.0)(x)
+    np.testing.assert_allclose(np.asarray(nl.L2Loss()(z, y)), l2_ref(2 * X + 1, Y)[0], rtol=2e-6)
+    with pytest.raises(TypeError, match="^out must be a writable numpy.ndarray"):
+        nl.L2Loss()(x, y, out=jax.device_put(np.empty(6, np.float32), gpu))

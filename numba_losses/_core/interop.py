@@ -10,16 +10,20 @@ the CPU, ...) is imported without a copy:
   (JAX), and nothing in this library writes into an input;
 * on a GPU (``kDLCUDA``, ``kDLCUDAManaged``) as a CuPy array,
   ``cupy.from_dlpack``, then run on the CUDA backend; without CuPy a
-  ``TypeError`` says what to install.
+  ``TypeError`` says what to install. JAX arrays on a GPU take this road
+  too, although they also expose ``__cuda_array_interface__``: the DLPack
+  exchange orders the work against JAX's own stream, and the results can be
+  handed back as JAX arrays.
 
 Fresh host results of a call whose first array input came from JAX or
 PyTorch are returned in that library (:func:`export_results`): JAX through
 ``jax.dlpack.from_dlpack`` (no copy when the result is 64-byte aligned, else
-one copy), PyTorch through ``torch.from_numpy`` (no copy). The caller's own
-``out`` / ``grad_out`` buffers (NumPy arrays) are returned as they are;
-results of device inputs stay CuPy arrays. ``out`` / ``grad_out`` given as
-DLPack objects are refused: a DLPack export may be read-only (JAX) and a write
-through it would go behind its library's back.
+one copy), PyTorch through ``torch.from_numpy`` (no copy). Results of JAX
+arrays on a GPU are CuPy arrays handed to JAX through DLPack (no copy), on the
+same GPU. The caller's own ``out`` / ``grad_out`` buffers (NumPy arrays) are
+returned as they are. ``out`` / ``grad_out`` given as DLPack objects (or as
+JAX arrays, which are immutable) are refused: a DLPack export may be
+read-only and a write through it would go behind its library's back.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def import_inputs(
         array), and as :func:`import_array`.
     """
     for bname, buf in (("out", out), *(("grad_out", g) for g in grad_out)):
-        if buf is not None and is_dlpack(buf) and not _is_cuda_array(buf):
+        if buf is not None and is_dlpack(buf) and (library_of(buf) == "jax" or not _is_cuda_array(buf)):
             raise TypeError(
                 f"{bname} must be a writable numpy.ndarray, got a {library_of(buf)} {type(buf).__name__} "
                 "(DLPack exports may be read-only; leave it None to get a result in that library)"
@@ -116,14 +120,14 @@ def import_inputs(
         if a is None or isinstance(a, (int, float, bool, np.number, np.bool_)):
             imported[name] = a
             continue
-        if is_dlpack(a) and (_on_host(a) or not _is_cuda_array(a)):
+        if is_dlpack(a) and (_on_host(a) or library_of(a) == "jax" or not _is_cuda_array(a)):
             lib = library_of(a)
             a = import_array(name, a)
-            if first and lib in _RETURNED_IN and isinstance(a, np.ndarray):
+            if first and lib in _RETURNED_IN and (isinstance(a, np.ndarray) or lib == "jax"):
                 origin = lib
         imported[name] = a
         first = False
-    if out_grad is not None and is_dlpack(out_grad) and not _is_cuda_array(out_grad):
+    if out_grad is not None and is_dlpack(out_grad) and (library_of(out_grad) == "jax" or not _is_cuda_array(out_grad)):
         out_grad = import_array("out_grad", out_grad)
     return imported, out_grad, origin
 
@@ -145,17 +149,23 @@ def _is_cuda_array(a: Any) -> bool:
 
 
 def export_results(result: tuple[Any, Any], origin: str, keep: tuple[Any, ...]) -> tuple[Any, Any]:
-    """``(value, grads)`` with every fresh NumPy result converted to ``origin``'s array type.
+    """``(value, grads)`` with every fresh result converted to ``origin``'s array type.
 
-    Arrays in ``keep`` (the caller's ``out`` / ``grad_out`` buffers) and
-    ``None`` are returned unchanged.
+    Fresh NumPy results are converted; so are fresh CuPy results when
+    ``origin`` is ``"jax"`` (the inputs were JAX arrays on a GPU). Arrays in
+    ``keep`` (the caller's ``out`` / ``grad_out`` buffers) and ``None`` are
+    returned unchanged.
     """
     convert = _to_jax if origin == "jax" else _to_torch
 
     def one(a: Any) -> Any:
-        if a is None or not isinstance(a, np.ndarray) or any(a is k for k in keep):
+        if a is None or any(a is k for k in keep):
             return a
-        return convert(a)
+        if isinstance(a, np.ndarray):
+            return convert(a)
+        if origin == "jax" and library_of(a) == "cupy":
+            return _device_to_jax(a)
+        return a
 
     value, grads = result
     return one(value), (None if grads is None else tuple(one(g) for g in grads))
@@ -167,6 +177,14 @@ def _to_jax(a: np.ndarray) -> Any:
     if a.dtype != jax.dtypes.canonicalize_dtype(a.dtype):  # float64 without jax_enable_x64: JAX's own rule
         return jax.numpy.asarray(a)
     return jax.dlpack.from_dlpack(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+
+
+def _device_to_jax(a: Any) -> Any:
+    """A fresh CuPy result as a JAX array on the same GPU (DLPack, no copy unless JAX's dtype rule casts)."""
+    import jax
+
+    want = jax.dtypes.canonicalize_dtype(a.dtype)
+    return jax.dlpack.from_dlpack(a if a.dtype == want else a.astype(want))
 
 
 def _to_torch(a: np.ndarray) -> Any:
