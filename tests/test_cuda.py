@@ -366,3 +366,55 @@ def test_a_device_array_whose_interface_raises_is_refused_clearly():
     assert is_device_array(Guarded())
     with pytest.raises(TypeError, match="pred: unreadable __cuda_array_interface__.*requires grad"):
         nl.L2Loss()(Guarded(), Guarded())
+
+
+# ------------------------------------------------------------------------------ launches
+@pytest.mark.skipif(SIMULATED, reason="the simulator launches through Numba only")
+def test_argument_kinds_agree_with_numbas_typing():
+    from numba.np.numpy_support import as_dtype
+
+    from numba_losses._core.launch import _kind
+
+    base = cuda.to_device(np.arange(24, dtype=np.float32).reshape(4, 6))
+    arrays = [
+        base,
+        base[:, 1:4],  # strided rows
+        base[::2],  # strided
+        cuda.to_device(np.asfortranarray(np.ones((3, 5)))),
+        cuda.to_device(np.ones((1, 7), np.int64)),  # both C and F contiguous
+        cuda.to_device(np.zeros((0, 4), np.float16)),
+        cuda.from_cuda_array_interface(
+            {
+                "shape": (5, 3),
+                "strides": (0, 4),
+                "typestr": "<f4",
+                "data": (base.device_ctypes_pointer.value, False),
+                "version": 3,
+            },
+            owner=base,
+        ),  # broadcast
+    ]
+    for a in arrays:
+        t = a._numba_type_
+        assert _kind(a) == (as_dtype(t.dtype), t.ndim, t.layout), a.shape
+    assert _kind(1.5) is float and _kind(np.float32(1)) == np.dtype(np.float32) and _kind(object()) is None
+
+
+@pytest.mark.skipif(SIMULATED, reason="the simulator launches through Numba only")
+def test_repeated_calls_launch_the_remembered_kernel_without_numba_warnings():
+    import warnings
+
+    from numba.core.errors import NumbaPerformanceWarning
+
+    from numba_losses._core import launch as launches
+
+    x, y = _data((3, 4)), _data((3, 4)) * 0.5
+    loss = nl.L2Loss()
+    first = host(loss(dev(x), dev(y)))  # a grid of one block: Numba warns about occupancy here
+    assert any(v is not None for v in launches._COMPILED.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumbaPerformanceWarning)
+        for _ in range(3):
+            again = host(loss(dev(x), dev(y)))
+            np.testing.assert_array_equal(again, first)
+    np.testing.assert_allclose(first, nl.L2Loss()(x, y), rtol=1e-6)

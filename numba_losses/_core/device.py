@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .launch import launch
 from .request import is_scalar, is_simulated_array
 from .validate import as_host_array
 
@@ -154,7 +155,7 @@ class DeviceContext:
         """Launch a grid-stride ``kernel`` over ``n`` items on this call's stream."""
         from numba_losses.kernels.cuda import THREADS, grid_blocks
 
-        kernel[grid_blocks(n, self.sms), THREADS, self.stream](*args)
+        launch(kernel, grid_blocks(n, self.sms), THREADS, self.stream, *args)
 
     def activate(self) -> Any:
         """A context that makes this call's device current (a no-op with one GPU or the simulator)."""

@@ -41,6 +41,7 @@ from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel
 from numba_losses.kernels.registry import COMPUTED
 
 from .device import DeviceArray, DeviceContext, broadcast_view, device_view, sum_to
+from .launch import launch
 from .validate import broadcast_shape, normalize_axis
 
 REDUCTIONS = ("mean", "sum", "all")
@@ -288,7 +289,11 @@ def run_rows_device(
     group, nck, chunk, blocks = launch_plan(n_rows, n_outer * n_inner, ctx.sms)
     partial = ctx.empty((n_rows, nck), np.float64)[1] if nck > 1 else ctx.dummy(2)
     kernel = build_cuda_kernel(*pair, a3 is not None, ew3 is not None, want_grad, not SIMULATOR)
-    kernel[blocks, THREADS, ctx.stream](
+    launch(
+        kernel,
+        blocks,
+        THREADS,
+        ctx.stream,
         x3,
         y3,
         dummy if a3 is None else a3,

@@ -25,6 +25,7 @@ from numba_losses.kernels.cuda.softmax import softmax_plan
 
 from .._core.buffers import device_out_grad, device_target
 from .._core.device import DeviceArray, DeviceContext, checked, on_device, same_device, to_host, wrap_input
+from .._core.launch import launch
 from .._core.request import Call
 from .._core.validate import compute_dtype, result_dtype
 from .._core.weighting import coef_product_device, product_shape, weigh_product_device
@@ -101,14 +102,32 @@ def _run(spec: CTCSpec, call: Call, inputs: dict[str, DeviceArray], ctx: DeviceC
     n_frames = n * n_t
     if n_frames:
         group, blocks = softmax_plan(n_frames, n_classes, 1, ctx.sms)
-        kern.ctc_frames_kernel[blocks, THREADS, ctx.stream](
-            x3, p["tlen"], p["lab"], p["llen"], plan.blank, p["off"], proto, m, logs, lpe, group
+        launch(
+            kern.ctc_frames_kernel,
+            blocks,
+            THREADS,
+            ctx.stream,
+            x3,
+            p["tlen"],
+            p["lab"],
+            p["llen"],
+            plan.blank,
+            p["off"],
+            proto,
+            m,
+            logs,
+            lpe,
+            group,
         )
     # One block per sample: at most CUDA_GRID_PER_SM per multiprocessor, the rest by grid stride.
     s_max = 2 * int(plan.llen.max()) + 1
     blocks = min(n, ctx.sms * CUDA_GRID_PER_SM)
     ring = ctx.empty((blocks * 2 * s_max,), cdt)[1]
-    kern.ctc_paths_kernel[blocks, kern.paths_threads(s_max, kern.PATHS_MAX_THREADS), ctx.stream](
+    launch(
+        kern.ctc_paths_kernel,
+        blocks,
+        kern.paths_threads(s_max, kern.PATHS_MAX_THREADS),
+        ctx.stream,
         lpe,
         p["off"],
         p["tlen"],
@@ -127,7 +146,11 @@ def _run(spec: CTCSpec, call: Call, inputs: dict[str, DeviceArray], ctx: DeviceC
     if call.want_grad and n_frames:
         coef = coef_product_device((n,), full, swd, spec.weight, ogd, cdt, ctx)
         group, blocks = softmax_plan(n_frames, n_classes, 1, ctx.sms)
-        kern.ctc_grad_kernel[blocks, THREADS, ctx.stream](
+        launch(
+            kern.ctc_grad_kernel,
+            blocks,
+            THREADS,
+            ctx.stream,
             x3,
             dx,
             p["gmask"],

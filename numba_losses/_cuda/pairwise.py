@@ -26,6 +26,7 @@ from .._core.device import (
     sum_to,
     wrap_input,
 )
+from .._core.launch import launch
 from .._core.request import Call
 from .._core.weighting import coef_product_device, weigh_product_device
 from .._plan.pairwise import TRIPLET_GRADS, CosineSpec, TripletSpec, plan_cosine, plan_triplet
@@ -71,8 +72,21 @@ def _triplet(spec: TripletSpec, call: Call, inputs: dict[str, DeviceArray], ctx:
         views = [v.reshape(shape3) for _, v in pairs]
     group, blocks = row_groups(n_rows, shape3[0] * shape3[2], ctx.sms)
     kernel = build_triplet_kernel(not SIMULATOR)
-    kernel[blocks, THREADS, ctx.stream](
-        x3, p3, n3, cdt.type(spec.margin), cdt.type(spec.weight), g, call.want_grad, out_dev, *views, group
+    launch(
+        kernel,
+        blocks,
+        THREADS,
+        ctx.stream,
+        x3,
+        p3,
+        n3,
+        cdt.type(spec.margin),
+        cdt.type(spec.weight),
+        g,
+        call.want_grad,
+        out_dev,
+        *views,
+        group,
     )
     return (out_native if call.want_value else None), natives
 
@@ -113,8 +127,22 @@ def _cosine(spec: CosineSpec, call: Call, inputs: dict[str, DeviceArray], ctx: D
         views = [ctx.empty((n_rows, k), cdt)[1] if grows else v.reshape((n_src, k)) for _, v in pairs]
     group, blocks = row_groups(n_rows, k, ctx.sms)
     kernel = build_cosine_kernel(not SIMULATOR)
-    kernel[blocks, THREADS, ctx.stream](
-        a2, b2, lab, cdt.type(spec.margin), g_row, rsw, w_kernel, call.want_grad, out_rows, *views, group
+    launch(
+        kernel,
+        blocks,
+        THREADS,
+        ctx.stream,
+        a2,
+        b2,
+        lab,
+        cdt.type(spec.margin),
+        g_row,
+        rsw,
+        w_kernel,
+        call.want_grad,
+        out_rows,
+        *views,
+        group,
     )
     if not plan.per_row and call.want_value:
         loss = DeviceArray.wrap("loss", rows_native)

@@ -21,6 +21,7 @@ from numba_losses.kernels.cuda.sdml import ROW_THREADS, TILE, build_sdml_kernels
 
 from .._core.buffers import device_out_grad, device_target
 from .._core.device import DeviceContext, checked, on_device, same_device, wrap_input
+from .._core.launch import launch
 from .._core.request import Call
 from .._plan.sdml import SDMLSpec, Targets, centred, plan, targets
 
@@ -68,10 +69,14 @@ def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         cap = ctx.sms if SIMULATOR else 1 << 30
         tiles = -(-n // TILE)
         block = (TILE, TILE)
-        dist_kernel[min(tiles * tiles, cap), block, ctx.stream](x1v, x2v, q.qd, gmat)
+        launch(dist_kernel, min(tiles * tiles, cap), block, ctx.stream, x1v, x2v, q.qd, gmat)
         blocks = min(n, ctx.sms * CUDA_GRID_PER_SM, cap)
         unused = ctx.dummy(2, cdt)  # the expansion's inputs, not read
-        rows_kernel[blocks, ROW_THREADS, ctx.stream](
+        launch(
+            rows_kernel,
+            blocks,
+            ROW_THREADS,
+            ctx.stream,
             gmat,
             False,
             unused[0],
@@ -89,8 +94,8 @@ def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         )
         if call.want_grad and d > 0:
             grid = min(tiles * -(-d // TILE), cap)
-            grad_kernel[grid, block, ctx.stream](gmat, x1v, x2v, False, q.qd, grads_dev[0])
-            grad_kernel[grid, block, ctx.stream](gmat, x2v, x1v, True, q.qd, grads_dev[1])
+            launch(grad_kernel, grid, block, ctx.stream, gmat, x1v, x2v, False, q.qd, grads_dev[0])
+            launch(grad_kernel, grid, block, ctx.stream, gmat, x2v, x1v, True, q.qd, grads_dev[1])
         return out_native, grads_native
 
 
@@ -147,7 +152,11 @@ def _run_cublas(
         nb = (b * b).sum(axis=1, dtype=cp.float64).astype(cdt)
         gm = a @ b.T
         blocks = min(n, ctx.sms * CUDA_GRID_PER_SM)
-        rows_kernel[blocks, ROW_THREADS, ctx.stream](
+        launch(
+            rows_kernel,
+            blocks,
+            ROW_THREADS,
+            ctx.stream,
             _numba(gm),
             True,
             _numba(na),

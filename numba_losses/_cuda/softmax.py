@@ -32,6 +32,7 @@ from .._core.device import (
     to_host,
     wrap_input,
 )
+from .._core.launch import launch
 from .._core.request import Call
 from .._core.validate import reshape_like
 from .._core.weighting import coef_rows_device, weigh_product_device, weigh_rows_device
@@ -44,7 +45,7 @@ def _launch_rows(kernel: Any, lay: family.ClassLayout, ctx: DeviceContext, *args
     if lay.n_rows == 0 or lay.n_classes == 0:
         return
     group, blocks = softmax_plan(lay.n_rows, lay.n_classes, lay.inner, ctx.sms)
-    kernel[blocks, THREADS, ctx.stream](*args, group)
+    launch(kernel, blocks, THREADS, ctx.stream, *args, group)
 
 
 def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
