@@ -5,7 +5,12 @@ Usage, from the repository root on a machine with an NVIDIA GPU (about 5 to 8 mi
 
     python asv_bench/gpu_check.py [--out DIR] [--no-install] [--jobs N]
 
-and, without a GPU (the test suite does this, so the script cannot rot)::
+On a machine without a package index, give ``--no-install`` and make the package importable
+first, e.g. ``ln -s ../kernels numba_losses/kernels && export PYTHONPATH=$PWD`` (the source
+layout maps ``numba_losses.kernels`` to ``kernels/``). ``--select`` (a pytest ``-k`` expression)
+picks the tests that touch a device; the CPU-only tests of the same files run in CI.
+
+And, without a GPU (the test suite does this, so the script cannot rot)::
 
     python asv_bench/gpu_check.py --smoke --out DIR
 
