@@ -62,8 +62,9 @@ FAMILY_TESTS = [
     "tests/test_torch_cuda.py",
     "tests/test_jax.py",
 ]
-#: The tests of FAMILY_TESTS that touch a device (the CPU-only ones run in CI).
-DEVICE_TESTS = "cuda or gpu or device or cupy or torch or jax or readme"
+#: The tests of FAMILY_TESTS that touch a device (the CPU-only ones run in CI; the smoke run of this
+#: script itself runs in the simulator, 80 s even on a GPU machine).
+DEVICE_TESTS = "(cuda or gpu or device or cupy or torch or jax or readme) and not smoke_mode"
 VERSIONS = (
     "import importlib, platform\n"
     "for m in ('numpy', 'numba', 'numba_cuda', 'cupy', 'torch'):\n"
