@@ -16,6 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = textwrap.dedent(
@@ -73,3 +75,31 @@ def test_marshal_matches_numbas_own_argument_rule():
     done = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("ok")
+
+
+class _ClashingKernel:
+    """A kernel whose compilation fails as numba-cuda 0.30 does under NumPy 2.5."""
+
+    def __getitem__(self, config):
+        def run(*args):
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+        return run
+
+
+class _BrokenKernel:
+    def __getitem__(self, config):
+        def run(*args):
+            raise AttributeError("'NoneType' object has no attribute 'shape'")
+
+        return run
+
+
+def test_a_numpy_version_clash_is_reported_with_what_to_install():
+    pytest.importorskip("numba_cuda")
+    from numba_losses._core.launch import numba_launch
+
+    with pytest.raises(RuntimeError, match=r"numba-cuda .* cannot compile CUDA kernels with NumPy .*numpy<2\.5"):
+        numba_launch(_ClashingKernel(), 1, 32, 0, ())
+    with pytest.raises(AttributeError, match="NoneType"):  # other errors pass through unchanged
+        numba_launch(_BrokenKernel(), 1, 32, 0, ())

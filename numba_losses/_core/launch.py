@@ -75,17 +75,17 @@ def launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, *args: Any) ->
     from numba_losses.kernels.cuda import SIMULATOR
 
     if SIMULATOR:
-        kernel[griddim, blockdim, stream](*args)
+        numba_launch(kernel, griddim, blockdim, stream, args)
         return
     kinds = tuple(_kind(a) for a in args)
     key = (kernel, kinds)
     compiled = _COMPILED.get(key, False)
     if compiled is False:
-        kernel[griddim, blockdim, stream](*args)  # compiles or loads the kernel, launches it
+        numba_launch(kernel, griddim, blockdim, stream, args)  # compiles or loads the kernel, launches it
         _COMPILED[key] = _remember(kernel, args) if None not in kinds else None
         return
     if compiled is None:
-        kernel[griddim, blockdim, stream](*args)
+        numba_launch(kernel, griddim, blockdim, stream, args)
         return
     grid, block, core = _dims(griddim), _dims(blockdim), _core_stream(stream)
     if not compiled.direct:
@@ -96,6 +96,31 @@ def launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, *args: Any) ->
     k = compiled.kernel
     kernelargs = marshal(k, compiled.arrays, args, core)
     core_launch(core, _config(grid, block, k.cooperative), k._codelibrary.get_cufunc().kernel, *kernelargs)
+
+
+def numba_launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, args: tuple[Any, ...]) -> None:
+    """``kernel[griddim, blockdim, stream](*args)``, with a clear error for a known version clash.
+
+    Raises
+    ------
+    RuntimeError
+        numba-cuda could not compile the kernel because it refers to a NumPy
+        function the installed NumPy no longer has (numba-cuda 0.30 with
+        NumPy 2.5: ``numpy.row_stack``); the message says what to install.
+    """
+    try:
+        kernel[griddim, blockdim, stream](*args)
+    except AttributeError as exc:
+        if "module 'numpy' has no attribute" not in str(exc):
+            raise
+        import numba_cuda
+        import numpy
+
+        raise RuntimeError(
+            f"numba-cuda {getattr(numba_cuda, '__version__', '?')} cannot compile CUDA kernels with NumPy "
+            f"{numpy.__version__} ({exc}); install a NumPy it supports (pip install 'numpy<2.5') or a newer "
+            "numba-cuda"
+        ) from exc
 
 
 @dataclass(frozen=True)
