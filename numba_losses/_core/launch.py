@@ -26,6 +26,7 @@ flag after the launch) or with argument extensions keep Numba's whole launch.
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,9 @@ def launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, *args: Any) ->
 def numba_launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, args: tuple[Any, ...]) -> None:
     """``kernel[griddim, blockdim, stream](*args)``, with a clear error for a known version clash.
 
+    Numba's low-occupancy warning for grids under 128 blocks is not shown: this
+    library sizes its grids to the work on purpose.
+
     Raises
     ------
     RuntimeError
@@ -109,7 +113,9 @@ def numba_launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, args: tu
         NumPy 2.5: ``numpy.row_stack``); the message says what to install.
     """
     try:
-        kernel[griddim, blockdim, stream](*args)
+        with warnings.catch_warnings():  # the grid sizes are this library's choice, not the user's
+            warnings.filterwarnings("ignore", message=".*Grid size .* under-utilization")
+            kernel[griddim, blockdim, stream](*args)
     except AttributeError as exc:
         if "module 'numpy' has no attribute" not in str(exc):
             raise
