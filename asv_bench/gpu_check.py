@@ -25,7 +25,9 @@ Steps, each in its own process with a time limit, each recorded in the report wh
 4. the benchmarks: ``asv_bench/compare.py --device cuda --family all --markdown`` (this library
    against CuPy expressions and PyTorch CUDA: elementwise losses at 2**26 float32 as a share of
    device-to-device copy bandwidth, SoftmaxCE at (8192, 32000), CTC, the pairwise losses, SDML,
-   per-call overhead at (64, 10)); ``--smoke``: every timed path once on tiny shapes, simulated.
+   per-call overhead at (64, 10)); ``--smoke``: every timed path once on tiny shapes, simulated;
+5. on a GPU, ``asv_bench/gpu_overhead.py``: host time per call and where it goes, and device time
+   with the host's launch time hidden (``DIR/gpu_overhead.md``, ``DIR/gpu_profile.txt``).
 
 The report is ``DIR/gpu_report.md`` (default ``DIR``: ``gpu_check_out``); the raw benchmark
 results are ``DIR/gpu_results.json``. Exit status 0 when every step passed, 1 otherwise.
@@ -134,6 +136,8 @@ def plan(args: argparse.Namespace, out: Path) -> list[tuple[Step, int]]:
         steps.append(
             (Step("benchmarks", [*bench, "--markdown", "--json", str(out / "gpu_results.json")]), args.bench_timeout)
         )
+        overhead = [py, "asv_bench/gpu_overhead.py", "--out", str(out)]
+        steps.append((Step("overhead", overhead), 180))
     return steps
 
 
@@ -156,7 +160,7 @@ def report(steps: list[Step], smoke: bool) -> str:
     ]
     parts += [f"| {s.name} | {'passed' if s.passed else f'FAILED ({s.returncode})'} | {s.seconds:.1f} |" for s in steps]
     for s in steps:
-        keep = 200 if s.name == "benchmarks" else 40
+        keep = 200 if s.name in ("benchmarks", "overhead") else 40
         shown = [("<script>" if i and s.command[i - 1] == "-c" else a) for i, a in enumerate(s.command)]
         parts += ["", f"## {s.name}", "", f"`{' '.join(shown)}`", "", "```", _tail(s.output, keep), "```"]
     return "\n".join(parts) + "\n"
