@@ -2,7 +2,7 @@
 
 A CPU tensor is read through ``tensor.detach().numpy()``, a NumPy view of the
 same memory (strided views included); a CUDA tensor is handed over as is,
-since it exposes ``__cuda_array_interface__`` (untested on hardware here). A
+since it exposes ``__cuda_array_interface__`` (tested on an NVIDIA H200). A
 NumPy result becomes a tensor with ``torch.from_numpy`` (shared memory); a
 device result with ``torch.as_tensor`` on the input's device.
 """
