@@ -108,7 +108,7 @@ def import_inputs(
         array), and as :func:`import_array`.
     """
     for bname, buf in (("out", out), *(("grad_out", g) for g in grad_out)):
-        if buf is not None and is_dlpack(buf) and (library_of(buf) == "jax" or not _is_cuda_array(buf)):
+        if buf is not None and _read_through_dlpack(buf):
             raise TypeError(
                 f"{bname} must be a writable numpy.ndarray, got a {library_of(buf)} {type(buf).__name__} "
                 "(DLPack exports may be read-only; leave it None to get a result in that library)"
@@ -120,16 +120,22 @@ def import_inputs(
         if a is None or isinstance(a, (int, float, bool, np.number, np.bool_)):
             imported[name] = a
             continue
-        if is_dlpack(a) and (_on_host(a) or library_of(a) == "jax" or not _is_cuda_array(a)):
+        if _read_through_dlpack(a):
             lib = library_of(a)
             a = import_array(name, a)
             if first and lib in _RETURNED_IN and (isinstance(a, np.ndarray) or lib == "jax"):
                 origin = lib
         imported[name] = a
         first = False
-    if out_grad is not None and is_dlpack(out_grad) and (library_of(out_grad) == "jax" or not _is_cuda_array(out_grad)):
+    if out_grad is not None and _read_through_dlpack(out_grad):
         out_grad = import_array("out_grad", out_grad)
     return imported, out_grad, origin
+
+
+def _read_through_dlpack(a: Any) -> bool:
+    """Whether ``a`` is read through DLPack: a producer on the host, a JAX array anywhere, or a device
+    producer without ``__cuda_array_interface__`` (the CUDA backend reads the others directly)."""
+    return is_dlpack(a) and (_on_host(a) or library_of(a) == "jax" or not _is_cuda_array(a))
 
 
 def _on_host(a: Any) -> bool:
