@@ -7,8 +7,7 @@ specialisations and, for grids under 128 blocks, builds and filters a
 and its kernels are not launch-configuration sensitive, so after the first
 launch of a kernel with a given kind of arguments (through Numba, which
 compiles or loads the kernel), :func:`launch` remembers the compiled kernel for
-that kind and calls its own launch directly: the same argument marshalling,
-the same driver call, without the dispatch around it.
+that kind and launches it directly, without the dispatch around it.
 
 The kind of an argument is what Numba's typing reads: for a device array its
 dtype, rank and layout ('C', 'F' or 'A', as Numba derives it); for a number
@@ -25,6 +24,7 @@ flag after the launch) or with argument extensions keep Numba's whole launch.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -71,11 +71,16 @@ def _dims(d: Any) -> tuple[int, ...]:
     return d + (1,) * (3 - len(d))
 
 
-def launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, *args: Any) -> None:
-    """``kernel[griddim, blockdim, stream](*args)``, through the remembered compiled kernel when there is one."""
+@functools.cache
+def _simulated() -> bool:
     from numba_losses.kernels.cuda import SIMULATOR
 
-    if SIMULATOR:
+    return SIMULATOR
+
+
+def launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, *args: Any) -> None:
+    """``kernel[griddim, blockdim, stream](*args)``, through the remembered compiled kernel when there is one."""
+    if _simulated():
         numba_launch(kernel, griddim, blockdim, stream, args)
         return
     kinds = tuple(_kind(a) for a in args)
@@ -83,20 +88,18 @@ def launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, *args: Any) ->
     compiled = _COMPILED.get(key, False)
     if compiled is False:
         numba_launch(kernel, griddim, blockdim, stream, args)  # compiles or loads the kernel, launches it
-        _COMPILED[key] = _remember(kernel, args) if None not in kinds else None
+        _COMPILED[key] = _remember(kernel, args, kinds) if None not in kinds else None
         return
     if compiled is None:
         numba_launch(kernel, griddim, blockdim, stream, args)
         return
     grid, block, core = _dims(griddim), _dims(blockdim), _core_stream(stream)
-    if not compiled.direct:
-        compiled.kernel.launch(args, grid, block, core, 0)
-        return
-    from cuda.core import launch as core_launch
-
     k = compiled.kernel
+    if compiled.driver_launch is None:
+        k.launch(args, grid, block, core, 0)
+        return
     kernelargs = marshal(k, compiled.arrays, args, core)
-    core_launch(core, _config(grid, block, k.cooperative), k._codelibrary.get_cufunc().kernel, *kernelargs)
+    compiled.driver_launch(core, _config(grid, block, k.cooperative), k._codelibrary.get_cufunc().kernel, *kernelargs)
 
 
 def numba_launch(kernel: Any, griddim: Any, blockdim: Any, stream: Any, args: tuple[Any, ...]) -> None:
@@ -135,28 +138,30 @@ class Remembered:
 
     kernel: Any  #: Numba's compiled kernel (``_Kernel``)
     arrays: tuple[bool, ...]  #: which arguments are device arrays (marshalled by :func:`marshal`)
-    direct: bool  #: marshal here and call the driver; False: the compiled kernel's own launch
+    #: cuda.core's ``launch``, called with the parameters :func:`marshal` makes; None: the kernel's own launch
+    driver_launch: Any
 
 
-def _remember(kernel: Any, args: tuple[Any, ...]) -> Remembered | None:
-    """The compiled kernel Numba chose for ``args``, or None when a direct call would not be the same."""
+def _remember(kernel: Any, args: tuple[Any, ...], kinds: tuple[Any, ...]) -> Remembered | None:
+    """The compiled kernel Numba chose for ``args`` (of ``kinds``), or None when a direct call would not be the same."""
     if getattr(kernel, "_launch_config_sensitive", False) or getattr(kernel, "specialized", False):
         return None
     argtypes = tuple(kernel.typeof_pyval(a) for a in args)
     compiled = kernel.overloads.get(argtypes)
     if compiled is None or getattr(compiled, "launch_config_sensitive", False) or not hasattr(compiled, "launch"):
         return None
-    arrays = tuple(isinstance(a, _device_array_class()) for a in args)
-    direct = not getattr(compiled, "debug", True) and not getattr(compiled, "extensions", None)
-    if direct:
+    arrays = tuple(isinstance(k, tuple) for k in kinds)  # a device array's kind is (dtype, ndim, layout)
+    driver_launch = None
+    if not getattr(compiled, "debug", True) and not getattr(compiled, "extensions", None):
         try:  # what the direct call uses; another numba-cuda or cuda.core: Numba's launch then
-            from cuda.core import LaunchConfig, launch  # noqa: F401
+            from cuda.core import LaunchConfig, launch  # noqa: F401 - LaunchConfig: what _config builds
             from numba.cuda._compat import CUDA_CORE_GE_1_0  # noqa: F401
 
-            direct = callable(compiled._codelibrary.get_cufunc) and hasattr(compiled, "cooperative")
+            if callable(compiled._codelibrary.get_cufunc) and hasattr(compiled, "cooperative"):
+                driver_launch = launch
         except Exception:  # noqa: BLE001
-            direct = False
-    return Remembered(compiled, arrays, direct)
+            pass
+    return Remembered(compiled, arrays, driver_launch)
 
 
 def marshal(compiled: Any, arrays: tuple[bool, ...], args: tuple[Any, ...], stream: Any) -> list[Any]:
