@@ -106,9 +106,8 @@ def test_import_numba_losses_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("name", GRADCHECK)
-def test_gradcheck_float64(name):
-    module, inputs, diff = CASES[name]
+def gradcheck_case(module, inputs, diff):
+    """``torch.autograd.gradcheck`` of ``module`` with respect to the inputs at positions ``diff``."""
 
     def f(*xs):
         args = list(inputs)
@@ -116,7 +115,13 @@ def test_gradcheck_float64(name):
             args[i] = x
         return module(*args)
 
-    assert torch.autograd.gradcheck(f, tuple(inputs[i] for i in diff), eps=1e-6, atol=1e-6, rtol=1e-5)
+    return torch.autograd.gradcheck(f, tuple(inputs[i] for i in diff), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", GRADCHECK)
+def test_gradcheck_float64(name):
+    module, inputs, diff = CASES[name]
+    assert gradcheck_case(module, inputs, diff)
 
 
 def numpy_args(inputs):
@@ -310,15 +315,17 @@ def test_torch_compile_fullgraph_other_families_aot_eager(name):
 TOL = {torch.float32: {"rtol": 1e-6, "atol": 1e-6}, torch.float64: {"rtol": 1e-12, "atol": 1e-12}}
 
 
-def _same_values_and_grads(ours, theirs, inputs, dtype):
+def _same_values_and_grads(ours, theirs, inputs, dtype, tol=None):
+    """Values and gradients (for a random head gradient on the result's device) of two functions agree."""
+    tol = tol or TOL[dtype]
     a, b = ours(*inputs), theirs(*inputs)
-    torch.testing.assert_close(a, b, equal_nan=True, **TOL[dtype])
+    torch.testing.assert_close(a, b, equal_nan=True, **tol)
     leaves = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
-    g = torch.rand(a.shape, dtype=dtype, generator=torch.Generator().manual_seed(1)) + 0.5
+    g = torch.rand(a.shape, dtype=dtype, generator=torch.Generator().manual_seed(1)).to(a.device) + 0.5
     ga = torch.autograd.grad(a, leaves, g)
     gb = torch.autograd.grad(b, leaves, g)
     for x, y in zip(ga, gb, strict=True):
-        torch.testing.assert_close(x, y, equal_nan=True, **TOL[dtype])
+        torch.testing.assert_close(x, y, equal_nan=True, **tol)
 
 
 CE_CASES = {

@@ -22,7 +22,17 @@ F = torch.nn.functional
 
 import numba_losses.torch as nlt  # noqa: E402
 from numba_losses.torch import functional as nlf  # noqa: E402
-from tests.test_torch import CASES, CE_CASES, CTC_CASES, GRADCHECK, _compiled_matches, _ctc_case, rnd  # noqa: E402
+from tests.test_torch import (  # noqa: E402
+    CASES,
+    CE_CASES,
+    CTC_CASES,
+    GRADCHECK,
+    _compiled_matches,
+    _ctc_case,
+    _same_values_and_grads,
+    gradcheck_case,
+    rnd,
+)
 
 GPU = torch.device("cuda", 0)
 #: float64 CUDA and CPU kernels round differently (fused multiply-adds, reduction order).
@@ -57,15 +67,7 @@ def test_values_and_gradients_match_the_cpu_tensors(name):
 @pytest.mark.parametrize("name", GRADCHECK)
 def test_gradcheck_float64_on_the_gpu(name):
     module, inputs, diff = CASES[name]
-    dev = on_gpu(inputs)
-
-    def f(*xs):
-        args = list(dev)
-        for i, x in zip(diff, xs, strict=True):
-            args[i] = x
-        return module(*args)
-
-    assert torch.autograd.gradcheck(f, tuple(dev[i] for i in diff), eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert gradcheck_case(module, on_gpu(inputs), diff)
 
 
 @pytest.mark.parametrize("grad", [False, True])
@@ -118,14 +120,12 @@ def test_torch_compile_fullgraph_on_the_gpu():
     _compiled_matches(step, (x, y, p, t), (0, 2), "inductor")
 
 
+#: the GPU's float32 and float64 reductions round differently from the CPU's and from PyTorch CUDA's
+GPU_TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-6}, torch.float64: {"rtol": 1e-10, "atol": 1e-12}}
+
+
 def _both(ours, theirs, inputs, dtype):
-    a, b = ours(*inputs), theirs(*inputs)
-    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
-    torch.testing.assert_close(a, b, equal_nan=True, **tol)
-    leaves = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
-    g = torch.rand(a.shape, dtype=dtype, generator=torch.Generator().manual_seed(1)).to(GPU) + 0.5
-    for x, y in zip(torch.autograd.grad(a, leaves, g), torch.autograd.grad(b, leaves, g), strict=True):
-        torch.testing.assert_close(x, y, equal_nan=True, **tol)
+    _same_values_and_grads(ours, theirs, inputs, dtype, GPU_TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
