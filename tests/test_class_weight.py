@@ -279,6 +279,18 @@ def test_validation():
         nl.SoftmaxCELoss(-1, True, False, None, 0, None, 0.0, [1.0])  # keyword-only
 
 
+def _axis1_loss(sparse, eps, class_weight, normalization):
+    """SoftmaxCELoss over axis 1 with the options under test (ignored positions only with sparse labels)."""
+    return nl.SoftmaxCELoss(
+        axis=1,
+        sparse_label=sparse,
+        ignore_label=IGNORE if sparse else None,
+        label_smoothing=eps,
+        class_weight=class_weight,
+        normalization=normalization,
+    )
+
+
 # ------------------------------------------------------------------------------------ CUDA
 @pytest.mark.parametrize("eps", [0.0, 0.2])
 @pytest.mark.parametrize("sparse", [True, False])
@@ -293,14 +305,7 @@ def test_cuda_matches_host(eps, sparse):
     w = np.array([0.5, 0.0, 2.0, 1.5])
     sw = rng.random((3, 1)).astype(np.float32)
     for norm, cw in (("mean", w), ("valid", w), ("sum", None), ("valid", None)):
-        loss = nl.SoftmaxCELoss(
-            axis=1,
-            sparse_label=sparse,
-            ignore_label=IGNORE if sparse else None,
-            label_smoothing=eps,
-            class_weight=cw,
-            normalization=norm,
-        )
+        loss = _axis1_loss(sparse, eps, cw, norm)
         host_out, (host_g,) = loss.forward_backward(x, t, sw)
         d = [cuda.to_device(np.ascontiguousarray(a)) for a in (x, t, sw)]
         out, (g,) = loss.forward_backward(*d)
@@ -327,14 +332,7 @@ def test_dask_matches_in_memory(normalization, eps, sparse):
     x, t = _inputs(rng, (6, 5, 4), np.float64, probs=not sparse)
     w = rng.random(5) * 2
     sw = rng.random((6, 1, 4))
-    loss = nl.SoftmaxCELoss(
-        axis=1,
-        sparse_label=sparse,
-        ignore_label=IGNORE if sparse else None,
-        label_smoothing=eps,
-        class_weight=w,
-        normalization=normalization,
-    )
+    loss = _axis1_loss(sparse, eps, w, normalization)
     want_out, (want_g,) = loss.forward_backward(x, t, sw)
     # samples and positions split, the class axis too (made whole: no merged path with these options)
     xd = da.from_array(x, chunks=(2, 3, 2))
