@@ -392,3 +392,41 @@ def test_row_maximum_at_every_position_and_nan_at_every_position(n_classes):
     x_nan[np.arange(n_classes), np.arange(n_classes)] = np.nan
     out, (dx,) = nl.SoftmaxCELoss().forward_backward(x_nan, label)
     assert np.isnan(out).all() and np.isnan(dx).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "kwargs", [dict(), dict(ignore_label=3, label_smoothing=0.1), dict(sparse_label=False), dict(from_logits=True)]
+)
+def test_class_axis_one_tiles_at_parallel_size(kwargs, dtype):
+    # axis=1 runs the tiled kernel: positions in tiles along the last axis (a partial last tile here),
+    # vectorised log / exp per position. Special logits sit at chosen positions: a NaN, a +inf, a row
+    # of -inf (log 0), a huge spread; every other position must be unaffected by its neighbours.
+    rng = np.random.default_rng(21)
+    shape = (3, 7, 41, 130)  # 111930 logits: the parallel variant; 41 * 130 = 5330 positions a tile row
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x[0, 2, 5, 7] = np.nan
+    x[1, 4, 40, 129] = np.inf
+    x[2, :, 0, 0] = -np.inf
+    x[2, :, 3, 3] = np.array([-1e30, 3e4, -2e4, 0, 1, 2, 3], dtype)
+    sparse = kwargs.get("sparse_label", True)
+    lab = rng.integers(-1, 8, (3, 41, 130)) if sparse else rng.random(shape).astype(dtype)
+    loss = nl.SoftmaxCELoss(axis=1, **kwargs)
+    head = rng.random(3).astype(dtype)
+    out, (dx,) = loss.forward_backward(x, lab, out_grad=head)
+    ignore = kwargs.get("ignore_label")
+    ref_out, ref_dx = ref_softmax_ce(
+        x, lab, axis=1, sparse=sparse, from_logits=kwargs.get("from_logits", False), ignore=ignore,
+        eps=kwargs.get("label_smoothing", 0.0), head=head,
+    )  # fmt: skip
+    _check(out, dx, ref_out, ref_dx, dtype)
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(ref_dx))
+    np.testing.assert_array_equal(loss(x, lab), out)  # the forward-only kernel gives the same values
+    # the same positions through the class-axis-last kernel (a different implementation)
+    last = nl.SoftmaxCELoss(axis=-1, **kwargs)
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    ll = lab if sparse else np.ascontiguousarray(np.moveaxis(lab, 1, -1))
+    out_l, (dx_l,) = last.forward_backward(xl, ll, out_grad=head)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(out, out_l, rtol=tol, equal_nan=True)
+    np.testing.assert_allclose(dx, np.moveaxis(dx_l, -1, 1), rtol=tol, atol=tol * 1e-3, equal_nan=True)
