@@ -18,6 +18,11 @@ into at most one warning and a correct result:
   carries a SHA-256 digest of its contents; a file that fails to load or to
   verify is ignored, the kernel is recompiled and, where the directory is
   writable, the entry rewritten (one warning per process).
+* **Processes that compile at the same time** can give two variants of one
+  kernel the same data file (Numba numbers the files), so one variant would
+  load the other's machine code: a wrong result or a crash, not an error.
+  Here data files are named after their key and hold it; see
+  :func:`_checked_cache_file`.
 """
 
 from __future__ import annotations
@@ -71,9 +76,38 @@ def _readable_cache_dir(user_provided, settings):
 
 
 def _checked_cache_file(index_data_file):
-    """Data files with a SHA-256 digest of their contents in front, checked when loaded."""
+    """Data files named after their key and holding it, with a SHA-256 digest of their contents in front.
+
+    Numba numbers a function's data files in the order its index learns of
+    them, and several processes compiling new variants of one kernel at once
+    (test workers, a process pool, Dask workers) can each pick the same number:
+    the last writer's machine code then sits under another variant's index
+    entry, and a call of that variant loads code compiled for other argument
+    types. Here a data file's name comes from a digest of its key (the
+    signature, the target and the source), and the file stores the key, so a
+    load checks that it got the variant it asked for: a mismatch is a miss and
+    the variant is compiled again. Racing index writes can still drop another
+    process's entry, which costs only a recompilation.
+    """
 
     class CheckedCacheFile(index_data_file):
+        def save(self, key, data):
+            overloads = self._load_index()
+            name = overloads.get(key)
+            if name is None:
+                tag = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+                name = f"{self._index_name[: -len('.nbi')]}.{tag}.nbc"
+                overloads[key] = name
+                self._save_index(overloads)
+            self._save_data(name, (key, data))
+
+        def load(self, key):
+            entry = super().load(key)
+            if entry is None:
+                return None
+            stored_key, data = entry
+            return data if stored_key == key else None  # written for another variant: a miss
+
         def _save_data(self, name, data):
             payload = self._dump(data)
             with self._open_for_write(self._data_path(name)) as f:
@@ -104,8 +138,8 @@ def checked_cache_class(base, index_data_file, settings):
         _locator_classes = [user_provided, _readable_cache_dir(user_provided, settings), *others]
 
         def get_filename_base(self, fullname, abiflags):
-            """Numba's file name with ``-sha256`` added: files without digests are never read as ours."""
-            return super().get_filename_base(fullname, abiflags) + "-sha256"
+            """Numba's file name with ``-sha256k`` added: files without digests and keys are never read as ours."""
+            return super().get_filename_base(fullname, abiflags) + "-sha256k"
 
     class CheckedCache(base):
         _impl_class = CheckedImpl

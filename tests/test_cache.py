@@ -201,3 +201,53 @@ def test_in_process_results_are_unaffected():
     out, (grad,) = nl.L2Loss().forward_backward(x, y)
     np.testing.assert_allclose(out, _expected()["l2"], rtol=1e-12)
     np.testing.assert_allclose(grad, _expected()["grad"], rtol=1e-12)
+
+
+_BOTH_DTYPES = textwrap.dedent(
+    """
+    import json
+    import numpy as np, numba_losses as nl
+    x = np.linspace(-2, 2, 40).reshape(4, 10)
+    y = np.linspace(1, -1, 40).reshape(4, 10)
+    result = {}
+    for dtype in ("float32", "float64"):
+        out, (grad,) = nl.L2Loss().forward_backward(x.astype(dtype), y.astype(dtype))
+        result[dtype] = {"l2": out.tolist(), "grad": grad.tolist()}
+    print(json.dumps(result))
+    """
+)
+
+
+def _both_dtypes(env: dict[str, str]) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE_DIR", "HOME", "XDG_"))}
+    base["PYTHONPATH"] = os.pathsep.join([str(ROOT), base.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", _BOTH_DTYPES], env={**base, **env}, capture_output=True, text=True,
+        timeout=TIMEOUT, cwd="/", check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for dtype, rtol in (("float32", 1e-6), ("float64", 1e-12)):
+        for key, value in _expected().items():
+            np.testing.assert_allclose(result[dtype][key], value, rtol=rtol, err_msg=f"{dtype} {key}")
+
+
+def test_a_data_file_holding_another_variant_is_a_miss(sandbox):
+    # Two processes compiling new variants of one kernel at once could each write the same data
+    # file, leaving one variant's machine code under the other's index entry. Swapping the files of
+    # the float32 and float64 variants makes that state on purpose: each variant must notice that
+    # the file holds the other one and compile again (loading it gave a TypeError, or garbage).
+    cache = sandbox / "cache"
+    cache.mkdir(mode=0o777)
+    env = {"NUMBA_CACHE_DIR": str(cache), "HOME": str(sandbox)}
+    _both_dtypes(env)
+    by_kernel: dict[str, list[Path]] = {}
+    for path in cache.rglob("*.nbc"):
+        by_kernel.setdefault(path.name.rsplit(".", 2)[0], []).append(path)
+    pairs = [files for files in by_kernel.values() if len(files) == 2]
+    assert pairs, sorted(by_kernel)
+    for a, b in pairs:
+        data_a, data_b = a.read_bytes(), b.read_bytes()
+        a.write_bytes(data_b)
+        b.write_bytes(data_a)
+    _both_dtypes(env)
