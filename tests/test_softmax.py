@@ -401,24 +401,26 @@ def test_row_maximum_at_every_position_and_nan_at_every_position(n_classes):
 def test_class_axis_one_tiles_at_parallel_size(kwargs, dtype):
     # axis=1 runs the tiled kernel: positions in tiles along the last axis (a partial last tile here),
     # vectorised log / exp per position. Special logits sit at chosen positions: a NaN, a +inf, a row
-    # of -inf (log 0), a huge spread; every other position must be unaffected by its neighbours.
+    # of -inf (log 0), a huge spread; every other position must be unaffected by its neighbours. The
+    # last sample has none of them, so its loss (a mean over positions) is finite and compared.
     rng = np.random.default_rng(21)
-    shape = (3, 7, 41, 130)  # 111930 logits: the parallel variant; 41 * 130 = 5330 positions a tile row
+    shape = (4, 7, 41, 130)  # the parallel variant; 41 * 130 = 5330 positions: a partial last tile
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     x[0, 2, 5, 7] = np.nan
     x[1, 4, 40, 129] = np.inf
     x[2, :, 0, 0] = -np.inf
     x[2, :, 3, 3] = np.array([-1e30, 3e4, -2e4, 0, 1, 2, 3], dtype)
     sparse = kwargs.get("sparse_label", True)
-    lab = rng.integers(-1, 8, (3, 41, 130)) if sparse else rng.random(shape).astype(dtype)
+    lab = rng.integers(-1, 8, (4, 41, 130)) if sparse else rng.random(shape).astype(dtype)
     loss = nl.SoftmaxCELoss(axis=1, **kwargs)
-    head = rng.random(3).astype(dtype)
+    head = rng.random(4).astype(dtype)
     out, (dx,) = loss.forward_backward(x, lab, out_grad=head)
     ignore = kwargs.get("ignore_label")
     ref_out, ref_dx = ref_softmax_ce(
         x, lab, axis=1, sparse=sparse, from_logits=kwargs.get("from_logits", False), ignore=ignore,
         eps=kwargs.get("label_smoothing", 0.0), head=head,
     )  # fmt: skip
+    assert np.isfinite(out[3]) and (kwargs.get("from_logits") or np.isnan(out[:3]).all())
     _check(out, dx, ref_out, ref_dx, dtype)
     np.testing.assert_array_equal(np.isnan(dx), np.isnan(ref_dx))
     np.testing.assert_array_equal(loss(x, lab), out)  # the forward-only kernel gives the same values
@@ -427,6 +429,35 @@ def test_class_axis_one_tiles_at_parallel_size(kwargs, dtype):
     xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     ll = lab if sparse else np.ascontiguousarray(np.moveaxis(lab, 1, -1))
     out_l, (dx_l,) = last.forward_backward(xl, ll, out_grad=head)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(out, out_l, rtol=tol, equal_nan=True)
+    np.testing.assert_allclose(dx, np.moveaxis(dx_l, -1, 1), rtol=tol, atol=tol * 1e-3, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kldiv_class_axis_one_tiles_at_parallel_size(dtype):
+    # KLDivLoss(from_logits=False, axis=1): the tiled log-softmax and its tiled backward, with a NaN,
+    # a +inf, a position of -inf logits and a huge spread; against the reference and against the
+    # class-axis-last kernels on the moved axis (the last sample is finite)
+    rng = np.random.default_rng(22)
+    shape = (4, 7, 41, 130)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x[0, 2, 5, 7] = np.nan
+    x[1, 4, 40, 129] = np.inf
+    x[2, :, 0, 0] = -np.inf
+    x[2, :, 3, 3] = np.array([-1e30, 3e4, -2e4, 0, 1, 2, 3], dtype)
+    y = rng.random(shape).astype(dtype)
+    head = rng.random(4).astype(dtype)
+    loss = nl.KLDivLoss(from_logits=False, axis=1)
+    out, (dx,) = loss.forward_backward(x, y, out_grad=head)
+    ref_out, ref_dx = ref_kldiv_softmax(x, y, axis=1, head=head)
+    assert np.isnan(out[:3]).all() and np.isfinite(out[3])
+    _check(out, dx, ref_out, ref_dx, dtype)
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(ref_dx))
+    last = nl.KLDivLoss(from_logits=False, axis=-1)
+    out_l, (dx_l,) = last.forward_backward(
+        np.ascontiguousarray(np.moveaxis(x, 1, -1)), np.ascontiguousarray(np.moveaxis(y, 1, -1)), out_grad=head
+    )
     tol = 1e-6 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(out, out_l, rtol=tol, equal_nan=True)
     np.testing.assert_allclose(dx, np.moveaxis(dx_l, -1, 1), rtol=tol, atol=tol * 1e-3, equal_nan=True)

@@ -7,9 +7,10 @@ positions, each a row of ``C`` logits. Two layouts, chosen by the factories'
 
 * ``contiguous``: the class axis is last (``inner == 1``); arrays are 2-D
   ``(positions, C)`` and rows are contiguous, so the inner loops vectorise;
-* strided: arrays are the 3-D views ``(outer, inner, C)`` of the
-  ``(outer, C, inner)`` data (a transposed view, no copy); row ``t`` is
-  ``a[t // inner, t % inner]``.
+* tiled (the class axis is not last): arrays are ``(outer, C, inner)``; a
+  task takes ``TILE`` neighbouring positions of one ``outer`` index and walks
+  the class axis over all of them at once, so the inner loops run along the
+  positions, contiguous in memory, and vectorise there.
 
 For one row :math:`x` with target :math:`q` (one-hot or the dense label,
 smoothed, see :mod:`..softmax_math`) the fused kernel computes, reading the
@@ -50,17 +51,6 @@ from .reduce import block_sum, range_sum
 
 # Logits per block of the online max / sum-of-exponentials pass (fits in L1 twice).
 BLOCK = 256
-
-
-@register_jitable(forceinline=True)
-def _row_contiguous(a, t, inner):
-    return a[t]
-
-
-@register_jitable(forceinline=True)
-def _row_strided(a, t, inner):
-    o = t // inner
-    return a[o, t - o * inner]
 
 
 @register_jitable(forceinline=True)
@@ -166,7 +156,6 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     """
     if not contiguous:
         return _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel)
-    get_row = _row_contiguous
     pick = pick_int if int_label else pick_float
     dense = not sparse
     key = cache_key(parallel)  # see .compile
@@ -185,8 +174,8 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
             buf64 = np.empty(BLOCK, dtype=np.float64)
             bmax = np.empty(n_blocks, dtype=x.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
-                xr = get_row(x, t, inner)
-                yr = get_row(y, t, inner)  # sparse variants get ``y = x``, never read
+                xr = x[t]
+                yr = y[t]  # sparse variants get ``y = x``, never read
                 cc = like(xr[0], 1.0)
                 if want_grad:
                     cc = coef[t]
@@ -196,7 +185,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     if has_ignore and float(lab) == ignore:
                         loss[t] = 0.0
                         if want_grad:
-                            dr = get_row(dx, t, inner)
+                            dr = dx[t]
                             for k in range(n_classes):
                                 dr[k] = 0.0
                         continue
@@ -206,7 +195,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 lsum = 0.0
                 if not from_logits:
                     if want_grad:  # the exponentials go to the gradient row, rescaled below
-                        m, lsum = row_log_sum_exp(xr, get_row(dx, t, inner), True, bmax)
+                        m, lsum = row_log_sum_exp(xr, dx[t], True, bmax)
                     else:
                         m, lsum = row_log_sum_exp(xr, buf, False, bmax)
                 syx, sy, sx = _row_sums(xr, yr, m, dense, smooth, buf64)
@@ -220,7 +209,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 loss[t] = val
                 if not want_grad:
                     continue
-                dr = get_row(dx, t, inner)
+                dr = dx[t]
                 c1 = like(cc, q1)
                 c0 = like(cc, q0)
                 # The one-hot target of a class id is read in the loops (``tk``), not written to its slot
@@ -369,9 +358,13 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
 def build_log_softmax_kernel(contiguous, parallel):
     """``lp = x - m - log(sum(exp(x - m)))`` along each row.
 
-    Returns ``kernel(x, inner, n_rows, lp)``, both arrays in the row layout.
+    Returns ``kernel(x, inner, n_rows, lp)``: with ``contiguous``, both arrays
+    are ``(positions, C)`` rows; otherwise both are ``(outer, C, inner)``
+    arrays, walked in tiles of ``TILE`` positions as in
+    :func:`_build_tiled_ce_kernel` (``inner`` and ``n_rows`` unused).
     """
-    get_row = _row_contiguous if contiguous else _row_strided
+    if not contiguous:
+        return _build_tiled_log_softmax_kernel(parallel)
     key = cache_key(parallel)  # see .compile
 
     def log_softmax_kernel(x, inner, n_rows, lp):
@@ -383,10 +376,10 @@ def build_log_softmax_kernel(contiguous, parallel):
             buf = np.empty(BLOCK, dtype=x.dtype)
             bmax = np.empty((n_classes + BLOCK - 1) // BLOCK, dtype=x.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
-                xr = get_row(x, t, inner)
+                xr = x[t]
                 m, lsum = row_log_sum_exp(xr, buf, False, bmax)
                 ls = like(xr[0], lsum)
-                lr = get_row(lp, t, inner)
+                lr = lp[t]
                 for k_ in range(n_classes):
                     k = np.uint64(k_)
                     lr[k] = (xr[k] - m) - ls
@@ -394,13 +387,52 @@ def build_log_softmax_kernel(contiguous, parallel):
     return compile_kernel(log_softmax_kernel, "log_softmax", parallel)
 
 
+def _build_tiled_log_softmax_kernel(parallel):
+    """The class-axis-not-last variant of :func:`build_log_softmax_kernel`: a task walks the class
+    axis of ``TILE`` neighbouring positions three times (maximum; sum of exponentials; ``lp``)."""
+    key = cache_key(parallel)  # see .compile
+
+    def log_softmax_tiled_kernel(x, inner, n_rows, lp):
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
+            return
+        outer, n_classes, n_inner = x.shape
+        n_tiles = (n_inner + TILE - 1) // TILE
+        for task in prange(outer * n_tiles):
+            o = task // n_tiles
+            i0 = (task - o * n_tiles) * TILE
+            w = min(TILE, n_inner - i0)
+            ui0 = np.uint64(i0)
+            m = np.full(TILE, -np.inf, dtype=x.dtype)
+            s = np.zeros(TILE)
+            for c in range(n_classes):
+                for k_ in range(w):
+                    k = np.uint64(k_)
+                    m[k] = maxnum(m[k], x[o, c, ui0 + k])  # NaN never raises it; it reaches the sum
+            for c in range(n_classes):
+                for k_ in range(w):
+                    k = np.uint64(k_)
+                    s[k] += vexp_nonpos(x[o, c, ui0 + k] - m[k])  # an all -inf position: NaN, as x - m is
+            ls = np.empty(TILE, dtype=x.dtype)
+            for k_ in range(w):
+                k = np.uint64(k_)
+                ls[k] = vlog(s[k])  # rounded to x's dtype
+            for c in range(n_classes):
+                for k_ in range(w):
+                    k = np.uint64(k_)
+                    lp[o, c, ui0 + k] = (x[o, c, ui0 + k] - m[k]) - ls[k]
+
+    return compile_kernel(log_softmax_tiled_kernel, "log_softmax_tiled", parallel)
+
+
 @functools.cache
 def build_log_softmax_backward_kernel(contiguous, parallel):
     """In place ``u <- u - exp(lp) * sum(u)`` along each row (log-softmax's backward).
 
-    Returns ``kernel(lp, inner, n_rows, u)``, both arrays in the row layout.
+    Returns ``kernel(lp, inner, n_rows, u)``, both arrays in the layout of
+    :func:`build_log_softmax_kernel` for the same ``contiguous``.
     """
-    get_row = _row_contiguous if contiguous else _row_strided
+    if not contiguous:
+        return _build_tiled_log_softmax_backward_kernel(parallel)
     key = cache_key(parallel)  # see .compile
 
     def log_softmax_backward_kernel(lp, inner, n_rows, u):
@@ -411,8 +443,8 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
         for task in prange((n_rows + per - 1) // per):
             buf = np.empty(BLOCK, dtype=u.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
-                ur = get_row(u, t, inner)
-                lr = get_row(lp, t, inner)
+                ur = u[t]
+                lr = lp[t]
                 s = 0.0
                 for j0 in range(0, n_classes, BLOCK):
                     j1 = min(j0 + BLOCK, n_classes)
@@ -425,3 +457,35 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
                     ur[k] = ur[k] - vexp_nonpos(lr[k]) * sc  # lr <= 0 or NaN
 
     return compile_kernel(log_softmax_backward_kernel, "log_softmax_backward", parallel)
+
+
+def _build_tiled_log_softmax_backward_kernel(parallel):
+    """The class-axis-not-last variant of :func:`build_log_softmax_backward_kernel` (tiles of
+    ``TILE`` positions: the sums of ``u`` in float64, then the update)."""
+    key = cache_key(parallel)  # see .compile
+
+    def log_softmax_backward_tiled_kernel(lp, inner, n_rows, u):
+        if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
+            return
+        outer, n_classes, n_inner = u.shape
+        n_tiles = (n_inner + TILE - 1) // TILE
+        for task in prange(outer * n_tiles):
+            o = task // n_tiles
+            i0 = (task - o * n_tiles) * TILE
+            w = min(TILE, n_inner - i0)
+            ui0 = np.uint64(i0)
+            s = np.zeros(TILE)
+            for c in range(n_classes):
+                for k_ in range(w):
+                    k = np.uint64(k_)
+                    s[k] += u[o, c, ui0 + k]
+            sc = np.empty(TILE, dtype=u.dtype)
+            for k_ in range(w):
+                k = np.uint64(k_)
+                sc[k] = s[k]  # rounded to u's dtype
+            for c in range(n_classes):
+                for k_ in range(w):
+                    k = np.uint64(k_)
+                    u[o, c, ui0 + k] = u[o, c, ui0 + k] - vexp_nonpos(lp[o, c, ui0 + k]) * sc[k]  # lp <= 0 or NaN
+
+    return compile_kernel(log_softmax_backward_tiled_kernel, "log_softmax_backward_tiled", parallel)

@@ -32,19 +32,17 @@ from .._plan.softmax import KLDivSpec, SoftmaxSpec
 from . import elementwise
 
 
-def _rows(a: np.ndarray, lay: family.ClassLayout, contiguous: bool, transposed: bool = False) -> np.ndarray:
+def _rows(a: np.ndarray, lay: family.ClassLayout, contiguous: bool) -> np.ndarray:
     """``a`` (``pred``'s shape) in a kernel layout, a view when one exists.
 
-    ``contiguous``: ``(positions, C)`` rows; else ``(outer, C, inner)``, or
-    its ``(outer, inner, C)`` transpose (rows as strided 1-D views).
+    ``contiguous``: ``(positions, C)`` rows; else ``(outer, C, inner)`` (the tiled kernels).
     """
     if contiguous:
         return a.reshape(lay.n_rows, lay.n_classes)
     try:
-        a3 = a.reshape(lay.shape3, copy=False)
+        return a.reshape(lay.shape3, copy=False)
     except ValueError:
-        a3 = np.ascontiguousarray(a).reshape(lay.shape3)
-    return a3.transpose(0, 2, 1) if transposed else a3
+        return np.ascontiguousarray(a).reshape(lay.shape3)
 
 
 def _flat(a: np.ndarray, n: int) -> np.ndarray:
@@ -156,10 +154,12 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     parallel = x.size >= SERIAL_BELOW
     lp = host_empty(x.shape, cdt)
     xc = x.astype(cdt, copy=False)
-    contiguous = lay.inner == 1 and xc.flags.c_contiguous
+    contiguous = lay.inner == 1  # rows of C logits; otherwise the tiled kernels on (outer, C, inner)
+    if contiguous:
+        xc = np.ascontiguousarray(xc)
     if lay.n_rows and lay.n_classes:
         build_log_softmax_kernel(contiguous, parallel)(
-            _rows(xc, lay, contiguous, True), lay.inner, lay.n_rows, _rows(lp, lay, contiguous, True)
+            _rows(xc, lay, contiguous), lay.inner, lay.n_rows, _rows(lp, lay, contiguous)
         )
     term, inner_call = family.kldiv_term_call(spec, call, lp, rdt == cdt)
     value, grads = elementwise.run(term, inner_call)
@@ -169,10 +169,9 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     if not call.want_grad:
         return value, None
     u = grads[0]
-    if lay.n_rows and lay.n_classes:
-        rows = lay.inner == 1  # lp and u are C-contiguous arrays of pred's shape
-        build_log_softmax_backward_kernel(rows, parallel)(
-            _rows(lp, lay, rows, True), lay.inner, lay.n_rows, _rows(u, lay, rows, True)
+    if lay.n_rows and lay.n_classes:  # lp and u are C-contiguous arrays of pred's shape
+        build_log_softmax_backward_kernel(contiguous, parallel)(
+            _rows(lp, lay, contiguous), lay.inner, lay.n_rows, _rows(u, lay, contiguous)
         )
     if rdt != cdt:
         grad_buf = check_buffer("grad_out", call.grad_out[0], x.shape, rdt) if call.grad_out[0] is not None else None
