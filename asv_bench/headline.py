@@ -6,8 +6,8 @@ Usage::
 
 Rows (float32, CPU): SoftmaxCELoss at (8192, 32000), (256, 1000) and (64, 10) with integer labels,
 at (256, 1000) with dense (probability) labels and with ``label_smoothing=0.1``, at
-(16, 21, 128, 128) with the class axis 1, and KLDivLoss(from_logits=False) at (256, 1000) (PyTorch:
-``kl_div(log_softmax(x), y)``),
+(16, 21, 128, 128) with the class axis 1, and KLDivLoss(from_logits=False) at (256, 1000) and at
+(16, 21, 128, 128) with the class axis 1 (PyTorch: ``kl_div(log_softmax(x), y)``),
 CTCLoss at T=200 N=32 C=40 L=50 and T=20 N=4 C=10 L=5 (``'TNC'``, raw activations: PyTorch gets
 ``log_softmax`` first), SDMLLoss at (512, 256) and (4096, 512), and SigmoidBinaryCrossEntropyLoss,
 LogisticLoss and KLDivLoss at (4096, 4096) forward+backward as a share of a same-run 2-thread triad.
@@ -73,6 +73,14 @@ def _axis1_inputs(shape: tuple) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal(shape, dtype=np.float32), rng.integers(0, c, (n, h, w)).astype(np.int32)
 
 
+def _dense_axis1_inputs(shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(N, C, H, W)`` and a probability label per position (a softmax along axis 1)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    p = np.exp(rng.standard_normal(shape, dtype=np.float32))
+    return x, p / p.sum(axis=1, keepdims=True)
+
+
 def _ctc_inputs(t: int, n: int, c: int, length: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((t, n, c), dtype=np.float32)
@@ -95,6 +103,7 @@ def cases(smoke: bool) -> list[tuple[str, str, tuple]]:
             ("SoftmaxCE 16x10 smoothing", "softmax-smooth", (16, 10)),
             ("SoftmaxCE 2x3x4x5 axis=1", "softmax-axis1", (2, 3, 4, 5)),
             ("KLDiv softmax 16x10", "kldiv", (16, 10)),
+            ("KLDiv softmax 2x3x4x5 axis=1", "kldiv-axis1", (2, 3, 4, 5)),
             ("CTC T=6 N=2 C=5 L=2", "ctc", (6, 2, 5, 2)),
             ("SDML 8x4", "sdml", (8, 4)),
         ]
@@ -106,6 +115,7 @@ def cases(smoke: bool) -> list[tuple[str, str, tuple]]:
         ("SoftmaxCE 256x1000 smoothing", "softmax-smooth", (256, 1000)),
         ("SoftmaxCE 16x21x128x128 axis=1", "softmax-axis1", (16, 21, 128, 128)),
         ("KLDiv softmax 256x1000", "kldiv", (256, 1000)),
+        ("KLDiv softmax 16x21x128x128 axis=1", "kldiv-axis1", (16, 21, 128, 128)),
         ("CTC T=200 N=32 C=40 L=50", "ctc", (200, 32, 40, 50)),
         ("CTC T=20 N=4 C=10 L=5", "ctc", (20, 4, 10, 5)),
         ("SDML 512x256", "sdml", (512, 256)),
@@ -126,6 +136,8 @@ def _library_steps(kind: str, shape: tuple) -> tuple[Callable[[], object], Calla
         loss, args = nl.SoftmaxCELoss(axis=1), _axis1_inputs(shape)
     elif kind == "kldiv":
         loss, args = nl.KLDivLoss(from_logits=False), _dense_inputs(*shape)
+    elif kind == "kldiv-axis1":
+        loss, args = nl.KLDivLoss(from_logits=False, axis=1), _dense_axis1_inputs(shape)
     elif kind == "ctc":
         x, lab = _ctc_inputs(*shape)
         loss, args = nl.CTCLoss(layout="TNC"), (x, lab.astype(np.float32))
@@ -152,6 +164,12 @@ def _torch_steps(kind: str, shape: tuple) -> tuple[Callable[[], object], Callabl
 
         def loss(xg):
             return F.kl_div(F.log_softmax(xg, -1), y, reduction="none").mean(-1)
+
+    elif kind == "kldiv-axis1":
+        x, y = (torch.from_numpy(v) for v in _dense_axis1_inputs(shape))
+
+        def loss(xg):
+            return F.kl_div(F.log_softmax(xg, 1), y, reduction="none").mean(dim=(1, 2, 3))
 
     elif kind == "ctc":
         t, n, c, length = shape
@@ -263,7 +281,7 @@ def main() -> None:
         f, fb = mine[name]
         tf, tfb = theirs.get(name, (float("nan"), float("nan")))
         floor = ""
-        if kind.startswith("softmax") or kind == "kldiv":
+        if kind.startswith(("softmax", "kldiv")):
             logits = int(np.prod(shape))
             floor = f"{4e3 * logits / bw:.3f} / {8e3 * logits / bw:.3f}"
         print(f"| {name} | {f:.3f} / {fb:.3f} | {tf:.3f} / {tfb:.3f} | {tf / f:.2f} / {tfb / fb:.2f} | {floor} |")
