@@ -241,6 +241,34 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
 TILE = 128
 
 
+@register_jitable(forceinline=True)
+def _tile(task, n_tiles, n_inner):
+    """``(o, i0, w)`` of tiled task ``task``: outer index, first inner position (unsigned) and width."""
+    o = task // n_tiles
+    i0 = (task - o * n_tiles) * TILE
+    return o, np.uint64(i0), min(TILE, n_inner - i0)
+
+
+@register_jitable(forceinline=True)
+def _tile_max_sum_exp(x, o, i0, w, m, s, dest, store):
+    """The first two walks of a tile of ``x`` ``(outer, C, inner)``: ``m[k]`` the maximum over the
+    classes (NaN never raises it), then ``s[k] += exp(x - m[k])`` in float64 (NaN, ``+inf`` or an
+    all ``-inf`` position give NaN, as ``x - m`` does); with ``store`` the exponentials also go to
+    ``dest`` (``x``'s layout). Unsigned indices (no negative-index wraparound): the loops vectorise."""
+    n_classes = x.shape[1]
+    for c in range(n_classes):
+        for k_ in range(w):
+            k = np.uint64(k_)
+            m[k] = maxnum(m[k], x[o, c, i0 + k])
+    for c in range(n_classes):
+        for k_ in range(w):
+            k = np.uint64(k_)
+            e = vexp_nonpos(x[o, c, i0 + k] - m[k])
+            s[k] += e
+            if store:
+                dest[o, c, i0 + k] = e
+
+
 def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
     """The class-axis-not-last variant of :func:`build_softmax_ce_kernel`.
 
@@ -263,10 +291,8 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
         q1, q0 = smoothing(eps, n_classes)
         n_tiles = (inner + TILE - 1) // TILE
         for task in prange(outer * n_tiles):
-            o = task // n_tiles
-            i0 = (task - o * n_tiles) * TILE
-            w = min(TILE, inner - i0)
-            ui0 = np.uint64(i0)
+            o, ui0, w = _tile(task, n_tiles, inner)
+            i0 = int(ui0)
             base = o * inner + i0
             m = np.full(TILE, -np.inf, dtype=x.dtype)
             s = np.zeros(TILE)
@@ -288,15 +314,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
                 for k in range(w):
                     m[k] = 0.0
             else:
-                for c in range(n_classes):
-                    for k in range(w):
-                        m[k] = maxnum(m[k], x[o, c, np.uint64(i0 + k)])  # NaN never raises it; it reaches the sums
-                for c in range(n_classes):
-                    for k in range(w):
-                        e = vexp_nonpos(x[o, c, np.uint64(i0 + k)] - m[k])
-                        s[k] += e
-                        if want_grad:
-                            dx[o, c, np.uint64(i0 + k)] = e
+                _tile_max_sum_exp(x, o, ui0, w, m, s, dx, want_grad)
             if dense or smooth:
                 for c in range(n_classes):
                     for k in range(w):
@@ -398,20 +416,10 @@ def _build_tiled_log_softmax_kernel(parallel):
         outer, n_classes, n_inner = x.shape
         n_tiles = (n_inner + TILE - 1) // TILE
         for task in prange(outer * n_tiles):
-            o = task // n_tiles
-            i0 = (task - o * n_tiles) * TILE
-            w = min(TILE, n_inner - i0)
-            ui0 = np.uint64(i0)
+            o, ui0, w = _tile(task, n_tiles, n_inner)
             m = np.full(TILE, -np.inf, dtype=x.dtype)
             s = np.zeros(TILE)
-            for c in range(n_classes):
-                for k_ in range(w):
-                    k = np.uint64(k_)
-                    m[k] = maxnum(m[k], x[o, c, ui0 + k])  # NaN never raises it; it reaches the sum
-            for c in range(n_classes):
-                for k_ in range(w):
-                    k = np.uint64(k_)
-                    s[k] += vexp_nonpos(x[o, c, ui0 + k] - m[k])  # an all -inf position: NaN, as x - m is
+            _tile_max_sum_exp(x, o, ui0, w, m, s, lp, False)
             ls = np.empty(TILE, dtype=x.dtype)
             for k_ in range(w):
                 k = np.uint64(k_)
@@ -470,10 +478,7 @@ def _build_tiled_log_softmax_backward_kernel(parallel):
         outer, n_classes, n_inner = u.shape
         n_tiles = (n_inner + TILE - 1) // TILE
         for task in prange(outer * n_tiles):
-            o = task // n_tiles
-            i0 = (task - o * n_tiles) * TILE
-            w = min(TILE, n_inner - i0)
-            ui0 = np.uint64(i0)
+            o, ui0, w = _tile(task, n_tiles, n_inner)
             s = np.zeros(TILE)
             for c in range(n_classes):
                 for k_ in range(w):
