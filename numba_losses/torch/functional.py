@@ -149,9 +149,14 @@ def cross_entropy(
                 f"or class probabilities of shape {tuple(input.shape)} (floating dtype), "
                 f"got {tuple(target.shape)} {target.dtype}"
             )
-        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
-        if bool(bad.any()):
-            raise IndexError(f"target: class index {int(target[bad][0])} is out of bounds for {n_classes} classes")
+        if target.numel():
+            low, high = (int(v) for v in torch.aminmax(target))  # one pass; the masks only if it may be out
+            if low < 0 or high >= n_classes:
+                bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+                if bool(bad.any()):
+                    raise IndexError(
+                        f"target: class index {int(target[bad][0])} is out of bounds for {n_classes} classes"
+                    )
         ignore = int(ignore_index)
     if reduction != "none":  # one value per sample whose sum is PyTorch's reduction
         normalization = "valid" if reduction == "mean" else "sum"
