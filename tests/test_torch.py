@@ -375,6 +375,14 @@ def test_cross_entropy_errors():
     x = rnd(3, 4)
     with pytest.raises(IndexError, match="class index 7"):
         nlf.cross_entropy(x, torch.tensor([0, 7, 1]))
+    with pytest.raises(IndexError, match="class index -1"):  # below 0 and not ignore_index
+        nlf.cross_entropy(x, torch.tensor([0, -1, 1]))
+    with pytest.raises(IndexError, match="class index 4"):  # C itself, next to ignored targets
+        nlf.cross_entropy(x, torch.tensor([-100, 4, 1]))
+    with pytest.raises(IndexError, match="class index -7"):  # a negative ignore_index ignores only itself
+        nlf.cross_entropy(x, torch.tensor([-3, -7, 1]), ignore_index=-3)
+    ignored = torch.tensor([-100, 3, -100])
+    np.testing.assert_allclose(nlf.cross_entropy(x, ignored).item(), F.cross_entropy(x, ignored).item(), rtol=1e-12)
     with pytest.raises(ValueError, match="reduction"):
         nlf.cross_entropy(x, torch.tensor([0, 1, 1]), reduction="avg")
     with pytest.raises(NotImplementedError, match="weight"):
