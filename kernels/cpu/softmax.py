@@ -44,7 +44,7 @@ from numba.extending import register_jitable
 
 from .._options import CHUNK
 from ..softmax_math import pick_float, pick_int, smoothing
-from ..vmath import like, vexp, vexp_nonpos, vlog
+from ..vmath import like, vexp_nonpos, vlog
 from .compile import cache_key, compile_kernel
 from .fmax import maxnum, range_max
 from .reduce import block_sum, range_sum
@@ -326,7 +326,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
                         if smooth:
                             sx[k] += xm
             # The log of each sum, then (gradient) its inverse: separate loops over the positions so
-            # that they vectorise (vlog / vexp; a libm call per position cost a third of the kernel).
+            # that they vectorise (a libm log and exp per position cost a third of the kernel).
             if not from_logits:
                 for k_ in range(w):
                     k = np.uint64(k_)
@@ -334,7 +334,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
                 if want_grad:
                     for k_ in range(w):
                         k = np.uint64(k_)
-                        s[k] = vexp(-ls[k])  # from here on: 1 / sum, the softmax scale
+                        s[k] = 1.0 / s[k]  # from here on: the softmax scale (0 -> inf, NaN stays NaN)
             for k in range(w):
                 lsum = ls[k]
                 if sparse:
