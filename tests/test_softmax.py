@@ -412,6 +412,7 @@ def test_class_axis_one_tiles_at_parallel_size(kwargs, dtype):
     x[2, :, 3, 3] = np.array([-1e30, 3e4, -2e4, 0, 1, 2, 3], dtype)
     sparse = kwargs.get("sparse_label", True)
     lab = rng.integers(-1, 8, (4, 41, 130)) if sparse else rng.random(shape).astype(dtype)
+    x.flags.writeable = lab.flags.writeable = False  # read-only inputs (JAX hands over such buffers)
     loss = nl.SoftmaxCELoss(axis=1, **kwargs)
     head = rng.random(4).astype(dtype)
     out, (dx,) = loss.forward_backward(x, lab, out_grad=head)
@@ -447,6 +448,7 @@ def test_kldiv_class_axis_one_tiles_at_parallel_size(dtype):
     x[2, :, 0, 0] = -np.inf
     x[2, :, 3, 3] = np.array([-1e30, 3e4, -2e4, 0, 1, 2, 3], dtype)
     y = rng.random(shape).astype(dtype)
+    x.flags.writeable = y.flags.writeable = False
     head = rng.random(4).astype(dtype)
     loss = nl.KLDivLoss(from_logits=False, axis=1)
     out, (dx,) = loss.forward_backward(x, y, out_grad=head)

@@ -250,23 +250,36 @@ def _tile(task, n_tiles, n_inner):
 
 
 @register_jitable(forceinline=True)
-def _tile_max_sum_exp(x, o, i0, w, m, s, dest, store):
-    """The first two walks of a tile of ``x`` ``(outer, C, inner)``: ``m[k]`` the maximum over the
-    classes (NaN never raises it), then ``s[k] += exp(x - m[k])`` in float64 (NaN, ``+inf`` or an
-    all ``-inf`` position give NaN, as ``x - m`` does); with ``store`` the exponentials also go to
-    ``dest`` (``x``'s layout). Unsigned indices (no negative-index wraparound): the loops vectorise."""
-    n_classes = x.shape[1]
-    for c in range(n_classes):
+def _tile_max(x, o, i0, w, m):
+    """The first walk of a tile of ``x`` ``(outer, C, inner)``: ``m[k]`` the maximum over the classes
+    (NaN never raises it; it reaches the sums). Unsigned indices (no negative-index wraparound): the
+    loops of this and the next helpers vectorise."""
+    for c in range(x.shape[1]):
         for k_ in range(w):
             k = np.uint64(k_)
             m[k] = maxnum(m[k], x[o, c, i0 + k])
-    for c in range(n_classes):
+
+
+@register_jitable(forceinline=True)
+def _tile_sum_exp(x, o, i0, w, m, s):
+    """The second walk: ``s[k] += exp(x - m[k])`` in float64 (NaN, ``+inf`` or an all ``-inf``
+    position give NaN, as ``x - m`` does)."""
+    for c in range(x.shape[1]):
+        for k_ in range(w):
+            k = np.uint64(k_)
+            s[k] += vexp_nonpos(x[o, c, i0 + k] - m[k])
+
+
+@register_jitable(forceinline=True)
+def _tile_sum_exp_into(x, o, i0, w, m, s, dest):
+    """:func:`_tile_sum_exp` that also stores the exponentials in ``dest`` (``x``'s layout). A helper
+    of its own: a branch on an argument would be typed even where ``dest`` is a read-only dummy."""
+    for c in range(x.shape[1]):
         for k_ in range(w):
             k = np.uint64(k_)
             e = vexp_nonpos(x[o, c, i0 + k] - m[k])
             s[k] += e
-            if store:
-                dest[o, c, i0 + k] = e
+            dest[o, c, i0 + k] = e
 
 
 def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
@@ -314,7 +327,11 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
                 for k in range(w):
                     m[k] = 0.0
             else:
-                _tile_max_sum_exp(x, o, ui0, w, m, s, dx, want_grad)
+                _tile_max(x, o, ui0, w, m)
+                if want_grad:  # a closure constant: the other branch is never typed
+                    _tile_sum_exp_into(x, o, ui0, w, m, s, dx)
+                else:
+                    _tile_sum_exp(x, o, ui0, w, m, s)
             if dense or smooth:
                 for c in range(n_classes):
                     for k in range(w):
@@ -419,7 +436,8 @@ def _build_tiled_log_softmax_kernel(parallel):
             o, ui0, w = _tile(task, n_tiles, n_inner)
             m = np.full(TILE, -np.inf, dtype=x.dtype)
             s = np.zeros(TILE)
-            _tile_max_sum_exp(x, o, ui0, w, m, s, lp, False)
+            _tile_max(x, o, ui0, w, m)
+            _tile_sum_exp(x, o, ui0, w, m, s)
             ls = np.empty(TILE, dtype=x.dtype)
             for k_ in range(w):
                 k = np.uint64(k_)
