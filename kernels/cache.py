@@ -27,11 +27,17 @@ into at most one warning and a correct result:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import tempfile
 import warnings
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: index updates are not locked (a lost entry costs a recompilation)
+    fcntl = None
 
 from numba import njit
 from numba.core import caching, config
@@ -75,6 +81,30 @@ def _readable_cache_dir(user_provided, settings):
     return ReadableCacheDir
 
 
+@contextlib.contextmanager
+def _index_lock(index_path):
+    """An exclusive ``flock`` on ``<index>.lock`` while an index is read, changed and written back.
+
+    Without it two processes that add entries at once each write the index they read, and one
+    entry is lost (its kernel is compiled again by a later process). Where no lock file can be
+    made (a read-only directory, where saving fails anyway) or on a platform without ``fcntl``,
+    the update goes ahead unlocked.
+    """
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = os.open(index_path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
 def _checked_cache_file(index_data_file):
     """Data files named after their key and holding it, with a SHA-256 digest of their contents in front.
 
@@ -86,19 +116,20 @@ def _checked_cache_file(index_data_file):
     types. Here a data file's name comes from a digest of its key (the
     signature, the target and the source), and the file stores the key, so a
     load checks that it got the variant it asked for: a mismatch is a miss and
-    the variant is compiled again. Racing index writes can still drop another
-    process's entry, which costs only a recompilation.
+    the variant is compiled again. Index updates hold a file lock
+    (:func:`_index_lock`), so processes adding entries at once keep all of them.
     """
 
     class CheckedCacheFile(index_data_file):
         def save(self, key, data):
-            overloads = self._load_index()
-            name = overloads.get(key)
-            if name is None:
-                tag = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
-                name = f"{self._index_name[: -len('.nbi')]}.{tag}.nbc"
-                overloads[key] = name
-                self._save_index(overloads)
+            with _index_lock(self._index_path):
+                overloads = self._load_index()
+                name = overloads.get(key)
+                if name is None:
+                    tag = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+                    name = f"{self._index_name[: -len('.nbi')]}.{tag}.nbc"
+                    overloads[key] = name
+                    self._save_index(overloads)
             self._save_data(name, (key, data))
 
         def load(self, key):

@@ -251,3 +251,61 @@ def test_a_data_file_holding_another_variant_is_a_miss(sandbox):
         a.write_bytes(data_b)
         b.write_bytes(data_a)
     _both_dtypes(env)
+
+
+_SLOW_INDEX_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from numba.core import caching
+    save_index = caching.IndexDataCacheFile._save_index
+
+    def slow_save_index(self, overloads):  # widen the read-change-write window of an index update
+        time.sleep(2.0)
+        save_index(self, overloads)
+
+    caching.IndexDataCacheFile._save_index = slow_save_index
+    import numpy as np, numba_losses as nl
+    x = np.linspace(-2, 2, 40).reshape(4, 10).astype(sys.argv[1])
+    nl.L2Loss().forward_backward(x, x[::-1].copy())
+    """
+)
+
+_COUNT_COMPILES = textwrap.dedent(
+    """
+    import json, logging
+    import numpy as np, numba_losses as nl
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logging.getLogger("numba_losses").addHandler(handler)
+    logging.getLogger("numba_losses").setLevel(logging.INFO)
+    for dtype in ("float32", "float64"):
+        x = np.linspace(-2, 2, 40).reshape(4, 10).astype(dtype)
+        nl.L2Loss().forward_backward(x, x[::-1].copy())
+    print(json.dumps([line for line in lines if "compiling" in line]))
+    """
+)
+
+
+def test_processes_adding_entries_at_once_keep_them_all(sandbox):
+    # Two processes compile two variants of one kernel into an empty cache at the same time, with a
+    # 2 s pause inside every index save. Unlocked, each would write back the index it had read and
+    # one variant's entry would be lost; a third process would compile it again.
+    cache = sandbox / "cache"
+    cache.mkdir(mode=0o777)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE_DIR", "HOME", "XDG_"))}
+    env = {**base, "PYTHONPATH": os.pathsep.join([str(ROOT), base.get("PYTHONPATH", "")])}
+    env.update(NUMBA_CACHE_DIR=str(cache), HOME=str(sandbox))
+    children = [
+        subprocess.Popen([sys.executable, "-c", _SLOW_INDEX_CHILD, dtype], env=env, cwd="/", stderr=subprocess.PIPE)
+        for dtype in ("float32", "float64")
+    ]
+    for child in children:
+        _, err = child.communicate(timeout=TIMEOUT)
+        assert child.returncode == 0, err.decode()
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNT_COMPILES], env=env, cwd="/", capture_output=True, text=True,
+        timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
