@@ -92,10 +92,8 @@ def _index_lock(index_path):
     """
     fd = None
     if fcntl is not None:
-        try:
+        with contextlib.suppress(OSError):
             fd = os.open(index_path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:
-            fd = None
     try:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)

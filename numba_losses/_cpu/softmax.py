@@ -35,10 +35,11 @@ from . import elementwise
 def _rows(a: np.ndarray, lay: family.ClassLayout, contiguous: bool) -> np.ndarray:
     """``a`` (``pred``'s shape) in a kernel layout, a view when one exists.
 
-    ``contiguous``: ``(positions, C)`` rows; else ``(outer, C, inner)`` (the tiled kernels).
+    ``contiguous``: C-contiguous ``(positions, C)`` rows (a copy only for an input that is not
+    C-contiguous; outputs always are); else ``(outer, C, inner)`` (the tiled kernels).
     """
     if contiguous:
-        return a.reshape(lay.n_rows, lay.n_classes)
+        return np.ascontiguousarray(a).reshape(lay.n_rows, lay.n_classes)
     try:
         return a.reshape(lay.shape3, copy=False)
     except ValueError:
@@ -91,8 +92,6 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
 
     xc = x.astype(cdt, copy=False)
     contiguous = lay.inner == 1  # rows of C logits; otherwise the tiled kernel on (outer, C, inner)
-    if contiguous:
-        xc = np.ascontiguousarray(xc)
     x_rows = _rows(xc, lay, contiguous)
     if spec.sparse:
         family.check_sparse_label(y.shape, lay)
@@ -105,8 +104,6 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         y_rows = x_rows
     else:
         yd = reshape_like("label", y, x.shape, "pred").astype(cdt, copy=False)
-        if contiguous:
-            yd = np.ascontiguousarray(yd)
         y_rows = _rows(yd, lay, contiguous)
         lab = _DUMMY[cdt]
 
@@ -155,8 +152,6 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     lp = host_empty(x.shape, cdt)
     xc = x.astype(cdt, copy=False)
     contiguous = lay.inner == 1  # rows of C logits; otherwise the tiled kernels on (outer, C, inner)
-    if contiguous:
-        xc = np.ascontiguousarray(xc)
     if lay.n_rows and lay.n_classes:
         build_log_softmax_kernel(contiguous, parallel)(
             _rows(xc, lay, contiguous), lay.inner, lay.n_rows, _rows(lp, lay, contiguous)
