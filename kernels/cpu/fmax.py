@@ -1,4 +1,4 @@
-"""A running maximum that ignores NaN and that LLVM vectorises, for the CPU kernels.
+"""A running maximum (and minimum) that ignores NaN and that LLVM vectorises, for the CPU kernels.
 
 Numba lowers ``m = v if v > m else m`` to a compare and a select, which LLVM's
 loop vectoriser does not turn into a SIMD maximum (Numba sets no function-wide
@@ -21,14 +21,14 @@ from numba.extending import intrinsic, register_jitable
 from ..vmath import like
 
 
-def _maxnum_intrinsic(flags):
+def _maxnum_intrinsic(flags, name="llvm.maxnum"):
     def typer(typingctx, a, b):
         if not (isinstance(a, types.Float) and a == b):
             return None
 
         def codegen(context, builder, signature, args):
             lt = context.get_value_type(a)
-            fn = builder.module.declare_intrinsic("llvm.maxnum", [lt], ir.FunctionType(lt, [lt, lt]))
+            fn = builder.module.declare_intrinsic(name, [lt], ir.FunctionType(lt, [lt, lt]))
             return builder.call(fn, args, fastmath=flags)
 
         return a(a, b), codegen
@@ -43,6 +43,13 @@ maxnum_no_nan = intrinsic(_maxnum_intrinsic(("nnan", "nsz")))
 maxnum_no_nan.__doc__ = """:func:`maxnum` for operands that are never NaN (the result of a NaN operand is undefined)."""
 
 
+minnum = intrinsic(_maxnum_intrinsic((), "llvm.minnum"))
+minnum.__doc__ = """``min(a, b)`` of two floats of one type; NaN is ignored (the other operand), both NaN give NaN."""
+
+minnum_no_nan = intrinsic(_maxnum_intrinsic(("nnan", "nsz"), "llvm.minnum"))
+minnum_no_nan.__doc__ = """:func:`minnum` for operands that are never NaN (the result of a NaN operand is undefined)."""
+
+
 @register_jitable(forceinline=True)
 def range_max(a, j0, j1, m):
     """``max(m, a[j0:j1])`` with NaN elements ignored (``m`` not NaN); vectorised.
@@ -53,4 +60,13 @@ def range_max(a, j0, j1, m):
     ninf = like(m, -np.inf)
     for i in range(j0, j1):
         m = maxnum_no_nan(m, maxnum(a[np.uint64(i)], ninf))
+    return m
+
+
+@register_jitable(forceinline=True)
+def range_min(a, j0, j1, m):
+    """``min(m, a[j0:j1])`` with NaN elements ignored (``m`` not NaN); vectorised like :func:`range_max`."""
+    inf = like(m, np.inf)
+    for i in range(j0, j1):
+        m = minnum_no_nan(m, minnum(a[np.uint64(i)], inf))
     return m

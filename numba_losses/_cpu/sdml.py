@@ -1,7 +1,8 @@
 r"""SDMLLoss on the host: three BLAS matrix products around :mod:`numba_losses.kernels.cpu.sdml`.
 
 With the centred inputs :math:`a = x_1 - c`, :math:`b = x_2 - c`
-(:func:`numba_losses._plan.sdml.centred`): :math:`P = a b^T` (NumPy's matmul),
+(as :func:`numba_losses._plan.sdml.centred` defines them, in one kernel pass):
+:math:`P = a b^T` (NumPy's matmul),
 the kernel turns :math:`P` into the distances, the values and :math:`G` with
 its row sums :math:`\rho` and column sums :math:`\gamma`, then
 
@@ -18,23 +19,24 @@ from typing import Any
 
 import numpy as np
 
-from numba_losses.kernels.cpu.sdml import ROWS, build_sdml_kernels
+from numba_losses.kernels.cpu.sdml import ROWS, build_sdml_kernels, centre_into, finish_gradients
 
 from .._core.buffers import host_empty, host_out_grad, host_result, host_target
 from .._core.request import Call
 from .._core.validate import as_host_array
-from .._plan.sdml import SDMLSpec, centred, plan, targets
+from .._plan.sdml import SDMLSpec, plan, targets
 
 # Cells of the N x N matrix from which the rows kernel runs in parallel (BLAS does the D-long
 # products; the kernel's work is per cell): about N >= 91, where the launch pays for itself.
 PARALLEL_CELLS = 8192
 
 
-def _gradient(gm: np.ndarray, other: np.ndarray, own: np.ndarray, sums: np.ndarray, dx: np.ndarray) -> None:
-    """``dx = 2 (sums * own - gm @ other)`` (``sums`` float64 per row of ``own``), into ``dx``."""
-    np.matmul(gm, other, out=dx)
-    dx *= dx.dtype.type(-2.0)
-    dx += (2.0 * sums).astype(dx.dtype)[:, None] * own
+def _centred(x1: np.ndarray, x2: np.ndarray, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``x1 - c``, ``x2 - c`` as new C-contiguous arrays of ``cdt`` (:func:`centre_into`; see ``centred``)."""
+    a = host_empty(x1.shape, cdt)
+    b = host_empty(x2.shape, cdt)
+    centre_into(np.ascontiguousarray(x1, dtype=cdt), np.ascontiguousarray(x2, dtype=cdt), a, b)
+    return a, b
 
 
 def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
@@ -59,7 +61,7 @@ def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         rs = np.empty(1)
         cs = np.empty((1, 1))
     with np.errstate(all="ignore"):  # inf / NaN inputs: no warnings, the values tell
-        a, b = centred(np, a1, a2, cdt)
+        a, b = _centred(a1, a2, cdt)
         gm = host_empty((n, n), cdt)
         np.matmul(a, b.T, out=gm)
         rows_kernel = build_sdml_kernels(n * n >= PARALLEL_CELLS)
@@ -67,6 +69,8 @@ def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         value = host_result(out_c, out_buf, gdt[0]) if call.want_value else None
         if not call.want_grad:
             return value, None
-        _gradient(gm, b, a, rs, grads[0][0])
-        _gradient(gm.T, a, b, cs.sum(axis=0), grads[1][0])
+        dx1, dx2 = grads[0][0], grads[1][0]
+        np.matmul(gm, b, out=dx1)
+        np.matmul(gm.T, a, out=dx2)
+        finish_gradients(dx1, dx2, a, b, rs, cs)
     return value, tuple(host_result(t, buf, gdt[k]) for k, (t, buf) in enumerate(grads))

@@ -9,6 +9,7 @@ one common vector (:func:`centred`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,7 +26,7 @@ class SDMLSpec:
     smoothing: float
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Targets:
     """The smoothed target constants of one call, as compute-dtype scalars.
 
@@ -41,13 +42,15 @@ class Targets:
     r: np.generic
 
 
+@functools.lru_cache(maxsize=64)
 def targets(smoothing: float, n: int, cdt: np.dtype) -> Targets:
     """MXNet's ``eye * (1 - s) + (1 - eye) * s / (N - 1)`` and its logs, in ``cdt``.
 
     MXNet rounds ``1 - s`` (a Python float) and ``s`` to the data dtype, then
     divides by ``N - 1`` there; the diagonal also receives ``0 / (N - 1)``, so
     ``N = 1`` gives NaN targets (0/0) and NaN results, as in MXNet. The
-    ``1e-12`` of the log is rounded to ``cdt`` too.
+    ``1e-12`` of the log is rounded to ``cdt`` too. Cached: a training loop
+    asks for the same few constants at every step.
     """
     t = cdt.type
     with np.errstate(all="ignore"):
