@@ -302,6 +302,13 @@ def kldiv_logits_value(x, y, a, p0, p1):
 
 
 @register_jitable(forceinline=True)
+def kldiv_label_term(y):
+    r""":math:`y \log(y + 10^{-12})`: the label's part of :func:`kldiv_logits_value` (the fused
+    softmax kernels add the cross-entropy part, :math:`-y\,\mathrm{lp}`, themselves)."""
+    return y * vlog(y + like(y, _EPS_LOG))
+
+
+@register_jitable(forceinline=True)
 def kldiv_logits_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = -y`."""
     return -y

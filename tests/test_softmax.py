@@ -82,6 +82,57 @@ def test_kldiv_from_probabilities_sums_and_broadcasts_label():
     np.testing.assert_allclose(out1, ref_kldiv_softmax(x, y, axis=1)[0], rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("shape", "axis", "sw_shape"),
+    [((6, 9), -1, None), ((6, 9), -1, (6, 1)), ((3, 5, 4, 6), 1, (3, 1, 4, 6)), ((3, 4, 5), -1, (4, 1))],
+)
+def test_kldiv_with_labels_of_pred_shape_is_one_fused_pass(dtype, shape, axis, sw_shape):
+    # Labels of pred's shape and a sample_weight constant along the class axis: the dense
+    # cross-entropy kernel plus the labels' y log(y + 1e-12) (one pass); checked against the float64
+    # reference, with a weight, a head gradient and caller buffers.
+    from numba_losses._plan import softmax as family
+
+    rng = np.random.default_rng(30)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    y = rng.random(shape).astype(dtype) * 2  # positions do not sum to 1
+    sw = None if sw_shape is None else rng.random(sw_shape).astype(dtype)
+    head = rng.random(shape[0]).astype(dtype)
+    loss = nl.KLDivLoss(from_logits=False, axis=axis, weight=0.7)
+    lay = family.class_layout(shape, axis)
+    assert family.kldiv_as_cross_entropy(loss._spec(None), lay, y.shape, sw_shape) is not None
+    out, dx = np.empty(shape[0], dtype), np.empty(shape, dtype)
+    got = loss.forward_backward(x, y, sw, out_grad=head, out=out, grad_out=dx)
+    assert got[0] is out and got[1][0] is dx
+    ref_out, ref_dx = ref_kldiv_softmax(x, y, sw, axis=axis, weight=0.7, head=head)
+    _check(out, dx, ref_out, ref_dx, dtype)
+    np.testing.assert_allclose(loss(x, y, sw), ref_out, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_kldiv_fused_pass_keeps_the_elementwise_terms_nan_rules():
+    # MXNet's term y * (log(y + 1e-12) - lp) per element: a zero label on a -inf logit is 0 * inf = NaN,
+    # a negative label a NaN log; the gradients stay those of the dense cross-entropy (finite).
+    x = np.array([[0.0, -np.inf, 1.0], [0.5, 1.0, 2.0], [1.0, 2.0, 3.0]])
+    y = np.array([[0.5, 0.0, 0.5], [-0.1, 0.6, 0.5], [0.2, 0.3, 0.5]])
+    out, (dx,) = nl.KLDivLoss(from_logits=False).forward_backward(x, y)
+    ref_out, ref_dx = ref_kldiv_softmax(x, y)
+    assert np.isnan(out[:2]).all() and np.isnan(ref_out[:2]).all()
+    np.testing.assert_allclose(out[2], ref_out[2], rtol=1e-12)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-15)
+
+
+def test_kldiv_calls_the_fused_pass_cannot_take_are_planned_apart():
+    from numba_losses._plan import softmax as family
+
+    spec = nl.KLDivLoss(from_logits=False)._spec(None)
+    lay = family.class_layout((3, 4, 5), -1)
+    assert family.kldiv_as_cross_entropy(spec, lay, (4, 5), None) is None  # a broadcast label
+    assert family.kldiv_as_cross_entropy(spec, lay, (3, 4, 5), (3, 4, 5)) is None  # a weight per class
+    assert family.kldiv_as_cross_entropy(spec, lay, (3, 4, 5), (2, 3, 4, 1)) is None  # a weight adding an axis
+    on_batch = nl.KLDivLoss(from_logits=False, axis=0)._spec(None)
+    assert family.kldiv_as_cross_entropy(on_batch, family.class_layout((3, 4), 0), (3, 4), None) is None
+
+
 def test_extreme_logits_stay_finite_and_nan_stays_in_its_row():
     x = np.array([[1e4, -1e4, 0.0], [-np.inf, 3.0, 1.0], [np.nan, 1.0, 2.0], [-1e30, -1e30, -1e30]], np.float32)
     lab = np.array([1, 2, 1, 0])

@@ -43,6 +43,7 @@ from numba import prange
 from numba.extending import register_jitable
 
 from .._options import CHUNK
+from ..scalar import kldiv_label_term
 from ..softmax_math import pick_float, pick_int, smoothing
 from ..vmath import like, vexp_nonpos, vlog
 from .compile import cache_key, compile_kernel
@@ -126,9 +127,32 @@ def _row_sums(xr, yr, m, dense, smooth, buf64):
     return syx, sy, sx
 
 
+@register_jitable(forceinline=True)
+def _row_kl_sums(xr, yr, m, buf):
+    r"""``(sum(y * (log(y + 1e-12) - (x - m))), sum(y))`` of one row of dense labels, in float64.
+
+    Each term is KLDivLoss's elementwise one with ``x - m`` for the log-probability, in the
+    row's dtype (stored in the ``BLOCK``-element scratch ``buf`` of that dtype, so the loop stays
+    as wide as the data); the row's KL divergence is the first sum plus ``log(sum(exp(x - m)))`` times the
+    second (a zero label on a ``-inf`` logit gives ``0 * inf = NaN``, as the elementwise term does).
+    """
+    n = xr.shape[0]
+    skl = 0.0
+    sy = 0.0
+    for j0 in range(0, n, BLOCK):
+        j1 = min(j0 + BLOCK, n)
+        for j in range(j0, j1):
+            u = np.uint64(j)
+            yv = yr[u]
+            buf[np.uint64(j - j0)] = kldiv_label_term(yv) - yv * (xr[u] - m)
+        skl += block_sum(buf, j1 - j0)
+        sy += range_sum(yr, j0, j1)
+    return skl, sy
+
+
 @functools.cache
-def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguous, parallel):
-    """Fused softmax cross-entropy: per-row loss and, if ``want_grad``, the gradient.
+def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguous, parallel, kl=False):
+    r"""Fused softmax cross-entropy: per-row loss and, if ``want_grad``, the gradient.
 
     Parameters
     ----------
@@ -142,6 +166,11 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
         Write the gradient; ``contiguous``: rows of ``(positions, C)`` arrays,
         else the tiled kernel on ``(outer, C, inner)`` arrays (see
         :func:`_build_tiled_ce_kernel`); ``prange``.
+    kl : bool
+        Dense labels only, no smoothing: the loss of a position is the KL
+        divergence :math:`\sum_j y_j (\log(y_j + 10^{-12}) - \mathrm{lp}_j)`
+        (KLDivLoss from logits): the cross-entropy plus the labels' own
+        :math:`\sum_j y_j \log(y_j + 10^{-12})`. The gradient is the same.
 
     Returns
     -------
@@ -154,8 +183,10 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
         value whose rows get loss and gradient 0 when ``has_ignore``; ``eps``
         the label smoothing. Writes ``loss`` (one per row, compute dtype).
     """
+    if kl and (sparse or from_logits):
+        raise ValueError("kl needs dense labels and logits")
     if not contiguous:
-        return _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel)
+        return _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, kl)
     pick = pick_int if int_label else pick_float
     dense = not sparse
     key = cache_key(parallel)  # see .compile
@@ -198,14 +229,18 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                         m, lsum = row_log_sum_exp(xr, dx[t], True, bmax)
                     else:
                         m, lsum = row_log_sum_exp(xr, buf, False, bmax)
-                syx, sy, sx = _row_sums(xr, yr, m, dense, smooth, buf64)
-                if sparse:
-                    syx = float(xr[target]) - float(m)
-                    sy = 1.0
+                if kl:  # q1 = 1, no smoothing
+                    skl, sy = _row_kl_sums(xr, yr, m, buf)
+                    val = skl + lsum * sy
+                else:
+                    syx, sy, sx = _row_sums(xr, yr, m, dense, smooth, buf64)
+                    if sparse:
+                        syx = float(xr[target]) - float(m)
+                        sy = 1.0
+                    val = -(q1 * (syx - lsum * sy))
+                    if smooth:
+                        val -= q0 * (sx - n_classes * lsum)
                 qsum = q1 * sy + eps  # sum of the smoothed target
-                val = -(q1 * (syx - lsum * sy))
-                if smooth:
-                    val -= q0 * (sx - n_classes * lsum)
                 loss[t] = val
                 if not want_grad:
                     continue
@@ -232,7 +267,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                             tk = yr[k] if dense else (one if k_ == target else zero)
                             dr[k] = cc * ((dr[k] * f) * qs - (c1 * tk + c0))
 
-    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}"
+    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}{'_kl' if kl else ''}"
     return compile_kernel(softmax_ce_kernel, name, parallel)
 
 
@@ -282,7 +317,7 @@ def _tile_sum_exp_into(x, o, i0, w, m, s, dest):
             dest[o, c, i0 + k] = e
 
 
-def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
+def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, kl):
     """The class-axis-not-last variant of :func:`build_softmax_ce_kernel`.
 
     ``x``, ``y`` and ``dx`` are ``(outer, C, inner)`` arrays; a task takes one
@@ -332,7 +367,14 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
                     _tile_sum_exp_into(x, o, ui0, w, m, s, dx)
                 else:
                     _tile_sum_exp(x, o, ui0, w, m, s)
-            if dense or smooth:
+            if kl:  # KLDivLoss's terms with x - m for the log-probability, in the data's dtype
+                for c in range(n_classes):
+                    for k_ in range(w):
+                        k = np.uint64(k_)
+                        yv = y[o, c, ui0 + k]
+                        syx[k] += float(kldiv_label_term(yv) - yv * (x[o, c, ui0 + k] - m[k]))
+                        sy[k] += yv
+            elif dense or smooth:
                 for c in range(n_classes):
                     for k in range(w):
                         xm = float(x[o, c, np.uint64(i0 + k)]) - float(m[k])
@@ -357,9 +399,12 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
                 if sparse:
                     syx[k] = float(x[o, jj[k], i0 + k]) - float(m[k])
                     sy[k] = 1.0
-                val = -(q1 * (syx[k] - lsum * sy[k]))
-                if smooth:
-                    val -= q0 * (sx[k] - n_classes * lsum)
+                if kl:  # q1 = 1, no smoothing; syx holds the sums of the KL terms
+                    val = syx[k] + lsum * sy[k]
+                else:
+                    val = -(q1 * (syx[k] - lsum * sy[k]))
+                    if smooth:
+                        val -= q0 * (sx[k] - n_classes * lsum)
                 loss[base + k] = 0.0 if skip[k] else val
             if not want_grad:
                 continue
@@ -385,7 +430,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel):
                         g = cw[k] * ((dx[o, c, ii] * scale[k]) * qsum[k] - (c1 * tk + c0))
                     dx[o, c, ii] = like(one, 0.0) if skip[k] else g
 
-    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_tiled"
+    name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}{'_kl' if kl else ''}_tiled"
     return compile_kernel(softmax_ce_tiled_kernel, name, parallel)
 
 

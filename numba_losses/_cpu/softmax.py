@@ -1,13 +1,18 @@
-"""The softmax family on the host (:mod:`numba_losses.kernels.cpu.softmax`).
+r"""The softmax family on the host (:mod:`numba_losses.kernels.cpu.softmax`).
 
 SoftmaxCrossEntropyLoss: the gradient scale of every position comes first
 from the weighting (:func:`numba_losses._core.weighting.coef_rows_host`), the
 fused kernel then writes the loss per position and the gradient in one pass
 over the logits, and the weighting reduces the losses.
 
-KLDivLoss(from_logits=False): ``log_softmax(pred)`` into a scratch array, the
-elementwise family's ``kldiv_logits`` term on it (same backend), then the
-log-softmax backward in place on the gradient.
+KLDivLoss(from_logits=False): when the label has ``pred``'s shape and
+``sample_weight`` is constant along the class axis
+(:func:`numba_losses._plan.softmax.kldiv_as_cross_entropy`), the same fused
+kernel with dense labels, which adds the labels' :math:`\sum y \log(y + 10^{-12})`
+to each position's loss (one pass, as cross-entropy). Otherwise
+``log_softmax(pred)`` into a scratch array, the elementwise family's
+``kldiv_logits`` term on it (same backend), then the log-softmax backward in
+place on the gradient.
 """
 
 from __future__ import annotations
@@ -60,12 +65,18 @@ _DUMMY = {np.dtype(t): np.zeros(1, dtype=t) for t in (np.float32, np.float64)}
 
 def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     """``(out, (dpred,))`` of softmax cross-entropy or KLDivLoss from logits (``None`` where not wanted)."""
-    if isinstance(spec, KLDivSpec):
-        return _kldiv(spec, call)
     x = as_host_array("pred", call.inputs["pred"])
     y = as_host_array("label", call.inputs["label"])
     sample_weight = call.inputs["sample_weight"]
     sw = as_host_array("sample_weight", sample_weight) if sample_weight is not None else None
+    kl = False
+    if isinstance(spec, KLDivSpec):
+        dense = family.kldiv_as_cross_entropy(
+            spec, family.class_layout(x.shape, spec.axis), y.shape, None if sw is None else sw.shape
+        )
+        if dense is None:
+            return _kldiv(spec, call)
+        spec, kl = dense, True
     p = family.plan(spec, x, sw)
     cdt, rdt, lay, rows = p.cdt, p.rdt, p.lay, p.rows
     inputs, taken = {"pred": x, "label": y, "sample_weight": sw}, []  # the caller's (buffer overlap checks)
@@ -120,7 +131,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
 
     int_labels = spec.sparse and family.label_kind(lab.dtype) == "int"
     kernel = build_softmax_ce_kernel(
-        spec.sparse, spec.from_logits, int_labels, call.want_grad, contiguous, x.size >= SERIAL_BELOW
+        spec.sparse, spec.from_logits, int_labels, call.want_grad, contiguous, x.size >= SERIAL_BELOW, kl
     )
     if n_rows and lay.n_classes:
         kernel(x_rows, lab, y_rows, coef, spec.ignore, spec.has_ignore, spec.eps, lay.inner, loss_rows, dx_rows)

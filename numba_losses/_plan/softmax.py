@@ -382,6 +382,37 @@ def plan_weighting(spec: SoftmaxSpec, lay: ClassLayout, sw: Any, scale: float = 
     return plan_rows(full, sw, spec.weight * scale if scale != 1.0 else spec.weight, spec.batch_axis, reduce)
 
 
+def kldiv_as_cross_entropy(
+    spec: KLDivSpec, lay: ClassLayout, label_shape: tuple[int, ...], sw_shape: tuple[int, ...] | None
+) -> SoftmaxSpec | None:
+    r"""The dense cross-entropy call that gives KLDivLoss (from logits) in one fused pass, or ``None``.
+
+    Summed over the class axis, KLDivLoss's term is the dense cross-entropy of
+    the position plus :math:`\sum_j y_j \log(y_j + 10^{-12})`, and its
+    gradient is the dense cross-entropy's; the sum over the other non-batch
+    axes is the weighting's ``'sum'``. That holds when the label has ``pred``'s
+    shape, when ``sample_weight`` (if any) is constant along the class axis
+    and adds no axes, and when the batch axis is not the class axis; other
+    calls (a broadcast label, a weight per class) take the unfused path.
+    """
+    shape = lay.shape
+    if tuple(label_shape) != shape or len(shape) < 2:
+        return None
+    try:
+        batch = normalize_axis(spec.batch_axis, len(shape))
+    except (ValueError, TypeError):
+        return None  # the unfused path raises its error
+    if batch == lay.axis:
+        return None
+    if sw_shape is not None:
+        if len(sw_shape) > len(shape):
+            return None
+        padded = (1,) * (len(shape) - len(sw_shape)) + tuple(sw_shape)
+        if padded[lay.axis] != 1 or any(d not in (1, n) for d, n in zip(padded, shape, strict=True)):
+            return None
+    return SoftmaxSpec(spec.axis, False, False, spec.weight, spec.batch_axis, normalization="sum")
+
+
 def kldiv_term_call(spec: KLDivSpec, call: Call, lp: Any, buffers: bool) -> tuple[ElementwiseSpec, Call]:
     """The elementwise ``kldiv_logits`` term on the log-probabilities ``lp``: its spec and call.
 
