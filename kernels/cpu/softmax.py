@@ -99,11 +99,14 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
 
 
 @register_jitable(forceinline=True)
-def _row_sums(xr, yr, m, dense, smooth, buf64):
-    """``(sum(y * (x - m)), sum(y), sum(x - m))`` in float64 (only the ones the variant needs).
+def _row_sums(xr, yr, m, dense, smooth, buf, buf64):
+    """``(sum(y * (x - m)), sum(y), sum(x - m))`` summed in float64 (only the ones the variant needs).
 
     Shifting by the row maximum ``m`` keeps the loss exact when the logits are
-    huge next to their spread (``-1e30`` everywhere still gives ``log C``).
+    huge next to their spread (``-1e30`` everywhere still gives ``log C``). The
+    products ``y * (x - m)`` are taken in the row's dtype (as MXNet's float32
+    loss takes them; the loop stays as wide as the data) in the ``BLOCK``-element
+    scratch ``buf`` of that dtype.
     """
     n = xr.shape[0]
     mf = float(m)
@@ -115,11 +118,9 @@ def _row_sums(xr, yr, m, dense, smooth, buf64):
         if dense:
             for j in range(j0, j1):
                 u = np.uint64(j)
-                buf64[np.uint64(j - j0)] = float(yr[u]) * (float(xr[u]) - mf)
-            syx += block_sum(buf64, j1 - j0)
-            for j in range(j0, j1):
-                buf64[np.uint64(j - j0)] = yr[np.uint64(j)]
-            sy += block_sum(buf64, j1 - j0)
+                buf[np.uint64(j - j0)] = yr[u] * (xr[u] - m)
+            syx += block_sum(buf, j1 - j0)
+            sy += range_sum(yr, j0, j1)
         if smooth:
             for j in range(j0, j1):
                 buf64[np.uint64(j - j0)] = float(xr[np.uint64(j)]) - mf
@@ -233,7 +234,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     skl, sy = _row_kl_sums(xr, yr, m, buf)
                     val = skl + lsum * sy
                 else:
-                    syx, sy, sx = _row_sums(xr, yr, m, dense, smooth, buf64)
+                    syx, sy, sx = _row_sums(xr, yr, m, dense, smooth, buf, buf64)
                     if sparse:
                         syx = float(xr[target]) - float(m)
                         sy = 1.0
