@@ -58,6 +58,9 @@ from .softmax import BLOCK, row_max_sum_exp
 GATHER_EARLY_ABOVE = 1024
 # Frames per tile of the gamma pass (a tile of alpha + beta, S x GAMMA_TILE, is transposed in L1).
 GAMMA_TILE = 64
+# The recursions' rows are padded to a multiple of this many states: the width of the column
+# loops' vectors (8 float32 lanes; twice float64's 4). Padding to 16 was slower for short labels.
+PAD = 8
 
 
 def _log_reduced(f, dk):
@@ -187,35 +190,44 @@ def _paths_sample(
         return
     n_lab = llen[b]
     n_s = 2 * n_lab + 1
-    # the sample's label log-probabilities, (T_b, S): gathered by phase 1 (many classes), else here
-    # into scratch of this sample alone (it stays in cache)
-    if early:
-        lpe = lpe_all[off[b] : off[b] + n_t * n_s]
-    else:
-        lpe = np.empty(n_t * n_s, dtype=x.dtype)
-        for t in range(n_t):
+    # Rows of the recursions are padded to n_p, a multiple of PAD, with -inf log-probabilities: the
+    # column loops then have no scalar remainder (each remainder element cost as much as a whole
+    # vector of them). A padded state only ever reads padded or real states and adds -inf, so it
+    # stays -inf (or NaN after a NaN input), and no real state reads a padded one.
+    n_p = (n_s + PAD - 1) // PAD * PAD
+    # the sample's label log-probabilities, (T_b, n_p), in scratch of this sample alone (it stays
+    # in cache): gathered by phase 1 (many classes) and copied, else gathered here
+    ninf = x.dtype.type(-np.inf)
+    lpe = np.empty(n_t * n_p, dtype=x.dtype)
+    for t in range(n_t):
+        row = t * n_p
+        if early:
+            src = off[b] + t * n_s
+            for s in range(n_s):
+                lpe[row + s] = lpe_all[src + s]
+        else:
             xr = x[b * sb + t * st]
             mm = m[b, t]
             ls = logs[b, t]
-            row = t * n_s
             for s in range(n_s):
                 lpe[row + s] = (xr[ext_class(lab, b, s, blank)] - mm) - ls
-    # skip[s]: alpha may come from s - 2; skipb[s]: beta may come from s + 2
-    skip = np.zeros(n_s, dtype=np.bool_)
-    skipb = np.zeros(n_s, dtype=np.bool_)
+        for s in range(n_s, n_p):
+            lpe[row + s] = ninf
+    # skip[s]: alpha may come from s - 2; skipb[s]: beta may come from s + 2 (never for padding)
+    skip = np.zeros(n_p, dtype=np.bool_)
+    skipb = np.zeros(n_p, dtype=np.bool_)
     for s in range(n_s):
         k = ext_class(lab, b, s, blank)
         if k != blank and s != 1 and s >= 2:
             skip[s] = k != ext_class(lab, b, s - 2, blank)
         if k != blank and s != n_s - 2 and s + 2 < n_s:
             skipb[s] = k != ext_class(lab, b, s + 2, blank)
-    # alpha; columns padded with two -inf on the left: col[s + 2] = alpha(s)
-    prev = np.full(n_s + 2, -np.inf, dtype=x.dtype)
-    cur = np.full(n_s + 2, -np.inf, dtype=x.dtype)
-    ninf = prev[0]  # -inf in the compute dtype
+    # alpha; columns with two -inf on the left: col[s + 2] = alpha(s)
+    prev = np.full(n_p + 2, -np.inf, dtype=x.dtype)
+    cur = np.full(n_p + 2, -np.inf, dtype=x.dtype)
     one = np.uint64(1)
     two = np.uint64(2)
-    ab = np.empty(n_t * n_s if want_grad else 0, dtype=x.dtype)  # alpha + beta, lpe's layout
+    ab = np.empty(n_t * n_p if want_grad else 0, dtype=x.dtype)  # alpha + beta, lpe's layout
     cur[2] = lpe[0]
     if n_s > 1:
         cur[3] = lpe[1]
@@ -223,32 +235,32 @@ def _paths_sample(
         for s in range(n_s):
             ab[s] = cur[s + 2]
     for t in range(1, n_t):
-        prev, cur = cur, prev  # both keep -inf in their two padding entries
-        row = t * n_s
-        lp_t = lpe[row : row + n_s]
+        prev, cur = cur, prev  # both keep -inf in their two left entries
+        row = t * n_p
+        lp_t = lpe[row : row + n_p]
         # Unsigned indices: no negative-index wraparound, so the column loops vectorise. The
         # two log-adds of a position run in two loops: in one, the chain of dependent
         # operations is so long that the vector loop stalls on its latency.
-        for s in range(n_s):
+        for s in range(n_p):
             u = np.uint64(s)
             cur[u + two] = log_add(prev[u + two], prev[u + one])
-        for s in range(n_s):
+        for s in range(n_p):
             u = np.uint64(s)
             cur[u + two] = log_add(cur[u + two], prev[u] if skip[u] else ninf) + lp_t[u]
         if want_grad:
-            ab_t = ab[row : row + n_s]
-            for s in range(n_s):
+            ab_t = ab[row : row + n_p]
+            for s in range(n_p):
                 u = np.uint64(s)
                 ab_t[u] = cur[u + two]
     llb = log_add(cur[n_s + 1], cur[n_s]) if n_s > 1 else cur[2]
     cost[b] = -llb
     if not want_grad:
         return
-    # beta; columns padded with two -inf on the right: col[s] = beta(s)
-    for s in range(n_s + 2):
+    # beta; columns with -inf from s = n_s on (padding included): col[s] = beta(s)
+    for s in range(n_p + 2):
         cur[s] = ninf
         prev[s] = ninf
-    row = (n_t - 1) * n_s
+    row = (n_t - 1) * n_p
     cur[n_s - 1] = lpe[row + n_s - 1]
     if n_s > 1:
         cur[n_s - 2] = lpe[row + n_s - 2]
@@ -256,13 +268,13 @@ def _paths_sample(
         ab[row + s] += cur[s]
     for t in range(n_t - 2, -1, -1):
         prev, cur = cur, prev
-        row = t * n_s
-        lp_t = lpe[row : row + n_s]
-        ab_t = ab[row : row + n_s]
-        for s in range(n_s):
+        row = t * n_p
+        lp_t = lpe[row : row + n_p]
+        ab_t = ab[row : row + n_p]
+        for s in range(n_p):
             u = np.uint64(s)
             cur[u] = log_add(prev[u], prev[u + one])
-        for s in range(n_s):
+        for s in range(n_p):
             u = np.uint64(s)
             v = log_add(cur[u], prev[u + two] if skipb[u] else ninf) + lp_t[u]
             cur[u] = v
@@ -277,7 +289,7 @@ def _paths_sample(
         w = min(GAMMA_TILE, n_t - t0)
         wg = max(0, min(w, gm - t0))  # frames of the tile that get a gradient
         for tt in range(w):
-            row = (t0 + tt) * n_s
+            row = (t0 + tt) * n_p
             ab_t = ab[row : row + n_s]
             for s in range(n_s):
                 tile[s, tt] = ab_t[s]
@@ -287,7 +299,7 @@ def _paths_sample(
             if ext_class(lab, b, s, blank) == blank:
                 for tt in range(w):
                     g[tt] = log_add(g[tt], tile[s, tt])
-        _class_grad(g, lpe, t0, wg, n_s, 0, blank, llb, c, dx, b, dsb, dst)
+        _class_grad(g, lpe, t0, wg, n_p, 0, blank, llb, c, dx, b, dsb, dst)
         for i in range(n_lab):
             if not first[b, i]:
                 continue
@@ -298,18 +310,19 @@ def _paths_sample(
                 for tt in range(w):
                     g[tt] = log_add(g[tt], tile[2 * j + 1, tt])
                 j = chain[b, j]
-            _class_grad(g, lpe, t0, wg, n_s, 2 * i + 1, lab[b, i], llb, c, dx, b, dsb, dst)
+            _class_grad(g, lpe, t0, wg, n_p, 2 * i + 1, lab[b, i], llb, c, dx, b, dsb, dst)
 
 
 @register_jitable(forceinline=True)
-def _class_grad(g, lpe, t0, wg, n_s, s, k, llb, c, dx, b, dsb, dst):
+def _class_grad(g, lpe, t0, wg, stride, s, k, llb, c, dx, b, dsb, dst):
     """Section 7's gradient of class ``k`` (first at position ``s``) on frames ``t0 .. t0 + wg``
-    from its gamma ``g`` and log-probability ``lp`` (warp-ctc's ``== 0.0`` branch included):
-    ``c (e^lp - e^(g - lp - ll))``, else the softmax term phase 1 wrote stays."""
+    from its gamma ``g`` and log-probability ``lp`` (``lpe``'s rows are ``stride`` long;
+    warp-ctc's ``== 0.0`` branch included): ``c (e^lp - e^(g - lp - ll))``, else the softmax term
+    phase 1 wrote stays."""
     for tt in range(wg):
         t = t0 + tt
         gv = g[tt]
-        lp = lpe[t * n_s + s]
+        lp = lpe[t * stride + s]
         if not (gv == -np.inf or gv == 0.0 or lp == -np.inf):
             dx[b * dsb + t * dst, k] = c * (vexp(lp) - vexp((gv - lp) - llb))
 
