@@ -65,3 +65,47 @@ def test_distinct_buffers_are_filled_in_place():
     np.testing.assert_array_equal(out, ref_value)
     for g, r in zip(grads, ref_grads, strict=True):
         np.testing.assert_array_equal(g, r)
+
+
+def test_scratch_arrays_are_kept_per_key_shape_dtype_and_thread():
+    import threading
+
+    from numba_losses._core import buffers
+
+    a = buffers.host_scratch("test.a", (64, 32), np.float32)
+    assert buffers.host_scratch("test.a", (64, 32), np.float32) is a
+    assert buffers.host_scratch("test.b", (64, 32), np.float32) is not a
+    assert buffers.host_scratch("test.a", (64, 32), np.float64) is not a  # replaces the kept one
+    assert buffers.host_scratch("test.a", (64, 32), np.float32) is not a
+    big = (buffers.SCRATCH_KEEP_BELOW // 4,)
+    assert buffers.host_scratch("test.c", big, np.float32) is not buffers.host_scratch("test.c", big, np.float32)
+    mine = buffers.host_scratch("test.d", (8,), np.float64)
+    theirs = []
+    worker = threading.Thread(target=lambda: theirs.append(buffers.host_scratch("test.d", (8,), np.float64)))
+    worker.start()
+    worker.join()
+    assert theirs[0] is not mine
+
+
+def test_losses_with_kept_scratch_stay_right_across_shapes():
+    # SDMLLoss and the unfused KLDivLoss path keep their scratch between calls: calls of other
+    # shapes in between must not leak into a later call's result.
+    from tests.reference.softmax import ref_kldiv_softmax
+
+    rng = np.random.default_rng(5)
+    loss = nl.SDMLLoss()
+    first = [rng.standard_normal((6, 3)) for _ in range(2)]
+    want = loss.forward_backward(*first)
+    loss.forward_backward(rng.standard_normal((9, 3)), rng.standard_normal((9, 3)))
+    loss(rng.standard_normal((6, 4)), rng.standard_normal((6, 4)))
+    got = loss.forward_backward(*first)
+    np.testing.assert_array_equal(got[0], want[0])
+    for g, w in zip(got[1], want[1], strict=True):
+        np.testing.assert_array_equal(g, w)
+    kl = nl.KLDivLoss(from_logits=False)
+    for shape in [(3, 4, 5), (2, 4, 5), (3, 4, 5)]:
+        x, y = rng.standard_normal(shape), rng.random((4, 5))  # a broadcast label: the unfused path
+        out, (dx,) = kl.forward_backward(x, y)
+        ref_out, ref_dx = ref_kldiv_softmax(x, y)
+        np.testing.assert_allclose(out, ref_out, rtol=1e-12)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-14)

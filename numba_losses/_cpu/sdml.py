@@ -21,7 +21,7 @@ import numpy as np
 
 from numba_losses.kernels.cpu.sdml import ROWS, build_sdml_kernels, centre_into, finish_gradients
 
-from .._core.buffers import host_empty, host_out_grad, host_result, host_target
+from .._core.buffers import host_out_grad, host_result, host_scratch, host_target
 from .._core.request import Call
 from .._core.validate import as_host_array
 from .._plan.sdml import SDMLSpec, plan, targets
@@ -32,9 +32,9 @@ PARALLEL_CELLS = 8192
 
 
 def _centred(x1: np.ndarray, x2: np.ndarray, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """``x1 - c``, ``x2 - c`` as new C-contiguous arrays of ``cdt`` (:func:`centre_into`; see ``centred``)."""
-    a = host_empty(x1.shape, cdt)
-    b = host_empty(x2.shape, cdt)
+    """``x1 - c``, ``x2 - c`` as C-contiguous scratch arrays of ``cdt`` (:func:`centre_into`; see ``centred``)."""
+    a = host_scratch("sdml.a", x1.shape, cdt)
+    b = host_scratch("sdml.b", x2.shape, cdt)
     centre_into(np.ascontiguousarray(x1, dtype=cdt), np.ascontiguousarray(x2, dtype=cdt), a, b)
     return a, b
 
@@ -62,7 +62,7 @@ def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
         cs = np.empty((1, 1))
     with np.errstate(all="ignore"):  # inf / NaN inputs: no warnings, the values tell
         a, b = _centred(a1, a2, cdt)
-        gm = host_empty((n, n), cdt)
+        gm = host_scratch("sdml.p", (n, n), cdt)
         np.matmul(a, b.T, out=gm)
         rows_kernel = build_sdml_kernels(n * n >= PARALLEL_CELLS)
         rows_kernel(gm, a, b, q.qd, q.qo, q.log_qd, q.log_qo, q.r, g, call.want_grad, out_c, rs, cs)

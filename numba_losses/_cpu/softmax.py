@@ -28,7 +28,7 @@ from numba_losses.kernels.cpu.softmax import (
     build_softmax_ce_kernel,
 )
 
-from .._core.buffers import host_empty, host_out_grad, host_result
+from .._core.buffers import host_empty, host_out_grad, host_result, host_scratch
 from .._core.request import Call
 from .._core.validate import as_host_array, check_buffer, reshape_like
 from .._core.weighting import coef_rows_host, weigh_rows_host
@@ -160,7 +160,7 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     if call.want_grad and call.grad_out[0] is not None:  # the inner call sees lp, not pred
         check_buffer("grad_out", call.grad_out[0], x.shape, rdt, {"pred": x})
     parallel = x.size >= SERIAL_BELOW
-    lp = host_empty(x.shape, cdt)
+    lp = host_scratch("kldiv.lp", x.shape, cdt)  # read by the term and the backward only
     xc = x.astype(cdt, copy=False)
     contiguous = lay.inner == 1  # rows of C logits; otherwise the tiled kernels on (outer, C, inner)
     if lay.n_rows and lay.n_classes:
