@@ -55,10 +55,9 @@ BLOCK = 256
 
 
 @register_jitable(forceinline=True)
-def row_log_sum_exp(xr, dest, into_row, bmax):
-    """``(m, log(sum(exp(x - m))))`` of one row: :func:`row_max_sum_exp`, then the log in float64."""
-    m, s = row_max_sum_exp(xr, dest, into_row, bmax)
-    return m, (math.log(s) if s > 0.0 else (-math.inf if s == 0.0 else s))
+def log_of_sum(s):
+    """``log(s)`` of a float64 sum of exponentials: ``-inf`` for 0 (all ``-inf`` logits), NaN stays NaN."""
+    return math.log(s) if s > 0.0 else (-math.inf if s == 0.0 else s)
 
 
 @register_jitable(forceinline=True)
@@ -99,8 +98,8 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
 
 
 @register_jitable(forceinline=True)
-def _row_sums(xr, yr, m, dense, smooth, buf, buf64):
-    """``(sum(y * (x - m)), sum(y), sum(x - m))`` summed in float64 (only the ones the variant needs).
+def _row_label_sums(xr, yr, m, buf):
+    """``(sum(y * (x - m)), sum(y))`` of one row of dense labels, summed in float64.
 
     Shifting by the row maximum ``m`` keeps the loss exact when the logits are
     huge next to their spread (``-1e30`` everywhere still gives ``log C``). The
@@ -109,23 +108,30 @@ def _row_sums(xr, yr, m, dense, smooth, buf, buf64):
     scratch ``buf`` of that dtype.
     """
     n = xr.shape[0]
-    mf = float(m)
     syx = 0.0
     sy = 0.0
+    for j0 in range(0, n, BLOCK):
+        j1 = min(j0 + BLOCK, n)
+        for j in range(j0, j1):
+            u = np.uint64(j)
+            buf[np.uint64(j - j0)] = yr[u] * (xr[u] - m)
+        syx += block_sum(buf, j1 - j0)
+        sy += range_sum(yr, j0, j1)
+    return syx, sy
+
+
+@register_jitable(forceinline=True)
+def _row_shift_sum(xr, m, buf64):
+    """``sum(x - m)`` of one row in float64 (label smoothing's uniform part; exact differences)."""
+    n = xr.shape[0]
+    mf = float(m)
     sx = 0.0
     for j0 in range(0, n, BLOCK):
         j1 = min(j0 + BLOCK, n)
-        if dense:
-            for j in range(j0, j1):
-                u = np.uint64(j)
-                buf[np.uint64(j - j0)] = yr[u] * (xr[u] - m)
-            syx += block_sum(buf, j1 - j0)
-            sy += range_sum(yr, j0, j1)
-        if smooth:
-            for j in range(j0, j1):
-                buf64[np.uint64(j - j0)] = float(xr[np.uint64(j)]) - mf
-            sx += block_sum(buf64, j1 - j0)
-    return syx, sy, sx
+        for j in range(j0, j1):
+            buf64[np.uint64(j - j0)] = float(xr[np.uint64(j)]) - mf
+        sx += block_sum(buf64, j1 - j0)
+    return sx
 
 
 @register_jitable(forceinline=True)
@@ -227,20 +233,22 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 lsum = 0.0
                 if not from_logits:
                     if want_grad:  # the exponentials go to the gradient row, rescaled below
-                        m, lsum = row_log_sum_exp(xr, dx[t], True, bmax)
+                        m, se = row_max_sum_exp(xr, dx[t], True, bmax)
                     else:
-                        m, lsum = row_log_sum_exp(xr, buf, False, bmax)
+                        m, se = row_max_sum_exp(xr, buf, False, bmax)
+                    lsum = log_of_sum(se)
                 if kl:  # q1 = 1, no smoothing
                     skl, sy = _row_kl_sums(xr, yr, m, buf)
                     val = skl + lsum * sy
                 else:
-                    syx, sy, sx = _row_sums(xr, yr, m, dense, smooth, buf, buf64)
-                    if sparse:
+                    if dense:
+                        syx, sy = _row_label_sums(xr, yr, m, buf)
+                    else:
                         syx = float(xr[target]) - float(m)
                         sy = 1.0
                     val = -(q1 * (syx - lsum * sy))
                     if smooth:
-                        val -= q0 * (sx - n_classes * lsum)
+                        val -= q0 * (_row_shift_sum(xr, m, buf64) - n_classes * lsum)
                 qsum = q1 * sy + eps  # sum of the smoothed target
                 loss[t] = val
                 if not want_grad:
@@ -458,7 +466,8 @@ def build_log_softmax_kernel(contiguous, parallel):
             bmax = np.empty((n_classes + BLOCK - 1) // BLOCK, dtype=x.dtype)
             for t in range(task * per, min(task * per + per, n_rows)):
                 xr = x[t]
-                m, lsum = row_log_sum_exp(xr, buf, False, bmax)
+                m, se = row_max_sum_exp(xr, buf, False, bmax)
+                lsum = log_of_sum(se)
                 ls = like(xr[0], lsum)
                 lr = lp[t]
                 for k_ in range(n_classes):
