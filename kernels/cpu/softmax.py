@@ -98,14 +98,18 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
 
 
 @register_jitable(forceinline=True)
-def _row_label_sums(xr, yr, m, buf):
-    """``(sum(y * (x - m)), sum(y))`` of one row of dense labels, summed in float64.
+def _row_label_sums(xr, yr, m, buf, kl):
+    r"""``(sum(t), sum(y))`` of one row of dense labels, summed in float64, with the terms
+    :math:`t = y (x - m)`, or with ``kl`` :math:`t = y (x - m) - y \log(y + 10^{-12})` (so that
+    :math:`-(\sum t - \mathrm{lse} \sum y)` is the cross-entropy, or KLDivLoss's sum of
+    :math:`y (\log(y + 10^{-12}) - \mathrm{lp})`; a zero label on a ``-inf`` logit gives
+    ``0 * inf = NaN`` either way, as MXNet's elementwise term does).
 
     Shifting by the row maximum ``m`` keeps the loss exact when the logits are
     huge next to their spread (``-1e30`` everywhere still gives ``log C``). The
-    products ``y * (x - m)`` are taken in the row's dtype (as MXNet's float32
-    loss takes them; the loop stays as wide as the data) in the ``BLOCK``-element
-    scratch ``buf`` of that dtype.
+    terms are taken in the row's dtype (as MXNet's float32 loss takes them; the
+    loop stays as wide as the data) in the ``BLOCK``-element scratch ``buf`` of
+    that dtype.
     """
     n = xr.shape[0]
     syx = 0.0
@@ -114,7 +118,9 @@ def _row_label_sums(xr, yr, m, buf):
         j1 = min(j0 + BLOCK, n)
         for j in range(j0, j1):
             u = np.uint64(j)
-            buf[np.uint64(j - j0)] = yr[u] * (xr[u] - m)
+            yv = yr[u]
+            t = yv * (xr[u] - m)
+            buf[np.uint64(j - j0)] = t - kldiv_label_term(yv) if kl else t
         syx += block_sum(buf, j1 - j0)
         sy += range_sum(yr, j0, j1)
     return syx, sy
@@ -132,29 +138,6 @@ def _row_shift_sum(xr, m, buf64):
             buf64[np.uint64(j - j0)] = float(xr[np.uint64(j)]) - mf
         sx += block_sum(buf64, j1 - j0)
     return sx
-
-
-@register_jitable(forceinline=True)
-def _row_kl_sums(xr, yr, m, buf):
-    r"""``(sum(y * (log(y + 1e-12) - (x - m))), sum(y))`` of one row of dense labels, in float64.
-
-    Each term is KLDivLoss's elementwise one with ``x - m`` for the log-probability, in the
-    row's dtype (stored in the ``BLOCK``-element scratch ``buf`` of that dtype, so the loop stays
-    as wide as the data); the row's KL divergence is the first sum plus ``log(sum(exp(x - m)))`` times the
-    second (a zero label on a ``-inf`` logit gives ``0 * inf = NaN``, as the elementwise term does).
-    """
-    n = xr.shape[0]
-    skl = 0.0
-    sy = 0.0
-    for j0 in range(0, n, BLOCK):
-        j1 = min(j0 + BLOCK, n)
-        for j in range(j0, j1):
-            u = np.uint64(j)
-            yv = yr[u]
-            buf[np.uint64(j - j0)] = kldiv_label_term(yv) - yv * (xr[u] - m)
-        skl += block_sum(buf, j1 - j0)
-        sy += range_sum(yr, j0, j1)
-    return skl, sy
 
 
 @functools.cache
@@ -237,18 +220,14 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     else:
                         m, se = row_max_sum_exp(xr, buf, False, bmax)
                     lsum = log_of_sum(se)
-                if kl:  # q1 = 1, no smoothing
-                    skl, sy = _row_kl_sums(xr, yr, m, buf)
-                    val = skl + lsum * sy
+                if dense:
+                    syx, sy = _row_label_sums(xr, yr, m, buf, kl)
                 else:
-                    if dense:
-                        syx, sy = _row_label_sums(xr, yr, m, buf)
-                    else:
-                        syx = float(xr[target]) - float(m)
-                        sy = 1.0
-                    val = -(q1 * (syx - lsum * sy))
-                    if smooth:
-                        val -= q0 * (_row_shift_sum(xr, m, buf64) - n_classes * lsum)
+                    syx = float(xr[target]) - float(m)
+                    sy = 1.0
+                val = -(q1 * (syx - lsum * sy))  # kl: no smoothing, q1 = 1
+                if smooth:
+                    val -= q0 * (_row_shift_sum(xr, m, buf64) - n_classes * lsum)
                 qsum = q1 * sy + eps  # sum of the smoothed target
                 loss[t] = val
                 if not want_grad:
@@ -376,12 +355,12 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                     _tile_sum_exp_into(x, o, ui0, w, m, s, dx)
                 else:
                     _tile_sum_exp(x, o, ui0, w, m, s)
-            if kl:  # KLDivLoss's terms with x - m for the log-probability, in the data's dtype
+            if kl:  # the terms of _row_label_sums with kl, in the data's dtype
                 for c in range(n_classes):
                     for k_ in range(w):
                         k = np.uint64(k_)
                         yv = y[o, c, ui0 + k]
-                        syx[k] += float(kldiv_label_term(yv) - yv * (x[o, c, ui0 + k] - m[k]))
+                        syx[k] += float(yv * (x[o, c, ui0 + k] - m[k]) - kldiv_label_term(yv))
                         sy[k] += yv
             elif dense or smooth:
                 for c in range(n_classes):
@@ -408,12 +387,9 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                 if sparse:
                     syx[k] = float(x[o, jj[k], i0 + k]) - float(m[k])
                     sy[k] = 1.0
-                if kl:  # q1 = 1, no smoothing; syx holds the sums of the KL terms
-                    val = syx[k] + lsum * sy[k]
-                else:
-                    val = -(q1 * (syx[k] - lsum * sy[k]))
-                    if smooth:
-                        val -= q0 * (sx[k] - n_classes * lsum)
+                val = -(q1 * (syx[k] - lsum * sy[k]))  # kl: no smoothing, q1 = 1
+                if smooth:
+                    val -= q0 * (sx[k] - n_classes * lsum)
                 loss[base + k] = 0.0 if skip[k] else val
             if not want_grad:
                 continue
