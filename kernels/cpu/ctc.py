@@ -137,9 +137,15 @@ def ext_class(lab, b, s, blank):
 
 
 @register_jitable(forceinline=True)
+def padded(n_s):
+    """The row length of the recursions for ``n_s`` states: the next multiple of :data:`PAD`."""
+    return (n_s + PAD - 1) // PAD * PAD
+
+
+@register_jitable(forceinline=True)
 def _frames_task(
     task, per, n_frames, n_t, x, sb, st, tlen, gmask, feasible, m, logs, want_grad, coef, dx, dsb, dst,
-    early, lab, llen, blank, off, lpe_all,
+    early, lab, llen, blank, offp, lpe_all,
 ):  # fmt: skip
     """Phase 1 for the frames ``[task * per, task * per + per)`` of the ``N * T`` grid."""
     n_classes = x.shape[1]
@@ -162,11 +168,14 @@ def _frames_task(
         ls = like(mm, math.log(sr) if sr > 0.0 else (-math.inf if sr == 0.0 else sr))
         m[b, t] = mm
         logs[b, t] = ls
-        if early:
+        if early:  # the frame's row of the sample's padded (T_b, n_p) block, see _paths_sample
             n_s = 2 * llen[b] + 1
-            base = off[b] + t * n_s
+            n_p = padded(n_s)
+            base = offp[b] + t * n_p
             for s in range(n_s):
                 lpe_all[base + s] = (xr[ext_class(lab, b, s, blank)] - mm) - ls
+            for s in range(n_s, n_p):
+                lpe_all[base + s] = -np.inf
         if want_grad and feasible[b] and t < gmask[b]:
             c = coef[b]
             for k in range(n_classes):  # unsigned indices: the loop vectorises
@@ -177,7 +186,7 @@ def _frames_task(
 @register_jitable(forceinline=True)
 def _paths_sample(
     b, x, sb, st, m, logs, tlen, gmask, lab, chain, first, llen, blank, feasible, zero_infinity, want_grad,
-    coef, dx, dsb, dst, cost, early, off, lpe_all,
+    coef, dx, dsb, dst, cost, early, offp, lpe_all,
 ):  # fmt: skip
     """Phase 2 for sample ``b``: ``lpe``, alpha and the cost; with ``want_grad``, beta, gamma and the
     label classes' gradient."""
@@ -194,25 +203,23 @@ def _paths_sample(
     # column loops then have no scalar remainder (each remainder element cost as much as a whole
     # vector of them). A padded state only ever reads padded or real states and adds -inf, so it
     # stays -inf (or NaN after a NaN input), and no real state reads a padded one.
-    n_p = (n_s + PAD - 1) // PAD * PAD
-    # the sample's label log-probabilities, (T_b, n_p), in scratch of this sample alone (it stays
-    # in cache): gathered by phase 1 (many classes) and copied, else gathered here
+    n_p = padded(n_s)
+    # the sample's label log-probabilities, (T_b, n_p): gathered by phase 1 (many classes), else
+    # here into scratch of this sample alone (it stays in cache)
     ninf = x.dtype.type(-np.inf)
-    lpe = np.empty(n_t * n_p, dtype=x.dtype)
-    for t in range(n_t):
-        row = t * n_p
-        if early:
-            src = off[b] + t * n_s
-            for s in range(n_s):
-                lpe[row + s] = lpe_all[src + s]
-        else:
+    if early:
+        lpe = lpe_all[offp[b] : offp[b] + n_t * n_p]
+    else:
+        lpe = np.empty(n_t * n_p, dtype=x.dtype)
+        for t in range(n_t):
+            row = t * n_p
             xr = x[b * sb + t * st]
             mm = m[b, t]
             ls = logs[b, t]
             for s in range(n_s):
                 lpe[row + s] = (xr[ext_class(lab, b, s, blank)] - mm) - ls
-        for s in range(n_s, n_p):
-            lpe[row + s] = ninf
+            for s in range(n_s, n_p):
+                lpe[row + s] = ninf
     # skip[s]: alpha may come from s - 2; skipb[s]: beta may come from s + 2 (never for padding)
     skip = np.zeros(n_p, dtype=np.bool_)
     skipb = np.zeros(n_p, dtype=np.bool_)
@@ -334,7 +341,7 @@ def build_ctc_kernel(parallel):
     Returns
     -------
     numba dispatcher
-        ``kernel(x, sb, st, n_t, dx, dsb, dst, ints, lab, chain, first, off, blank,
+        ``kernel(x, sb, st, n_t, dx, dsb, dst, ints, lab, chain, first, blank,
         zero_infinity, want_grad, coef, cost)``: ``x`` ``(rows, C)``
         activations (compute dtype), frame ``t`` of sample ``b`` at row
         ``b * sb + t * st``; ``n_t`` the frames per sample of the grid;
@@ -342,9 +349,7 @@ def build_ctc_kernel(parallel):
         ``t < gmask[b]`` get a gradient: ``trunc`` of the pred length),
         :math:`L_b` and ``feasible`` (:math:`L_b + R_b \le T_b`); ``lab``,
         ``chain``, ``first`` ``(N, >=1)`` the packed labels
-        (:mod:`..ctc_labels`); ``off`` ``(N + 1,)`` int64, the offsets of the
-        samples' ``(T_b, S_b)`` blocks (read above :data:`GATHER_EARLY_ABOVE`
-        classes). Writes ``cost[b]`` (``0``, or ``+inf`` without
+        (:mod:`..ctc_labels`). Writes ``cost[b]`` (``0``, or ``+inf`` without
         ``zero_infinity``, for an infeasible sample; ``0`` for :math:`T_b = 0`)
         and, with ``want_grad``, every row of ``dx`` (rows at
         ``b * dsb + t * dst``; zero beyond ``gmask`` and for infeasible
@@ -353,7 +358,7 @@ def build_ctc_kernel(parallel):
     key = cache_key(parallel)  # see .compile
 
     def ctc_kernel(
-        x, sb, st, n_t, dx, dsb, dst, ints, lab, chain, first, off, blank, zero_infinity, want_grad, coef, cost
+        x, sb, st, n_t, dx, dsb, dst, ints, lab, chain, first, blank, zero_infinity, want_grad, coef, cost
     ):  # fmt: skip
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
@@ -365,19 +370,23 @@ def build_ctc_kernel(parallel):
         m = np.empty((n, n_t), dtype=x.dtype)
         logs = np.empty((n, n_t), dtype=x.dtype)
         early = x.shape[1] > GATHER_EARLY_ABOVE
-        lpe_all = np.empty(off[n] if early else 0, dtype=x.dtype)
+        offp = np.zeros(n + 1 if early else 1, dtype=np.int64)  # the samples' padded blocks in lpe_all
+        if early:
+            for b in range(n):
+                offp[b + 1] = offp[b] + np.int64(tlen[b]) * padded(2 * llen[b] + 1)
+        lpe_all = np.empty(offp[-1], dtype=x.dtype)
         per = max(1, CHUNK // max(x.shape[1], 1))
         n_frames = n * n_t
         n_tasks = (n_frames + per - 1) // per
         for task in prange(n_tasks):
             _frames_task(
                 task, per, n_frames, n_t, x, sb, st, tlen, gmask, feasible, m, logs, want_grad, coef, dx, dsb, dst,
-                early, lab, llen, blank, off, lpe_all,
+                early, lab, llen, blank, offp, lpe_all,
             )  # fmt: skip
         for b in prange(n):
             _paths_sample(
                 b, x, sb, st, m, logs, tlen, gmask, lab, chain, first, llen, blank, feasible, zero_infinity,
-                want_grad, coef, dx, dsb, dst, cost, early, off, lpe_all,
+                want_grad, coef, dx, dsb, dst, cost, early, offp, lpe_all,
             )  # fmt: skip
 
     return compile_kernel(ctc_kernel, "ctc", parallel)

@@ -84,7 +84,7 @@ def _run_kernels(
         d2, dsb, dst, coef = np.empty((0, 0), dtype=x.dtype), 0, 0, cost  # never touched (x may be read-only)
     parallel = x.size + plan.workspace >= SERIAL_BELOW  # workspace: the elements of all samples' scratch
     build_ctc_kernel(parallel)(
-        x2, sb, st, plan.t, d2, dsb, dst, plan.ints, plan.lab, plan.chain, plan.first, plan.off, plan.blank,
+        x2, sb, st, plan.t, d2, dsb, dst, plan.ints, plan.lab, plan.chain, plan.first, plan.blank,
         zero_infinity, want_grad, coef, cost,
     )  # fmt: skip
     return cost
