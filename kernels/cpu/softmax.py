@@ -355,23 +355,18 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                     _tile_sum_exp_into(x, o, ui0, w, m, s, dx)
                 else:
                     _tile_sum_exp(x, o, ui0, w, m, s)
-            if kl:  # the terms of _row_label_sums with kl, in the data's dtype
+            if dense or smooth:  # the label sums (_row_label_sums' terms, in the data's dtype), sum(x - m)
                 for c in range(n_classes):
                     for k_ in range(w):
                         k = np.uint64(k_)
-                        yv = y[o, c, ui0 + k]
-                        syx[k] += float(yv * (x[o, c, ui0 + k] - m[k]) - kldiv_label_term(yv))
-                        sy[k] += yv
-            elif dense or smooth:
-                for c in range(n_classes):
-                    for k in range(w):
-                        xm = float(x[o, c, np.uint64(i0 + k)]) - float(m[k])
+                        xv = x[o, c, ui0 + k]
                         if dense:
-                            yv = y[o, c, np.uint64(i0 + k)]
-                            syx[k] += float(yv) * xm
+                            yv = y[o, c, ui0 + k]
+                            t = yv * (xv - m[k])
+                            syx[k] += float(t - kldiv_label_term(yv) if kl else t)
                             sy[k] += yv
                         if smooth:
-                            sx[k] += xm
+                            sx[k] += float(xv) - float(m[k])
             # The log of each sum, then (gradient) its inverse: separate loops over the positions so
             # that they vectorise (a libm log and exp per position cost a third of the kernel).
             if not from_logits:
