@@ -79,9 +79,10 @@ def centre_into(x1, x2, a, b):
     """``a = x1 - c``, ``b = x2 - c`` for C-contiguous ``(n, d)`` arrays of the compute dtype.
 
     ``c`` is the mean of all :math:`2n` rows, summed in float64 row after row
-    (the order of NumPy's ``sum(axis=0)``), rounded to the compute dtype, and 0
-    where it is not finite (inf or NaN inputs). One pass per input instead of
-    about ten NumPy calls: at small shapes those cost more than the whole kernel.
+    (the order of NumPy's ``sum(axis=0)``, as :func:`numba_losses._plan.sdml.centred`
+    does for device arrays), rounded to the compute dtype, and 0 where it is not
+    finite (inf or NaN inputs). Two passes over the inputs instead of about ten
+    NumPy calls: at small shapes those cost more than the whole kernel.
     """
     n, d = x1.shape
     dt = a.dtype.type
@@ -90,8 +91,6 @@ def centre_into(x1, x2, a, b):
     for i in range(n):
         for k in range(d):
             s1[k] += x1[i, k]
-    for i in range(n):
-        for k in range(d):
             s2[k] += x2[i, k]
     count = max(2 * n, 1)
     c = np.empty(d, dtype=a.dtype)
