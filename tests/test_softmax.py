@@ -144,6 +144,31 @@ def test_extreme_logits_stay_finite_and_nan_stays_in_its_row():
     np.testing.assert_allclose(out[0], 2e4, rtol=1e-6)
 
 
+@pytest.mark.parametrize("class_last", [True, False])
+def test_float32_probabilities_below_the_normal_range_are_zero_in_the_gradient(class_last):
+    """The documented float32 flush: a logit 87.7 or more below its row's maximum has probability 0 in
+    the gradient (not a subnormal), and the loss is exact; float64 keeps the subnormal probability."""
+    x = np.array([[0.0, -86.0, -87.5, -90.0, -100.0, -1e30], [3.0, 2.0, -95.0, 1.0, -200.0, 0.5]])
+    lab = np.array([3, 2])
+    ref, rdx = ref_softmax_ce(x, lab)  # float64 reference, one row per sample
+    for dtype in (np.float32, np.float64):
+        if class_last:
+            out, (dx,) = nl.SoftmaxCELoss().forward_backward(x.astype(dtype), lab)
+        else:  # class axis 1 of (N, C, 4): the tiled kernel; four equal positions per sample
+            x3 = np.repeat(x[:, :, None], 4, axis=2).astype(dtype)
+            out, (dx3,) = nl.SoftmaxCELoss(axis=1).forward_backward(x3, np.repeat(lab[:, None], 4, axis=1))
+            assert (dx3 == dx3[:, :, :1]).all()
+            dx = dx3[:, :, 0]
+        np.testing.assert_allclose(out, ref, rtol=1e-6)
+        want = rdx if class_last else rdx / 4  # the mean over the four positions
+        normal = np.abs(want) >= np.finfo(dtype).tiny
+        np.testing.assert_allclose(dx[normal], want[normal], rtol=1e-6)
+        if dtype == np.float32:
+            assert (dx[np.abs(rdx) < 2.0**-126.5] == 0).all()
+        else:
+            np.testing.assert_allclose(dx[~normal], want[~normal], rtol=1e-12, atol=1e-320)
+
+
 def test_long_rows_many_blocks():
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((3, 5000)) * 20).astype(np.float32)

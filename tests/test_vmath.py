@@ -155,7 +155,8 @@ def test_precision_follows_the_argument():
         return vmath.vexp(x32), vmath.vlog1p(x64)
 
     r32, r64 = types_of(np.float32(1.0), 1.0)
-    assert isinstance(r32, float) and r32 == np.float32(np.e)  # float32 result (rounded), boxed
+    assert isinstance(r32, float) and r32 == np.float32(r32)  # a float32 result (rounded), boxed
+    assert abs(r32 - np.e) <= np.spacing(np.float32(np.e))
     assert r64 == np.log1p(1.0)
 
 
@@ -186,6 +187,46 @@ def test_exp_of_non_positive_arguments_is_vexp_bit_for_bit(dtype):
     ref = np.exp(x.astype(np.float64))
     finite = np.isfinite(x) & (ref > np.finfo(dtype).tiny)
     np.testing.assert_allclose(b[finite], ref[finite], rtol=4 * np.finfo(dtype).eps)
+
+
+def test_flushing_exp_is_vexp_nonpos_down_to_the_smallest_normals_and_zero_below():
+    """float32 ``vexp_nonpos_ftz`` scales in one step: bit for bit ``vexp_nonpos`` while the result's
+    exponent is at least -126, exactly 0 further down (never more than 2**-126 off), NaN kept."""
+
+    @njit(fastmath=set(CPU_FASTMATH), error_model=ERROR_MODEL)
+    def both(x, a, b):
+        for i in range(x.size):
+            a[i] = vmath.vexp_nonpos(x[i])
+            b[i] = vmath.vexp_nonpos_ftz(x[i])
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate(
+        [
+            rng.uniform(-110.0, 0.0, 200_000),
+            np.linspace(-88.5, -87.0, 20_001),
+            np.array([0.0, -0.0, -np.inf, np.nan, -1e-30, -87.33, -87.68, -88.0, -1e30]),
+        ]
+    ).astype(np.float32)
+    a, b = np.empty_like(x), np.empty_like(x)
+    both(x, a, b)
+    assert np.isnan(b[np.isnan(x)]).all() and (b[x == -np.inf] == 0).all() and b[x == 0].tolist() == [1.0, 1.0]
+    normal = x >= np.float32(-87.33)  # exp(-87.33) > 2**-126
+    np.testing.assert_array_equal(b[normal], a[normal])
+    assert (b[x <= -88.0] == 0).all()
+    low = np.isfinite(x) & ~normal
+    np.testing.assert_array_less(np.abs(b[low] - a[low]), np.finfo(np.float32).tiny)
+
+    @njit(fastmath=set(CPU_FASTMATH), error_model=ERROR_MODEL)
+    def wide(x, b):
+        for i in range(x.size):
+            b[i] = vmath.vexp_nonpos_ftz(x[i])
+
+    x64 = x.astype(np.float64)
+    b64 = np.empty_like(x64)
+    wide(x64, b64)  # float64 keeps the exact two-step scaling
+    a64 = np.empty_like(x64)
+    both(x64, a64, np.empty_like(x64))
+    np.testing.assert_array_equal(b64, a64)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -28,7 +28,8 @@ The max and the sum of exponentials come from one blocked pass (an "online"
 softmax): each block of ``BLOCK`` logits is scanned for its maximum (a SIMD
 maximum, :func:`.fmax.range_max`), the running sum is rescaled when the
 maximum grows, then the block's exponentials (vectorisable
-:func:`..vmath.vexp_nonpos`: every argument is at most 0) are stored in the
+:func:`..vmath.vexp_nonpos_ftz`: every argument is at most 0; float32 values below
+2**-126.5 are 0) are stored in the
 gradient row and summed
 in float64 lanes; the gradient pass rescales them by one factor per block
 instead of exponentiating again (one ``exp`` per logit). NaN and
@@ -45,7 +46,7 @@ from numba.extending import register_jitable
 from .._options import CHUNK
 from ..scalar import kldiv_label_term
 from ..softmax_math import pick_float, pick_int, smoothing
-from ..vmath import like, vexp_nonpos, vlog
+from ..vmath import like, vexp_nonpos, vexp_nonpos_ftz, vlog
 from .compile import cache_key, compile_kernel
 from .fmax import maxnum, range_max
 from .reduce import block_sum, range_sum
@@ -92,7 +93,7 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
             s += range_sum(dest, j0 - off, j1 - off)
             continue
         for j in range(j0, j1):  # unsigned indices (no negative-index wraparound): the loop vectorises
-            dest[np.uint64(j - off)] = vexp_nonpos(xr[np.uint64(j)] - m)  # x - m <= 0 or NaN
+            dest[np.uint64(j - off)] = vexp_nonpos_ftz(xr[np.uint64(j)] - m)  # x - m <= 0 or NaN
         s += range_sum(dest, j0 - off, j1 - off)
     return m, s
 
@@ -290,7 +291,7 @@ def _tile_sum_exp(x, o, i0, w, m, s):
     for c in range(x.shape[1]):
         for k_ in range(w):
             k = np.uint64(k_)
-            s[k] += vexp_nonpos(x[o, c, i0 + k] - m[k])
+            s[k] += vexp_nonpos_ftz(x[o, c, i0 + k] - m[k])
 
 
 @register_jitable(forceinline=True)
@@ -300,7 +301,7 @@ def _tile_sum_exp_into(x, o, i0, w, m, s, dest):
     for c in range(x.shape[1]):
         for k_ in range(w):
             k = np.uint64(k_)
-            e = vexp_nonpos(x[o, c, i0 + k] - m[k])
+            e = vexp_nonpos_ftz(x[o, c, i0 + k] - m[k])
             s[k] += e
             dest[o, c, i0 + k] = e
 
