@@ -17,7 +17,7 @@ import pytest
 
 import numba_losses as nl
 from numba_losses.kernels import _options
-from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel
+from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes
 from numba_losses.kernels.registry import ELEMENTWISE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,6 +90,12 @@ def test_float32_long_row_matches_float64():
     assert abs(ref - exact) <= 1e-12 * exact
 
 
+def _scratch(shape3, rowwise=False):
+    """Fresh scratch arrays for a row kernel call on ``shape3`` inputs (NaN-filled: never read before written)."""
+    buf_shape, partial_shape = scratch_shapes(shape3, rowwise)
+    return np.full(buf_shape, np.nan), np.full(partial_shape, np.nan)
+
+
 @pytest.mark.parametrize("term", ["l2", "bce_logit", "huber"])
 def test_serial_and_parallel_kernels_agree(term):
     value, grad = ELEMENTWISE[term]
@@ -103,7 +109,7 @@ def test_serial_and_parallel_kernels_agree(term):
     for parallel in (False, True):
         out, dx = np.empty(5), np.empty_like(x)
         build_rowmean_kernel(value, grad, False, False, True, parallel)(
-            x, y, dummy, dummy, 1.0, 0.5, fscale, coef, out, dx
+            x, y, dummy, dummy, 1.0, 0.5, fscale, coef, out, dx, *_scratch(x.shape)
         )
         results.append((out, dx))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-14)
@@ -122,7 +128,7 @@ def test_rowwise_variant_matches_independent_math(parallel):
     for rowwise in (True, False):
         out, dx = np.empty(n), np.empty_like(x)
         build_rowmean_kernel(value, grad, False, False, True, parallel, rowwise)(
-            x, y, dummy, dummy, 0.0, 0.0, fscale, coef, out, dx
+            x, y, dummy, dummy, 0.0, 0.0, fscale, coef, out, dx, *_scratch(x.shape, rowwise)
         )
         d = (y - x).reshape(n)
         np.testing.assert_allclose(out, fscale * d * d, rtol=1e-15)

@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from numba_losses.kernels._options import SERIAL_BELOW
-from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel
+from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes
 from numba_losses.kernels.registry import COMPUTED
 
+from .buffers import host_scratch
 from .device import DeviceArray, DeviceContext, broadcast_view, device_view, sum_to
 from .launch import launch
 from .validate import broadcast_shape, normalize_axis
@@ -179,7 +180,10 @@ def run_rows_host(pair: tuple[Any, Any], x3, y3, a3, ew3, p0, p1, fscale, coef, 
     kernel = build_rowmean_kernel(*pair, a3 is not None, ew3 is not None, want_grad, x3.size >= SERIAL_BELOW, rowwise)
     dummy = _DUMMY3[cdt]
     a3, ew3, dx3 = (dummy if v is None else v for v in (a3, ew3, dx3))
-    kernel(x3, y3, a3, ew3, p0, p1, fscale, coef, out, dx3)
+    buf_shape, partial_shape = scratch_shapes(x3.shape, rowwise)
+    bufs = host_scratch("rows.bufs", buf_shape, cdt)
+    partial = host_scratch("rows.partial", partial_shape, np.float64)
+    kernel(x3, y3, a3, ew3, p0, p1, fscale, coef, out, dx3, bufs, partial)
 
 
 def _rows_inputs_host(rows: Rows, loss: np.ndarray, sw: np.ndarray | None, cdt: np.dtype):
