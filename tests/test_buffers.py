@@ -6,6 +6,8 @@ input shifted by one element is caught, not only the input itself.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,41 @@ def test_losses_with_kept_scratch_stay_right_across_shapes():
         ref_out, ref_dx = ref_kldiv_softmax(x, y)
         np.testing.assert_allclose(out, ref_out, rtol=1e-12)
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_kernels_scratch_is_right_across_shapes_and_threads(dtype):
+    # The row kernels take their block buffers and partial sums from per-thread scratch, kept
+    # between calls: long rows (cut into chunks, partial sums), short rows (grouped) and one element
+    # per row, alternated, in two threads at once, must each give the float64 reference.
+    rng = np.random.default_rng(9)
+    shapes = [(3, 150_001), (40, 7), (50_000,), (3, 150_001), (2, 3, 40_000), (40, 7)]
+    cases = []
+    for shape in shapes:
+        x, y = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+        d = (x.astype(np.float64) - y).reshape(shape[0], -1)  # the reference from the same values, in float64
+        cases.append((x, y, (d * d).mean(axis=1) / 2, d.reshape(shape) / d.shape[1]))
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+
+    def check(order, errors):
+        loss = nl.L2Loss()
+        try:
+            for i in order:
+                x, y, want, want_dx = cases[i]
+                out, (dx,) = loss.forward_backward(x, y)
+                np.testing.assert_allclose(out, want, rtol=rtol)
+                np.testing.assert_allclose(dx, want_dx, rtol=rtol, atol=1e-7)
+        except AssertionError as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    errors: list = []
+    check(range(len(cases)), errors)
+    threads = [
+        threading.Thread(target=check, args=(order, errors))
+        for order in ([0, 1, 2, 3, 4, 5] * 2, [5, 4, 3, 2, 1, 0] * 2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]

@@ -160,17 +160,24 @@ def test_precision_follows_the_argument():
     assert r64 == np.log1p(1.0)
 
 
+def _both(f, g):
+    """A compiled ``both(x, a, b)``: ``a = f(x)``, ``b = g(x)`` elementwise, with the kernels' options."""
+
+    @njit(fastmath=set(CPU_FASTMATH), error_model=ERROR_MODEL)
+    def both(x, a, b):
+        for i in range(x.size):
+            a[i] = f(x[i])
+            b[i] = g(x[i])
+
+    return both
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_of_non_positive_arguments_is_vexp_bit_for_bit(dtype):
     """``vexp_nonpos`` drops vexp's overflow clamp and NaN select: on its domain (x <= 0, NaN) the
     results are vexp's exactly, and vexp's are libm's to the accuracy tested above."""
 
-    @njit(fastmath=set(CPU_FASTMATH), error_model=ERROR_MODEL)
-    def both(x, a, b):
-        for i in range(x.size):
-            a[i] = vmath.vexp(x[i])
-            b[i] = vmath.vexp_nonpos(x[i])
-
+    both = _both(vmath.vexp, vmath.vexp_nonpos)
     rng = np.random.default_rng(7)
     lo = -110.0 if dtype == np.float32 else -760.0
     x = np.concatenate(
@@ -193,12 +200,7 @@ def test_flushing_exp_is_vexp_nonpos_down_to_the_smallest_normals_and_zero_below
     """float32 ``vexp_nonpos_ftz`` scales in one step: bit for bit ``vexp_nonpos`` while the result's
     exponent is at least -126, exactly 0 further down (never more than 2**-126 off), NaN kept."""
 
-    @njit(fastmath=set(CPU_FASTMATH), error_model=ERROR_MODEL)
-    def both(x, a, b):
-        for i in range(x.size):
-            a[i] = vmath.vexp_nonpos(x[i])
-            b[i] = vmath.vexp_nonpos_ftz(x[i])
-
+    both = _both(vmath.vexp_nonpos, vmath.vexp_nonpos_ftz)
     rng = np.random.default_rng(11)
     x = np.concatenate(
         [
@@ -216,16 +218,9 @@ def test_flushing_exp_is_vexp_nonpos_down_to_the_smallest_normals_and_zero_below
     low = np.isfinite(x) & ~normal
     np.testing.assert_array_less(np.abs(b[low] - a[low]), np.finfo(np.float32).tiny)
 
-    @njit(fastmath=set(CPU_FASTMATH), error_model=ERROR_MODEL)
-    def wide(x, b):
-        for i in range(x.size):
-            b[i] = vmath.vexp_nonpos_ftz(x[i])
-
     x64 = x.astype(np.float64)
-    b64 = np.empty_like(x64)
-    wide(x64, b64)  # float64 keeps the exact two-step scaling
-    a64 = np.empty_like(x64)
-    both(x64, a64, np.empty_like(x64))
+    a64, b64 = np.empty_like(x64), np.empty_like(x64)
+    both(x64, a64, b64)  # float64 keeps the exact two-step scaling
     np.testing.assert_array_equal(b64, a64)
 
 
