@@ -79,7 +79,7 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
     m = like(xr[0], -np.inf)
     s = 0.0
     for j0 in range(0, n, BLOCK):
-        j1 = min(j0 + BLOCK, n)
+        j1 = j0 + BLOCK if j0 + BLOCK < n else n
         bm = range_max(xr, j0, j1, m)  # NaN never raises the maximum; it reaches the sum below
         if bm > m:
             s = s * math.exp(float(m) - float(bm))
@@ -116,7 +116,7 @@ def _row_label_sums(xr, yr, m, buf, kl):
     syx = 0.0
     sy = 0.0
     for j0 in range(0, n, BLOCK):
-        j1 = min(j0 + BLOCK, n)
+        j1 = j0 + BLOCK if j0 + BLOCK < n else n
         for j in range(j0, j1):
             u = np.uint64(j)
             yv = yr[u]
@@ -134,7 +134,7 @@ def _row_shift_sum(xr, m, buf64):
     mf = float(m)
     sx = 0.0
     for j0 in range(0, n, BLOCK):
-        j1 = min(j0 + BLOCK, n)
+        j1 = j0 + BLOCK if j0 + BLOCK < n else n
         for j in range(j0, j1):
             buf64[np.uint64(j - j0)] = float(xr[np.uint64(j)]) - mf
         sx += block_sum(buf64, j1 - j0)
@@ -142,7 +142,7 @@ def _row_shift_sum(xr, m, buf64):
 
 
 @functools.cache
-def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguous, parallel, kl=False):
+def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguous, parallel, kl=False, smooth=True):
     r"""Fused softmax cross-entropy: per-row loss and, if ``want_grad``, the gradient.
 
     Parameters
@@ -157,6 +157,10 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
         Write the gradient; ``contiguous``: rows of ``(positions, C)`` arrays,
         else the tiled kernel on ``(outer, C, inner)`` arrays (see
         :func:`_build_tiled_ce_kernel`); ``prange``.
+    smooth : bool
+        Whether ``eps`` may be nonzero (label smoothing). Without it the
+        smoothing term is not compiled (a third of the class-last kernel's
+        compile time) and ``eps`` must be 0. The tiled kernel always has it.
     kl : bool
         Dense labels only, no smoothing: the loss of a position is the KL
         divergence :math:`\sum_j y_j (\log(y_j + 10^{-12}) - \mathrm{lp}_j)`
@@ -187,15 +191,16 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
             return
         n_rows = loss.shape[0]
         n_classes = x.shape[-1]
-        smooth = eps != 0.0
-        per = max(1, CHUNK // max(n_classes, 1))
+        per = CHUNK // n_classes if n_classes > 0 else 1  # ternaries: min / max compile at a first call
+        per = per if per > 1 else 1
         n_tasks = (n_rows + per - 1) // per
         n_blocks = (n_classes + BLOCK - 1) // BLOCK
         for task in prange(n_tasks):
             buf = np.empty(BLOCK, dtype=x.dtype)
             buf64 = np.empty(BLOCK, dtype=np.float64)
             bmax = np.empty(n_blocks, dtype=x.dtype)
-            for t in range(task * per, min(task * per + per, n_rows)):
+            t1 = task * per + per
+            for t in range(task * per, t1 if t1 < n_rows else n_rows):
                 xr = x[t]
                 yr = y[t]  # sparse variants get ``y = x``, never read
                 cc = like(xr[0], 1.0)
@@ -227,7 +232,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     syx = float(xr[target]) - float(m)
                     sy = 1.0
                 val = -(q1 * (syx - lsum * sy))  # kl: no smoothing, q1 = 1
-                if smooth:
+                if smooth and eps != 0.0:
                     val -= q0 * (_row_shift_sum(xr, m, buf64) - n_classes * lsum)
                 qsum = q1 * sy + eps  # sum of the smoothed target
                 loss[t] = val
@@ -251,7 +256,8 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     # p_k = e_k * exp(bmax[b] - m - lsum), e_k = exp(x_k - bmax[b]) stored in dr
                     for b in range(n_blocks):
                         f = like(cc, math.exp(float(bmax[b]) - float(m) - lsum))
-                        for k_ in range(b * BLOCK, min(b * BLOCK + BLOCK, n_classes)):
+                        k1 = b * BLOCK + BLOCK
+                        for k_ in range(b * BLOCK, k1 if k1 < n_classes else n_classes):
                             k = np.uint64(k_)
                             tk = yr[k] if dense else (one if k_ == target else zero)
                             dr[k] = cc * ((dr[k] * f) * qs - (c1 * tk + c0))
@@ -306,6 +312,7 @@ def _tile_sum_exp_into(x, o, i0, w, m, s, dest):
             dest[o, c, i0 + k] = e
 
 
+@functools.cache  # one per variant whatever ``smooth`` the caller passed
 def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, kl):
     """The class-axis-not-last variant of :func:`build_softmax_ce_kernel`.
 

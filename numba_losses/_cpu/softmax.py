@@ -131,7 +131,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
 
     int_labels = spec.sparse and family.label_kind(lab.dtype) == "int"
     kernel = build_softmax_ce_kernel(
-        spec.sparse, spec.from_logits, int_labels, call.want_grad, contiguous, x.size >= SERIAL_BELOW, kl
+        spec.sparse, spec.from_logits, int_labels, call.want_grad, contiguous, x.size >= SERIAL_BELOW, kl, spec.eps != 0
     )
     if n_rows and lay.n_classes:
         kernel(x_rows, lab, y_rows, coef, spec.ignore, spec.has_ignore, spec.eps, lay.inner, loss_rows, dx_rows)
