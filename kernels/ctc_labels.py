@@ -73,8 +73,14 @@ def scan_labels(rows, lengths, use_lengths, pad, blank, n_classes, lab, llen, re
     Returns ``(code, sample, position, value)``; ``code == OK`` on success.
     """
     n, width = rows.shape
-    seen = np.full(n_classes, -1, dtype=np.int64)  # sample that last touched the class
-    last = np.zeros(n_classes, dtype=np.int64)  # its latest position in that sample
+    # per class: the sample that last touched it (row 0) and its latest position there (row 1);
+    # np.empty and a loop rather than np.full / np.zeros (fewer functions to compile at first use)
+    seen_last = np.empty((2, n_classes), dtype=np.int64)
+    seen = seen_last[0]
+    last = seen_last[1]
+    for k in range(n_classes):
+        seen[k] = -1
+        last[k] = 0
     for b in range(n):
         if use_lengths:
             v = lengths[b]

@@ -151,8 +151,9 @@ def _frames_task(
     n_classes = x.shape[1]
     n_blocks = (n_classes + BLOCK - 1) // BLOCK
     buf = np.empty(BLOCK, dtype=x.dtype)
-    bmax = np.empty(max(n_blocks, 1), dtype=x.dtype)
-    for f in range(task * per, min(task * per + per, n_frames)):
+    bmax = np.empty(n_blocks if n_blocks > 1 else 1, dtype=x.dtype)
+    f1 = task * per + per  # ternaries, not min / max: those compile at a process's first call
+    for f in range(task * per, f1 if f1 < n_frames else n_frames):
         b = f // n_t
         t = f - b * n_t
         if want_grad:
@@ -221,8 +222,13 @@ def _paths_sample(
             for s in range(n_s, n_p):
                 lpe[row + s] = ninf
     # skip[s]: alpha may come from s - 2; skipb[s]: beta may come from s + 2 (never for padding)
-    skip = np.zeros(n_p, dtype=np.bool_)
-    skipb = np.zeros(n_p, dtype=np.bool_)
+    # (np.empty and loops rather than np.zeros / np.full: fewer NumPy functions for Numba to
+    # compile at a process's first call)
+    skips = np.empty(2 * n_p, dtype=np.bool_)
+    for s in range(2 * n_p):
+        skips[s] = False
+    skip = skips[:n_p]
+    skipb = skips[n_p:]
     for s in range(n_s):
         k = ext_class(lab, b, s, blank)
         if k != blank and s != 1 and s >= 2:
@@ -230,8 +236,11 @@ def _paths_sample(
         if k != blank and s != n_s - 2 and s + 2 < n_s:
             skipb[s] = k != ext_class(lab, b, s + 2, blank)
     # alpha; columns with two -inf on the left: col[s + 2] = alpha(s)
-    prev = np.full(n_p + 2, -np.inf, dtype=x.dtype)
-    cur = np.full(n_p + 2, -np.inf, dtype=x.dtype)
+    cols = np.empty(2 * (n_p + 2), dtype=x.dtype)
+    for s in range(2 * (n_p + 2)):
+        cols[s] = ninf
+    prev = cols[: n_p + 2]
+    cur = cols[n_p + 2 :]
     one = np.uint64(1)
     two = np.uint64(2)
     ab = np.empty(n_t * n_p if want_grad else 0, dtype=x.dtype)  # alpha + beta, lpe's layout
@@ -293,8 +302,9 @@ def _paths_sample(
     tile = np.empty((n_s, GAMMA_TILE), dtype=x.dtype)
     g = np.empty(GAMMA_TILE, dtype=x.dtype)
     for t0 in range(0, n_t, GAMMA_TILE):
-        w = min(GAMMA_TILE, n_t - t0)
-        wg = max(0, min(w, gm - t0))  # frames of the tile that get a gradient
+        w = n_t - t0 if n_t - t0 < GAMMA_TILE else GAMMA_TILE
+        wg = gm - t0 if gm - t0 < w else w  # frames of the tile that get a gradient
+        wg = wg if wg > 0 else 0
         for tt in range(w):
             row = (t0 + tt) * n_p
             ab_t = ab[row : row + n_s]
@@ -370,12 +380,14 @@ def build_ctc_kernel(parallel):
         m = np.empty((n, n_t), dtype=x.dtype)
         logs = np.empty((n, n_t), dtype=x.dtype)
         early = x.shape[1] > GATHER_EARLY_ABOVE
-        offp = np.zeros(n + 1 if early else 1, dtype=np.int64)  # the samples' padded blocks in lpe_all
+        offp = np.empty(n + 1 if early else 1, dtype=np.int64)  # the samples' padded blocks in lpe_all
+        offp[0] = 0
         if early:
             for b in range(n):
                 offp[b + 1] = offp[b] + np.int64(tlen[b]) * padded(2 * llen[b] + 1)
         lpe_all = np.empty(offp[-1], dtype=x.dtype)
-        per = max(1, CHUNK // max(x.shape[1], 1))
+        per = CHUNK // x.shape[1] if x.shape[1] > 0 else 1
+        per = per if per > 1 else 1
         n_frames = n * n_t
         n_tasks = (n_frames + per - 1) // per
         for task in prange(n_tasks):
