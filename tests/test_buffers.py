@@ -149,3 +149,16 @@ def test_row_kernels_scratch_is_right_across_shapes_and_threads(dtype):
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_row_kernels_block_buffers_do_not_grow_with_the_input():
+    # One block buffer per thread of Numba's pool, whatever the number of tasks: (1000, 1000, 1000)
+    # inputs make a million tasks, whose own buffers would be half the input's size.
+    import numba
+
+    from numba_losses.kernels.cpu.elementwise import BLOCK, scratch_shapes
+
+    for shape3 in [(1000, 1000, 1000), (1, 4096, 4096), (3, 2, 200_000)]:
+        bufs, partial = scratch_shapes(shape3)
+        assert bufs == (numba.config.NUMBA_NUM_THREADS, BLOCK)
+        assert partial[0] * partial[1] <= shape3[1] * shape3[0] * (shape3[2] // 65536 + 1)

@@ -151,6 +151,32 @@ def test_second_process_loads_kernels_from_cache(tmp_path):
     assert second == ["1", "0"]
 
 
+def test_row_kernels_loaded_from_the_cache_run_first_in_a_fresh_process(tmp_path):
+    # The parallel row kernel picks its block buffer by Numba's thread id, whose symbol is resolved
+    # when the threading layer is up. Loaded from the on-disk cache as the first thing a process
+    # runs (serial first, then parallel, and parallel alone), both must run and be right.
+    code = """
+        import sys
+        import numpy as np, numba_losses as nl
+        rng = np.random.default_rng(3)
+        small = rng.standard_normal((4, 3))
+        big = rng.standard_normal((3, 70_000))
+        order = [small, big] if sys.argv[1] == "serial-first" else [big]
+        for x in order:
+            out, (dx,) = nl.L2Loss().forward_backward(x, 0 * x)
+            assert np.allclose(out, (x * x).mean(axis=1) / 2, rtol=1e-12), out
+            assert np.allclose(dx, x / x.shape[1], rtol=1e-12)
+        print("ok")
+    """
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    for order in ("serial-first", "serial-first", "parallel-first"):  # compiles, then loads twice
+        full = dict(os.environ, **env)
+        res = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code), order], capture_output=True, text=True, env=full, timeout=600
+        )
+        assert res.returncode == 0 and res.stdout.strip() == "ok", (order, res.returncode, res.stderr[-2000:])
+
+
 def test_kernels_use_the_central_options():
     value, grad = ELEMENTWISE["l1"]
     kern = build_rowmean_kernel(value, grad, False, False, True, False)

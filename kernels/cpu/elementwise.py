@@ -26,7 +26,8 @@ wide); sums are accumulated in float64 through :func:`.reduce.block_sum`.
 import functools
 
 import numpy as np
-from numba import prange
+from numba import get_thread_id, prange
+from numba.core import config
 from numba.extending import register_jitable
 
 from .._options import BLOCK, CHUNK
@@ -61,19 +62,28 @@ def task_layout(n_outer, n_rows, n_inner):
     return group, nck, per_row, n_tasks
 
 
+@register_jitable(forceinline=True)
+def _thread_zero():
+    """The serial variant's "thread id": its one block buffer is row 0."""
+    return 0
+
+
 def scratch_shapes(shape3, rowwise=False):
     """``(bufs, partial)`` shapes of the scratch arrays the row kernel of ``shape3`` needs.
 
-    ``bufs``: one ``BLOCK``-element row per task (compute dtype), for the
-    block sums; ``partial`` (float64): the partial sums of rows cut into
-    several tasks (no rows when every task covers whole rows). The kernels
-    take scratch from the caller rather than allocating it, which saves
-    compiling ``np.empty`` at a process's first call (about 0.2 s).
+    ``bufs``: one ``BLOCK``-element row (compute dtype) per thread of Numba's
+    pool, for the block sums (a task uses the row of the thread running it,
+    ``numba.get_thread_id()``, which is below ``get_num_threads()`` and so
+    below ``NUMBA_NUM_THREADS``); ``partial`` (float64): the partial sums of
+    rows cut into several tasks (no rows when every task covers whole rows).
+    The kernels take scratch from the caller rather than allocating it, which
+    saves compiling ``np.empty`` at a process's first call (about 0.2 s). The
+    caller gives each of its threads its own arrays.
     """
     if rowwise:
         return (0, BLOCK), (0, 1)
-    _, _, per_row, n_tasks = task_layout(*shape3)
-    return (n_tasks, BLOCK), (0 if per_row == 1 else shape3[1], per_row)
+    _, _, per_row, _ = task_layout(*shape3)
+    return (config.NUMBA_NUM_THREADS, BLOCK), (0 if per_row == 1 else shape3[1], per_row)
 
 
 def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel, rowwise=False):
@@ -120,6 +130,10 @@ def _build(value, grad, has_aux, has_ew, want_grad, parallel, rowwise):
     block = BLOCK
     chunk = CHUNK
     key = cache_key(parallel)  # see .compile
+    # The serial variant must not reference ``get_thread_id``: a kernel loaded from the on-disk
+    # cache has it resolved only once Numba's threading layer is up, which a parallel kernel's
+    # load ensures and a serial one's does not (it crashed).
+    thread_id = get_thread_id if parallel else _thread_zero
 
     def rowwise_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx, bufs, partial):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
@@ -169,7 +183,7 @@ def _build(value, grad, has_aux, has_ew, want_grad, parallel, rowwise):
             i0 = ck * chunk
             i1 = i0 + chunk
             i1 = i1 if i1 < n_inner else n_inner
-            buf = bufs[t]  # block values in the compute dtype
+            buf = bufs[thread_id()]  # block values in the compute dtype
             for b in range(b0, b1):
                 cb = coef[b]
                 total = 0.0
