@@ -42,7 +42,6 @@ subnormal intermediates (see :func:`log_add`).
 """
 
 import functools
-import math
 
 import numpy as np
 from numba import prange, types
@@ -51,7 +50,7 @@ from numba.extending import overload, register_jitable
 from .._options import CHUNK
 from ..vmath import _SQRT2_M1, _log_reduced_32, _log_reduced_64, like, vexp, vexp_nonpos
 from .compile import cache_key, compile_kernel
-from .softmax import BLOCK, row_max_sum_exp
+from .softmax import BLOCK, log_of_sum, row_max_sum_exp
 
 # Above this many classes, phase 1 gathers the label log-probabilities while the frame is in cache
 # (into one array for the batch); at most this many, phase 2 gathers them into the sample's scratch.
@@ -166,7 +165,7 @@ def _frames_task(
         xr = x[b * sb + t * st]
         mm, ssum = row_max_sum_exp(xr, buf, False, bmax)
         sr = float(like(mm, ssum))  # the sum rounded as a sum in the compute dtype would be
-        ls = like(mm, math.log(sr) if sr > 0.0 else (-math.inf if sr == 0.0 else sr))
+        ls = like(mm, log_of_sum(sr))
         m[b, t] = mm
         logs[b, t] = ls
         if early:  # the frame's row of the sample's padded (T_b, n_p) block, see _paths_sample

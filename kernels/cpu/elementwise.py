@@ -80,10 +80,11 @@ def scratch_shapes(shape3, rowwise=False):
     saves compiling ``np.empty`` at a process's first call (about 0.2 s). The
     caller gives each of its threads its own arrays.
     """
-    if rowwise:
-        return (0, BLOCK), (0, 1)
+    bufs = (config.NUMBA_NUM_THREADS, BLOCK)  # the same for every input: always the kept array
+    if rowwise:  # the map variant reads neither
+        return bufs, (0, 1)
     _, _, per_row, _ = task_layout(*shape3)
-    return (config.NUMBA_NUM_THREADS, BLOCK), (0 if per_row == 1 else shape3[1], per_row)
+    return bufs, (0 if per_row == 1 else shape3[1], per_row)
 
 
 def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel, rowwise=False):
