@@ -162,3 +162,71 @@ def test_row_kernels_block_buffers_do_not_grow_with_the_input():
         bufs, partial = scratch_shapes(shape3)
         assert bufs == (numba.config.NUMBA_NUM_THREADS, BLOCK)
         assert partial[0] * partial[1] <= shape3[1] * shape3[0] * (shape3[2] // 65536 + 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_kernels_scratch_is_right_across_class_counts_and_threads(dtype):
+    # The class-last softmax kernels (cross-entropy, and the log-softmax pair of the unfused
+    # KLDivLoss) take a block buffer, the per-block maxima of a row and a float64 buffer from
+    # per-thread scratch sized by the class count and kept between calls: class counts that
+    # change the number of blocks, small (serial) and large (parallel) inputs, label smoothing,
+    # alternated in two threads at once, must each give the float64 reference.
+    from tests.reference.softmax import ref_kldiv_softmax, ref_softmax_ce
+
+    rng = np.random.default_rng(13)
+    shapes = [(64, 10), (300, 1000), (7, 5000), (200, 257), (64, 10), (40, 1000)]
+    cases = []
+    for i, (n, c) in enumerate(shapes):
+        x = (3 * rng.standard_normal((n, c))).astype(dtype)
+        label = rng.integers(0, c, n).astype(dtype)
+        probs = rng.random((c,))  # one label row broadcast over the batch: KLDivLoss's unfused path
+        probs /= probs.sum()
+        eps = 0.1 if i % 2 else 0.0
+        want = ref_softmax_ce(x.astype(np.float64), label, eps=eps)
+        cases.append((x, label, eps, want, probs.astype(dtype), ref_kldiv_softmax(x.astype(np.float64), probs)))
+    rtol = 2e-5 if dtype == np.float32 else 1e-11
+
+    def check(order, errors):
+        try:
+            for i in order:
+                x, label, eps, (want, want_dx), probs, (kl_want, kl_dx) = cases[i]
+                out, (dx,) = nl.SoftmaxCELoss(label_smoothing=eps).forward_backward(x, label)
+                np.testing.assert_allclose(out, want, rtol=rtol)
+                np.testing.assert_allclose(dx, want_dx, rtol=rtol, atol=1e-7)
+                out, (dx,) = nl.KLDivLoss(from_logits=False).forward_backward(x, probs)
+                np.testing.assert_allclose(out, kl_want, rtol=rtol, atol=1e-7)
+                np.testing.assert_allclose(dx, kl_dx, rtol=rtol, atol=1e-7)
+        except AssertionError as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    errors: list = []
+    check(range(len(cases)), errors)
+    threads = [
+        threading.Thread(target=check, args=(order, errors))
+        for order in ([0, 1, 2, 3, 4, 5] * 2, [5, 4, 3, 2, 1, 0] * 2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_kernel_scratch_rows_start_on_a_cache_line():
+    # SIMD stores into a buffer that straddles cache lines cost a sixth of a small cross-entropy
+    # forward: the kept scratch arrays start on 64 bytes, and every per-thread row of the softmax
+    # scratch is a whole number of cache lines (the block maxima after the buffer too).
+    import numba
+
+    from numba_losses._core.buffers import host_scratch
+    from numba_losses.kernels.cpu.softmax import BLOCK, scratch_shapes
+
+    for i, (shape, dtype) in enumerate([((3, 517), np.float32), ((2, 1000), np.float64), ((5,), np.float32)]):
+        a = host_scratch(f"test.align{i}", shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.ctypes.data % 64 == 0
+    for n_classes in [1, 10, 256, 257, 5000, 32000]:
+        shape, shape64 = scratch_shapes(n_classes)
+        assert shape[1] >= BLOCK + -(-n_classes // BLOCK)  # the buffer, then one maximum per block
+        for rows, dtype in [(shape, np.float32), (shape, np.float64), (shape64, np.float64)]:
+            assert rows[1] * np.dtype(dtype).itemsize % 64 == 0
+            assert rows[0] == numba.config.NUMBA_NUM_THREADS
