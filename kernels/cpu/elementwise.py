@@ -26,14 +26,14 @@ wide); sums are accumulated in float64 through :func:`.reduce.block_sum`.
 import functools
 
 import numpy as np
-from numba import prange
+from numba import get_thread_id, prange
+from numba.core import config
 from numba.extending import register_jitable
 
 from .._options import BLOCK, CHUNK
 from ..registry import is_builtin
 from .compile import cache_key, compile_kernel
 from .reduce import block_sum
-from .threads import scratch_rows, thread_row
 
 _ONE = np.float32(1.0)  # promotes exactly to float64 data; keeps float32 loops in float32
 
@@ -62,6 +62,12 @@ def task_layout(n_outer, n_rows, n_inner):
     return group, nck, per_row, n_tasks
 
 
+@register_jitable(forceinline=True)
+def _thread_zero():
+    """The serial variant's "thread id": its one block buffer is row 0."""
+    return 0
+
+
 def scratch_shapes(shape3, rowwise=False):
     """``(bufs, partial)`` shapes of the scratch arrays the row kernel of ``shape3`` needs.
 
@@ -74,7 +80,7 @@ def scratch_shapes(shape3, rowwise=False):
     saves compiling ``np.empty`` at a process's first call (about 0.2 s). The
     caller gives each of its threads its own arrays.
     """
-    bufs = (scratch_rows(), BLOCK)  # the same for every input: always the kept array
+    bufs = (config.NUMBA_NUM_THREADS, BLOCK)  # the same for every input: always the kept array
     if rowwise:  # the map variant reads neither
         return bufs, (0, 1)
     _, _, per_row, _ = task_layout(*shape3)
@@ -125,7 +131,10 @@ def _build(value, grad, has_aux, has_ew, want_grad, parallel, rowwise):
     block = BLOCK
     chunk = CHUNK
     key = cache_key(parallel)  # see .compile
-    thread_id = thread_row(parallel)  # the scratch row of the thread running a task
+    # The serial variant must not reference ``get_thread_id``: a kernel loaded from the on-disk
+    # cache has it resolved only once Numba's threading layer is up, which a parallel kernel's
+    # load ensures and a serial one's does not (it crashed).
+    thread_id = get_thread_id if parallel else _thread_zero
 
     def rowwise_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx, bufs, partial):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant

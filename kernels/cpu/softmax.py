@@ -50,26 +50,9 @@ from ..vmath import like, vexp_nonpos, vexp_nonpos_ftz, vlog
 from .compile import cache_key, compile_kernel
 from .fmax import maxnum, range_max
 from .reduce import block_sum, range_sum
-from .threads import scratch_rows, thread_row
 
 # Logits per block of the online max / sum-of-exponentials pass (fits in L1 twice).
 BLOCK = 256
-
-
-def scratch_shapes(n_classes):
-    """``(shape in the compute dtype, float64 shape)`` of the scratch arrays the class-last
-    cross-entropy and log-softmax kernels take for rows of ``n_classes`` logits: one row per
-    thread of Numba's pool (see :mod:`.threads`) holding a ``BLOCK``-element buffer and one
-    maximum per block of a logit row, and one ``BLOCK``-element float64 buffer per thread.
-
-    Rows are padded to 16 elements so that each starts on a cache line when the array does (the
-    caller aligns it): measured on AVX-512, buffers off a cache line cost a sixth of a small
-    cross-entropy forward. The tiled kernels (class axis not last) allocate their per-position
-    state per task instead: taken from these arrays it ran a quarter slower (LLVM no longer
-    knew that it cannot overlap the gradient it writes).
-    """
-    rows = scratch_rows()
-    return (rows, BLOCK + ((n_classes + BLOCK - 1) // BLOCK + 15) // 16 * 16), (rows, BLOCK)
 
 
 @register_jitable(forceinline=True)
@@ -187,16 +170,13 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     Returns
     -------
     numba dispatcher
-        ``kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scr, scr64)`` (class-last;
-        the tiled kernel takes no ``scr``, ``scr64``):
+        ``kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx)``:
         ``x``, ``y`` (dense labels in the compute dtype and ``x``'s layout;
         ``x`` itself for sparse labels) and ``dx`` in the row layout;
         ``label`` the sparse labels, one per row (any real dtype); ``coef`` the
         gradient scale per row (compute dtype); ``ignore`` (float64) the label
         value whose rows get loss and gradient 0 when ``has_ignore``; ``eps``
-        the label smoothing; ``scr``, ``scr64`` scratch arrays of the shapes
-        :func:`scratch_shapes` gives (compute dtype, float64). Writes ``loss``
-        (one per row, compute dtype).
+        the label smoothing. Writes ``loss`` (one per row, compute dtype).
     """
     if kl and (sparse or from_logits):
         raise ValueError("kl needs dense labels and logits")
@@ -205,9 +185,8 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     pick = pick_int if int_label else pick_float
     dense = not sparse
     key = cache_key(parallel)  # see .compile
-    thread_id = thread_row(parallel)
 
-    def softmax_ce_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scr, scr64):
+    def softmax_ce_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_rows = loss.shape[0]
@@ -217,10 +196,9 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
         n_tasks = (n_rows + per - 1) // per
         n_blocks = (n_classes + BLOCK - 1) // BLOCK
         for task in prange(n_tasks):
-            row = scr[thread_id()]
-            buf = row[:BLOCK]
-            bmax = row[BLOCK:]
-            buf64 = scr64[thread_id()]
+            buf = np.empty(BLOCK, dtype=x.dtype)
+            buf64 = np.empty(BLOCK, dtype=np.float64)
+            bmax = np.empty(n_blocks, dtype=x.dtype)
             t1 = task * per + per
             for t in range(task * per, t1 if t1 < n_rows else n_rows):
                 xr = x[t]
@@ -298,8 +276,7 @@ def _tile(task, n_tiles, n_inner):
     """``(o, i0, w)`` of tiled task ``task``: outer index, first inner position (unsigned) and width."""
     o = task // n_tiles
     i0 = (task - o * n_tiles) * TILE
-    w = n_inner - i0
-    return o, np.uint64(i0), w if w < TILE else TILE
+    return o, np.uint64(i0), min(TILE, n_inner - i0)
 
 
 @register_jitable(forceinline=True)
@@ -449,29 +426,24 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
 def build_log_softmax_kernel(contiguous, parallel):
     """``lp = x - m - log(sum(exp(x - m)))`` along each row.
 
-    Returns ``kernel(x, inner, n_rows, lp, scr, scr64)`` with ``contiguous``:
-    both arrays are ``(positions, C)`` rows and ``scr``, ``scr64`` the scratch
-    arrays of :func:`scratch_shapes`; otherwise ``kernel(x, inner, n_rows, lp)``
-    on ``(outer, C, inner)`` arrays, walked in tiles of ``TILE`` positions as in
+    Returns ``kernel(x, inner, n_rows, lp)``: with ``contiguous``, both arrays
+    are ``(positions, C)`` rows; otherwise both are ``(outer, C, inner)``
+    arrays, walked in tiles of ``TILE`` positions as in
     :func:`_build_tiled_ce_kernel` (``inner`` and ``n_rows`` unused).
     """
     if not contiguous:
         return _build_tiled_log_softmax_kernel(parallel)
     key = cache_key(parallel)  # see .compile
-    thread_id = thread_row(parallel)
 
-    def log_softmax_kernel(x, inner, n_rows, lp, scr, scr64):
+    def log_softmax_kernel(x, inner, n_rows, lp):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = x.shape[-1]
-        per = CHUNK // n_classes if n_classes > 0 else 1  # ternaries: min / max compile at a first call
-        per = per if per > 1 else 1
+        per = max(1, CHUNK // max(n_classes, 1))
         for task in prange((n_rows + per - 1) // per):
-            row = scr[thread_id()]
-            buf = row[:BLOCK]
-            bmax = row[BLOCK:]
-            t1 = task * per + per
-            for t in range(task * per, t1 if t1 < n_rows else n_rows):
+            buf = np.empty(BLOCK, dtype=x.dtype)
+            bmax = np.empty((n_classes + BLOCK - 1) // BLOCK, dtype=x.dtype)
+            for t in range(task * per, min(task * per + per, n_rows)):
                 xr = x[t]
                 m, se = row_max_sum_exp(xr, buf, False, bmax)
                 lsum = log_of_sum(se)
@@ -516,30 +488,26 @@ def _build_tiled_log_softmax_kernel(parallel):
 def build_log_softmax_backward_kernel(contiguous, parallel):
     """In place ``u <- u - exp(lp) * sum(u)`` along each row (log-softmax's backward).
 
-    Returns ``kernel(lp, inner, n_rows, u, scr, scr64)`` (``kernel(lp, inner,
-    n_rows, u)`` when not ``contiguous``), the arrays in the layout and with
-    the scratch of :func:`build_log_softmax_kernel` for the same ``contiguous``.
+    Returns ``kernel(lp, inner, n_rows, u)``, both arrays in the layout of
+    :func:`build_log_softmax_kernel` for the same ``contiguous``.
     """
     if not contiguous:
         return _build_tiled_log_softmax_backward_kernel(parallel)
     key = cache_key(parallel)  # see .compile
-    thread_id = thread_row(parallel)
 
-    def log_softmax_backward_kernel(lp, inner, n_rows, u, scr, scr64):
+    def log_softmax_backward_kernel(lp, inner, n_rows, u):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = lp.shape[-1]
-        per = CHUNK // n_classes if n_classes > 0 else 1
-        per = per if per > 1 else 1
+        per = max(1, CHUNK // max(n_classes, 1))
         for task in prange((n_rows + per - 1) // per):
-            buf = scr[thread_id()][:BLOCK]
-            t1 = task * per + per
-            for t in range(task * per, t1 if t1 < n_rows else n_rows):
+            buf = np.empty(BLOCK, dtype=u.dtype)
+            for t in range(task * per, min(task * per + per, n_rows)):
                 ur = u[t]
                 lr = lp[t]
                 s = 0.0
                 for j0 in range(0, n_classes, BLOCK):
-                    j1 = j0 + BLOCK if j0 + BLOCK < n_classes else n_classes
+                    j1 = min(j0 + BLOCK, n_classes)
                     for j in range(j0, j1):
                         buf[np.uint64(j - j0)] = ur[np.uint64(j)]
                     s += block_sum(buf, j1 - j0)

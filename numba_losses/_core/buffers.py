@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,6 @@ from .request import is_device_array
 from .validate import SHARE_INPUTS, as_host_array, check_buffer
 
 _HUGE_PAGE = 1 << 21  # x86-64 transparent huge page
-_CACHE_LINE = 64  # scratch rows start on one, so that SIMD stores into them do not straddle two
 
 
 # ------------------------------------------------------------------------------------ host
@@ -93,14 +92,6 @@ SCRATCH_KEEP_BELOW = 2 * _HUGE_PAGE
 _scratch = threading.local()
 
 
-def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``np.empty`` starting on a cache line (NumPy's own small arrays start on 16 bytes)."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    raw = np.empty(nbytes + _CACHE_LINE, dtype=np.uint8)
-    start = -raw.ctypes.data % _CACHE_LINE
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
-
-
 def host_scratch(key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """An uninitialised array that a kernel call uses internally and never hands out.
 
@@ -121,37 +112,12 @@ def host_scratch(key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     a = kept.get(key)
     if a is not None and a.shape == shape and a.dtype == dtype:
         return a
-    a = (
-        host_empty(shape, dtype)
-        if math.prod(shape) * dtype.itemsize >= 2 * _HUGE_PAGE
-        else _aligned_empty(shape, dtype)
-    )
+    a = host_empty(shape, dtype)
     if a.nbytes < SCRATCH_KEEP_BELOW:
         kept[key] = a
     else:
         kept.pop(key, None)
     return a
-
-
-def host_scratch_set(
-    name: str, key: Any, shapes_of: Callable[..., Sequence[tuple[tuple[int, ...], Any]]], *args: Any
-) -> tuple[np.ndarray, ...]:
-    """The scratch arrays of a kernel call, kept per thread with the ``key`` of the last call of ``name``.
-
-    ``shapes_of(*args)`` gives ``(shape, dtype)`` per array; it runs only when
-    ``key`` differs from the last call's (a training loop, which repeats one
-    shape, pays one comparison). The arrays come from :func:`host_scratch`
-    (keys ``name.0``, ``name.1``, ...), with its rules.
-    """
-    sets = getattr(_scratch, "sets", None)
-    if sets is None:
-        sets = _scratch.sets = {}
-    last = sets.get(name)
-    if last is not None and last[0] == key:
-        return last[1]
-    arrays = tuple(host_scratch(f"{name}.{i}", shape, dtype) for i, (shape, dtype) in enumerate(shapes_of(*args)))
-    sets[name] = (key, arrays) if sum(a.nbytes for a in arrays) < SCRATCH_KEEP_BELOW else None
-    return arrays
 
 
 # ---------------------------------------------------------------------------------- device

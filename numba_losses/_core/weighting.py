@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ from numba_losses.kernels._options import SERIAL_BELOW
 from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes
 from numba_losses.kernels.registry import COMPUTED
 
-from .buffers import host_scratch_set
+from .buffers import SCRATCH_KEEP_BELOW, host_scratch
 from .device import DeviceArray, DeviceContext, broadcast_view, device_view, sum_to
 from .launch import launch
 from .validate import broadcast_shape, normalize_axis
@@ -172,14 +173,24 @@ def row_scales_host(rows: Rows, out_grad: np.ndarray | None, cdt: np.dtype) -> t
     return fscale, coef.astype(cdt, copy=False)  # the gradient is scaled in the compute dtype
 
 
-def _row_scratch(shape3: tuple[int, int, int], rowwise: bool, cdt: np.dtype) -> tuple[np.ndarray, ...]:
-    """The row kernel's ``(bufs, partial)`` scratch for ``shape3`` inputs (see ``scratch_shapes``), kept per thread."""
-    return host_scratch_set("rows", (shape3, rowwise, cdt), _row_scratch_shapes, shape3, rowwise, cdt)
+_kept = threading.local()
 
 
-def _row_scratch_shapes(shape3: tuple[int, int, int], rowwise: bool, cdt: np.dtype) -> tuple[tuple[Any, Any], ...]:
+def _row_scratch(shape3: tuple[int, int, int], rowwise: bool, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The row kernel's ``(bufs, partial)`` scratch for ``shape3`` inputs (see ``scratch_shapes``).
+
+    The last pair of this thread is kept with its key when small (one lookup
+    when the next call has the same shape, as in a training loop); the arrays
+    come from :func:`.buffers.host_scratch`, which keeps small ones per thread.
+    """
+    key = (shape3, rowwise, cdt)
+    last = getattr(_kept, "rows", None)
+    if last is not None and last[0] == key:
+        return last[1]
     buf_shape, partial_shape = scratch_shapes(shape3, rowwise)
-    return (buf_shape, cdt), (partial_shape, np.float64)
+    pair = host_scratch("rows.bufs", buf_shape, cdt), host_scratch("rows.partial", partial_shape, np.float64)
+    _kept.rows = (key, pair) if pair[0].nbytes + pair[1].nbytes < SCRATCH_KEEP_BELOW else None
+    return pair
 
 
 def run_rows_host(pair: tuple[Any, Any], x3, y3, a3, ew3, p0, p1, fscale, coef, out, dx3, want_grad: bool) -> None:

@@ -26,10 +26,9 @@ from numba_losses.kernels.cpu.softmax import (
     build_log_softmax_backward_kernel,
     build_log_softmax_kernel,
     build_softmax_ce_kernel,
-    scratch_shapes,
 )
 
-from .._core.buffers import host_empty, host_out_grad, host_result, host_scratch, host_scratch_set
+from .._core.buffers import host_empty, host_out_grad, host_result, host_scratch
 from .._core.request import Call
 from .._core.validate import as_host_array, check_buffer, reshape_like
 from .._core.weighting import coef_rows_host, weigh_rows_host
@@ -57,18 +56,6 @@ def _flat(a: np.ndarray, n: int) -> np.ndarray:
         return a.reshape(n, copy=False)
     except ValueError:
         return np.ascontiguousarray(a).reshape(n)
-
-
-def _scratch(contiguous: bool, n_classes: int, cdt: np.dtype) -> tuple[np.ndarray, ...]:
-    """The class-last kernels' scratch arrays (:func:`scratch_shapes`), kept per thread; none for the tiled ones."""
-    if not contiguous:
-        return ()
-    return host_scratch_set("softmax", (n_classes, cdt), _scratch_shapes, n_classes, cdt)
-
-
-def _scratch_shapes(n_classes: int, cdt: np.dtype) -> tuple[tuple[Any, Any], ...]:
-    shape, shape64 = scratch_shapes(n_classes)
-    return (shape, cdt), (shape64, np.float64)
 
 
 # Never-read arguments of the kernel's unused slots, made once (writable: a read-only array
@@ -147,19 +134,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         spec.sparse, spec.from_logits, int_labels, call.want_grad, contiguous, x.size >= SERIAL_BELOW, kl, spec.eps != 0
     )
     if n_rows and lay.n_classes:
-        kernel(
-            x_rows,
-            lab,
-            y_rows,
-            coef,
-            spec.ignore,
-            spec.has_ignore,
-            spec.eps,
-            lay.inner,
-            loss_rows,
-            dx_rows,
-            *_scratch(contiguous, lay.n_classes, cdt),
-        )
+        kernel(x_rows, lab, y_rows, coef, spec.ignore, spec.has_ignore, spec.eps, lay.inner, loss_rows, dx_rows)
 
     value = None
     if call.want_value:
@@ -190,11 +165,7 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     contiguous = lay.inner == 1  # rows of C logits; otherwise the tiled kernels on (outer, C, inner)
     if lay.n_rows and lay.n_classes:
         build_log_softmax_kernel(contiguous, parallel)(
-            _rows(xc, lay, contiguous),
-            lay.inner,
-            lay.n_rows,
-            _rows(lp, lay, contiguous),
-            *_scratch(contiguous, lay.n_classes, cdt),
+            _rows(xc, lay, contiguous), lay.inner, lay.n_rows, _rows(lp, lay, contiguous)
         )
     term, inner_call = family.kldiv_term_call(spec, call, lp, rdt == cdt)
     value, grads = elementwise.run(term, inner_call)
@@ -206,11 +177,7 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     u = grads[0]
     if lay.n_rows and lay.n_classes:  # lp and u are C-contiguous arrays of pred's shape
         build_log_softmax_backward_kernel(contiguous, parallel)(
-            _rows(lp, lay, contiguous),
-            lay.inner,
-            lay.n_rows,
-            _rows(u, lay, contiguous),
-            *_scratch(contiguous, lay.n_classes, cdt),
+            _rows(lp, lay, contiguous), lay.inner, lay.n_rows, _rows(u, lay, contiguous)
         )
     if rdt != cdt:
         grad_buf = check_buffer("grad_out", call.grad_out[0], x.shape, rdt) if call.grad_out[0] is not None else None
