@@ -162,3 +162,51 @@ def test_row_kernels_block_buffers_do_not_grow_with_the_input():
         bufs, partial = scratch_shapes(shape3)
         assert bufs == (numba.config.NUMBA_NUM_THREADS, BLOCK)
         assert partial[0] * partial[1] <= shape3[1] * shape3[0] * (shape3[2] // 65536 + 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_kernels_are_right_across_class_counts_and_threads(dtype):
+    # The class-last softmax kernels (cross-entropy, and the log-softmax pair of the unfused
+    # KLDivLoss) hold a block buffer, the per-block maxima of a row and a float64 buffer per
+    # task: class counts that change the number of blocks, small (serial) and large (parallel)
+    # inputs, label smoothing, alternated in two threads at once, must each give the float64
+    # reference.
+    from tests.reference.softmax import ref_kldiv_softmax, ref_softmax_ce
+
+    rng = np.random.default_rng(13)
+    shapes = [(64, 10), (300, 1000), (7, 5000), (200, 257), (64, 10), (40, 1000)]
+    cases = []
+    for i, (n, c) in enumerate(shapes):
+        x = (3 * rng.standard_normal((n, c))).astype(dtype)
+        label = rng.integers(0, c, n).astype(dtype)
+        probs = rng.random((c,))  # one label row broadcast over the batch: KLDivLoss's unfused path
+        probs /= probs.sum()
+        eps = 0.1 if i % 2 else 0.0
+        want = ref_softmax_ce(x.astype(np.float64), label, eps=eps)
+        cases.append((x, label, eps, want, probs.astype(dtype), ref_kldiv_softmax(x.astype(np.float64), probs)))
+    rtol = 2e-5 if dtype == np.float32 else 1e-11
+
+    def check(order, errors):
+        try:
+            for i in order:
+                x, label, eps, (want, want_dx), probs, (kl_want, kl_dx) = cases[i]
+                out, (dx,) = nl.SoftmaxCELoss(label_smoothing=eps).forward_backward(x, label)
+                np.testing.assert_allclose(out, want, rtol=rtol)
+                np.testing.assert_allclose(dx, want_dx, rtol=rtol, atol=1e-7)
+                out, (dx,) = nl.KLDivLoss(from_logits=False).forward_backward(x, probs)
+                np.testing.assert_allclose(out, kl_want, rtol=rtol, atol=1e-7)
+                np.testing.assert_allclose(dx, kl_dx, rtol=rtol, atol=1e-7)
+        except AssertionError as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    errors: list = []
+    check(range(len(cases)), errors)
+    threads = [
+        threading.Thread(target=check, args=(order, errors))
+        for order in ([0, 1, 2, 3, 4, 5] * 2, [5, 4, 3, 2, 1, 0] * 2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
