@@ -160,7 +160,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     smooth : bool
         Whether ``eps`` may be nonzero (label smoothing). Without it the
         smoothing term is not compiled (a third of the class-last kernel's
-        compile time) and ``eps`` must be 0. The tiled kernel always has it.
+        compile time) and ``eps`` must be 0.
     kl : bool
         Dense labels only, no smoothing: the loss of a position is the KL
         divergence :math:`\sum_j y_j (\log(y_j + 10^{-12}) - \mathrm{lp}_j)`
@@ -181,7 +181,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     if kl and (sparse or from_logits):
         raise ValueError("kl needs dense labels and logits")
     if not contiguous:
-        return _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, kl)
+        return _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, kl, smooth)
     pick = pick_int if int_label else pick_float
     dense = not sparse
     key = cache_key(parallel)  # see .compile
@@ -276,7 +276,8 @@ def _tile(task, n_tiles, n_inner):
     """``(o, i0, w)`` of tiled task ``task``: outer index, first inner position (unsigned) and width."""
     o = task // n_tiles
     i0 = (task - o * n_tiles) * TILE
-    return o, np.uint64(i0), min(TILE, n_inner - i0)
+    w = n_inner - i0  # a ternary: min compiles at a process's first call
+    return o, np.uint64(i0), w if w < TILE else TILE
 
 
 @register_jitable(forceinline=True)
@@ -312,8 +313,7 @@ def _tile_sum_exp_into(x, o, i0, w, m, s, dest):
             dest[o, c, i0 + k] = e
 
 
-@functools.cache  # one per variant whatever ``smooth`` the caller passed
-def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, kl):
+def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, kl, smooth):
     """The class-axis-not-last variant of :func:`build_softmax_ce_kernel`.
 
     ``x``, ``y`` and ``dx`` are ``(outer, C, inner)`` arrays; a task takes one
@@ -331,7 +331,6 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         outer, n_classes, _ = x.shape
-        smooth = eps != 0.0
         q1, q0 = smoothing(eps, n_classes)
         n_tiles = (inner + TILE - 1) // TILE
         for task in prange(outer * n_tiles):
@@ -391,7 +390,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                     syx[k] = float(x[o, jj[k], i0 + k]) - float(m[k])
                     sy[k] = 1.0
                 val = -(q1 * (syx[k] - lsum * sy[k]))  # kl: no smoothing, q1 = 1
-                if smooth:
+                if smooth and eps != 0.0:
                     val -= q0 * (sx[k] - n_classes * lsum)
                 loss[base + k] = 0.0 if skip[k] else val
             if not want_grad:
@@ -439,11 +438,13 @@ def build_log_softmax_kernel(contiguous, parallel):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = x.shape[-1]
-        per = max(1, CHUNK // max(n_classes, 1))
+        per = CHUNK // n_classes if n_classes > 0 else 1  # ternaries: min / max compile at a first call
+        per = per if per > 1 else 1
         for task in prange((n_rows + per - 1) // per):
             buf = np.empty(BLOCK, dtype=x.dtype)
             bmax = np.empty((n_classes + BLOCK - 1) // BLOCK, dtype=x.dtype)
-            for t in range(task * per, min(task * per + per, n_rows)):
+            t1 = task * per + per
+            for t in range(task * per, t1 if t1 < n_rows else n_rows):
                 xr = x[t]
                 m, se = row_max_sum_exp(xr, buf, False, bmax)
                 lsum = log_of_sum(se)
@@ -499,15 +500,17 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = lp.shape[-1]
-        per = max(1, CHUNK // max(n_classes, 1))
+        per = CHUNK // n_classes if n_classes > 0 else 1
+        per = per if per > 1 else 1
         for task in prange((n_rows + per - 1) // per):
             buf = np.empty(BLOCK, dtype=u.dtype)
-            for t in range(task * per, min(task * per + per, n_rows)):
+            t1 = task * per + per
+            for t in range(task * per, t1 if t1 < n_rows else n_rows):
                 ur = u[t]
                 lr = lp[t]
                 s = 0.0
                 for j0 in range(0, n_classes, BLOCK):
-                    j1 = min(j0 + BLOCK, n_classes)
+                    j1 = j0 + BLOCK if j0 + BLOCK < n_classes else n_classes
                     for j in range(j0, j1):
                         buf[np.uint64(j - j0)] = ur[np.uint64(j)]
                     s += block_sum(buf, j1 - j0)
