@@ -41,8 +41,10 @@ NOT_FINITE = 2  # a used label value is NaN or infinite
 OUT_OF_ALPHABET = 3  # a used label value rounds outside [0, C)
 BAD_PRED_LENGTH = 4  # pred_lengths[b] NaN/inf, or lround outside [0, T]
 
+_HELPER = {"no_cfunc_wrapper": True, "no_cpython_wrapper": True}
 
-@njit_cached()
+
+@njit_cached(**_HELPER)
 def lround(v):
     """C's ``lround`` of a finite float64: nearest integer, halves away from zero."""
     a = abs(v)
@@ -52,7 +54,7 @@ def lround(v):
     return -r if v < 0.0 else r
 
 
-@njit_cached()
+@njit_cached(**_HELPER)
 def length_or_minus_one(v, limit):
     """``lround(v)`` as an int when ``v`` is finite and that lies in ``[0, limit]``, else -1."""
     if not math.isfinite(v):
@@ -63,7 +65,7 @@ def length_or_minus_one(v, limit):
     return int(r)
 
 
-@njit_cached()
+@njit_cached(**_HELPER)
 def scan_labels(rows, lengths, use_lengths, pad, blank, n_classes, lab, llen, reps, chain, first):
     """Fill ``lab``, ``llen``, ``reps``, ``chain``, ``first`` from ``rows`` (see the module docstring).
 
@@ -121,7 +123,7 @@ def scan_labels(rows, lengths, use_lengths, pad, blank, n_classes, lab, llen, re
     return OK, -1, -1, 0.0
 
 
-@njit_cached()
+@njit_cached(no_cfunc_wrapper=True)
 def plan_labels(
     rows, lengths, use_lengths, pred_lengths, use_pred_lengths, n_t, pad, blank, n_classes, ints, labs, first, offs
 ):

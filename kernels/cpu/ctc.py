@@ -49,7 +49,7 @@ from numba.extending import overload, register_jitable
 
 from .._options import CHUNK
 from ..vmath import _SQRT2_M1, _log_reduced_32, _log_reduced_64, like, vexp, vexp_nonpos
-from .compile import cache_key, compile_kernel
+from .compile import HELPER, cache_key, compile_kernel
 from .softmax import BLOCK, log_of_sum, row_max_sum_exp
 
 # Above this many classes, phase 1 gathers the label log-probabilities while the frame is in cache
@@ -67,7 +67,7 @@ def _log_reduced(f, dk):
     raise NotImplementedError("compiled only")
 
 
-@overload(_log_reduced, jit_options={"forceinline": True})
+@overload(_log_reduced, jit_options=HELPER)
 def _log_reduced_impl(f, dk):
     if f == types.float32:
         return lambda f, dk: _log_reduced_32(f, dk)
@@ -79,7 +79,7 @@ def _softplus_limits(x):
     return (17.0, 87.0) if isinstance(x, np.float32) else (40.0, 708.0)
 
 
-@overload(_softplus_limits, jit_options={"forceinline": True})
+@overload(_softplus_limits, jit_options=HELPER)
 def _softplus_limits_impl(x):
     if x == types.float32:
         return lambda x: (np.float32(17.0), np.float32(87.0))
@@ -90,7 +90,7 @@ def _softplus_limits_impl(x):
 _NEGLIGIBLE_BELOW = 2.0**-60
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def log_add(a, b):
     r"""docs/semantics.rst section 7's ``lse(a, b)`` in the arguments' precision (NaN in gives NaN out).
 
@@ -129,19 +129,19 @@ def log_add(a, b):
     return b if a == -np.inf else r
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def ext_class(lab, b, s, blank):
     """Class of position ``s`` of sample ``b``'s extended label."""
     return blank if s % 2 == 0 else lab[b, s // 2]
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def padded(n_s):
     """The row length of the recursions for ``n_s`` states: the next multiple of :data:`PAD`."""
     return (n_s + PAD - 1) // PAD * PAD
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _frames_task(
     task, per, n_frames, n_t, x, sb, st, tlen, gmask, feasible, m, logs, want_grad, coef, dx, dsb, dst,
     early, lab, llen, blank, offp, lpe_all,
@@ -183,7 +183,7 @@ def _frames_task(
                 dr[u] = c * vexp_nonpos((xr[u] - mm) - ls)  # a log-probability: <= 0
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _paths_sample(
     b, x, sb, st, m, logs, tlen, gmask, lab, chain, first, llen, blank, feasible, zero_infinity, want_grad,
     coef, dx, dsb, dst, cost, early, offp, lpe_all,
@@ -329,7 +329,7 @@ def _paths_sample(
             _class_grad(g, lpe, t0, wg, n_p, 2 * i + 1, lab[b, i], llb, c, dx, b, dsb, dst)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _class_grad(g, lpe, t0, wg, stride, s, k, llb, c, dx, b, dsb, dst):
     """Section 7's gradient of class ``k`` (first at position ``s``) on frames ``t0 .. t0 + wg``
     from its gamma ``g`` and log-probability ``lp`` (``lpe``'s rows are ``stride`` long;

@@ -32,13 +32,13 @@ from numba.extending import register_jitable
 
 from .._options import BLOCK, CHUNK
 from ..registry import is_builtin
-from .compile import cache_key, compile_kernel
+from .compile import HELPER, cache_key, compile_kernel
 from .reduce import block_sum
 
 _ONE = np.float32(1.0)  # promotes exactly to float64 data; keeps float32 loops in float32
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def task_layout(n_outer, n_rows, n_inner):
     """``(group, nck, per_row, n_tasks)`` of the general row kernel for ``(n_outer, n_rows, n_inner)`` inputs.
 
@@ -62,7 +62,7 @@ def task_layout(n_outer, n_rows, n_inner):
     return group, nck, per_row, n_tasks
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _thread_zero():
     """The serial variant's "thread id": its one block buffer is row 0."""
     return 0

@@ -19,6 +19,7 @@ from numba import types
 from numba.extending import intrinsic, register_jitable
 
 from ..vmath import like
+from .compile import HELPER
 
 
 def _maxnum_intrinsic(flags, name="llvm.maxnum"):
@@ -50,7 +51,7 @@ minnum_no_nan = intrinsic(_maxnum_intrinsic(("nnan", "nsz"), "llvm.minnum"))
 minnum_no_nan.__doc__ = """:func:`minnum` for operands that are never NaN (the result of a NaN operand is undefined)."""
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def range_max(a, j0, j1, m):
     """``max(m, a[j0:j1])`` with NaN elements ignored (``m`` not NaN); vectorised.
 
@@ -63,7 +64,7 @@ def range_max(a, j0, j1, m):
     return m
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def range_min(a, j0, j1, m):
     """``min(m, a[j0:j1])`` with NaN elements ignored (``m`` not NaN); vectorised like :func:`range_max`."""
     inf = like(m, np.inf)

@@ -47,7 +47,7 @@ from .._options import CHUNK
 from ..scalar import kldiv_label_term
 from ..softmax_math import pick_float, pick_int, smoothing
 from ..vmath import like, vexp_nonpos, vexp_nonpos_ftz, vlog
-from .compile import cache_key, compile_kernel
+from .compile import HELPER, cache_key, compile_kernel
 from .fmax import maxnum, range_max
 from .reduce import block_sum, range_sum
 
@@ -55,13 +55,13 @@ from .reduce import block_sum, range_sum
 BLOCK = 256
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def log_of_sum(s):
     """``log(s)`` of a float64 sum of exponentials: ``-inf`` for 0 (all ``-inf`` logits), NaN stays NaN."""
     return math.log(s) if s > 0.0 else (-math.inf if s == 0.0 else s)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def row_max_sum_exp(xr, dest, into_row, bmax):
     """``(m, sum(exp(x - m)))`` of one row, ``m`` its maximum, in one blocked pass.
 
@@ -98,7 +98,7 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
     return m, s
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _row_label_sums(xr, yr, m, buf, kl):
     r"""``(sum(t), sum(y))`` of one row of dense labels, summed in float64, with the terms
     :math:`t = y (x - m)`, or with ``kl`` :math:`t = y (x - m) - y \log(y + 10^{-12})` (so that
@@ -127,7 +127,7 @@ def _row_label_sums(xr, yr, m, buf, kl):
     return syx, sy
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _row_shift_sum(xr, m, buf64):
     """``sum(x - m)`` of one row in float64 (label smoothing's uniform part; exact differences)."""
     n = xr.shape[0]
@@ -271,7 +271,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
 TILE = 128
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _tile(task, n_tiles, n_inner):
     """``(o, i0, w)`` of tiled task ``task``: outer index, first inner position (unsigned) and width."""
     o = task // n_tiles
@@ -280,7 +280,7 @@ def _tile(task, n_tiles, n_inner):
     return o, np.uint64(i0), w if w < TILE else TILE
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _tile_max(x, o, i0, w, m):
     """The first walk of a tile of ``x`` ``(outer, C, inner)``: ``m[k]`` the maximum over the classes
     (NaN never raises it; it reaches the sums). Unsigned indices (no negative-index wraparound): the
@@ -291,7 +291,7 @@ def _tile_max(x, o, i0, w, m):
             m[k] = maxnum(m[k], x[o, c, i0 + k])
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _tile_sum_exp(x, o, i0, w, m, s):
     """The second walk: ``s[k] += exp(x - m[k])`` in float64 (NaN, ``+inf`` or an all ``-inf``
     position give NaN, as ``x - m`` does)."""
@@ -301,7 +301,7 @@ def _tile_sum_exp(x, o, i0, w, m, s):
             s[k] += vexp_nonpos_ftz(x[o, c, i0 + k] - m[k])
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _tile_sum_exp_into(x, o, i0, w, m, s, dest):
     """:func:`_tile_sum_exp` that also stores the exponentials in ``dest`` (``x``'s layout). A helper
     of its own: a branch on an argument would be typed even where ``dest`` is a read-only dummy."""
