@@ -6,6 +6,7 @@ one pass per row computes the row's sums, the loss and every gradient.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,13 @@ def _triplet(spec: TripletSpec, call: Call, host: dict[str, np.ndarray]) -> tupl
     return value, grads
 
 
+@functools.lru_cache(maxsize=32)
+def _ones(n: int, cdt: np.dtype) -> np.ndarray:
+    """Ones the cosine kernel reads as unit weights (kept: never written; writable, as every call's
+    arrays are, so that they do not make another Numba signature)."""
+    return np.ones(n, dtype=cdt)
+
+
 def _cosine(spec: CosineSpec, call: Call, host: dict[str, np.ndarray]) -> tuple[Any, Any]:
     a, b, y, sw = host["input1"], host["input2"], host["label"], host.get("sample_weight")
     plan = plan_cosine(a, b, y, sw)
@@ -64,21 +72,25 @@ def _cosine(spec: CosineSpec, call: Call, host: dict[str, np.ndarray]) -> tuple[
     a2 = _view2(a, (n_src, k), cdt)
     b2 = _view2(b, (n_src, k), cdt)
     flat = y.reshape(-1)
-    code = np.empty(n_rows, dtype=np.int8)  # label codes 1 / -1 / 0, compared in the label's own dtype
-    code[...] = (flat == 1).astype(np.int8) - (flat == -1).astype(np.int8)
+    if flat.size == n_rows:  # label codes 1 / -1 / 0, compared in the label's own dtype
+        code = np.equal(flat, 1).view(np.int8)
+        code -= np.equal(flat, -1).view(np.int8)
+    else:  # one label broadcast to the rows
+        code = np.empty(n_rows, dtype=np.int8)
+        code[...] = (flat == 1).astype(np.int8) - (flat == -1).astype(np.int8)
     g = host_out_grad(call.out_grad, out_shape)
     taken: list = []
     out_full, out_buf = host_target("out", call.out, out_shape, rdt, cdt, host, taken)
     if plan.per_row:  # weighting inside the kernel: per-row sample weight, head gradient and weight
-        rsw = np.ones(n_rows, dtype=cdt)
+        rsw = _ones(n_rows, cdt)
         if sw is not None:
+            rsw = np.empty(n_rows, dtype=cdt)
             rsw[...] = sw.reshape(-1).astype(cdt)
-        g_row = np.ones(n_rows, dtype=cdt) if g is None else g.reshape(n_rows).astype(cdt)
+        g_row = _ones(n_rows, cdt) if g is None else g.reshape(n_rows).astype(cdt)
         w_kernel = cdt.type(spec.weight)
         out_rows = out_full.reshape(n_rows)
     else:  # sample_weight grows the output: unweighted rows here, the product weighting after
-        rsw = np.ones(n_rows, dtype=cdt)
-        g_row = rsw
+        rsw = g_row = _ones(n_rows, cdt)
         if call.want_grad:
             g_row = coef_product_host((n_rows, 1), out_shape, sw, spec.weight, g, cdt).reshape(n_rows)
         w_kernel = cdt.type(1)
