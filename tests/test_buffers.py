@@ -113,6 +113,20 @@ def test_losses_with_kept_scratch_stay_right_across_shapes():
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-14)
 
 
+def _alone_then_in_two_threads(check, n_cases):
+    """``check(order, errors)`` over every case in order, then in two threads at once (opposite
+    orders, twice over); fails with the first error collected."""
+    errors: list = []
+    check(range(n_cases), errors)
+    order = list(range(n_cases)) * 2
+    threads = [threading.Thread(target=check, args=(o, errors)) for o in (order, order[::-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_row_kernels_scratch_is_right_across_shapes_and_threads(dtype):
     # The row kernels take their block buffers and partial sums from per-thread scratch, kept
@@ -138,17 +152,7 @@ def test_row_kernels_scratch_is_right_across_shapes_and_threads(dtype):
         except AssertionError as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    errors: list = []
-    check(range(len(cases)), errors)
-    threads = [
-        threading.Thread(target=check, args=(order, errors))
-        for order in ([0, 1, 2, 3, 4, 5] * 2, [5, 4, 3, 2, 1, 0] * 2)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    _alone_then_in_two_threads(check, len(cases))
 
 
 def test_row_kernels_block_buffers_do_not_grow_with_the_input():
@@ -199,14 +203,4 @@ def test_softmax_kernels_are_right_across_class_counts_and_threads(dtype):
         except AssertionError as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    errors: list = []
-    check(range(len(cases)), errors)
-    threads = [
-        threading.Thread(target=check, args=(order, errors))
-        for order in ([0, 1, 2, 3, 4, 5] * 2, [5, 4, 3, 2, 1, 0] * 2)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    _alone_then_in_two_threads(check, len(cases))
