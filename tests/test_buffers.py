@@ -204,3 +204,23 @@ def test_softmax_kernels_are_right_across_class_counts_and_threads(dtype):
             errors.append(exc)
 
     _alone_then_in_two_threads(check, len(cases))
+
+
+def test_kept_unit_weights_stay_ones():
+    # Triplet, Cosine and SDML read a kept array of ones (per size and dtype) as their unit
+    # weights and head gradient; no call may write into it, whatever the inputs and buffers.
+    from numba_losses._core.buffers import host_ones
+
+    rng = np.random.default_rng(17)
+    for dtype in (np.float32, np.float64):
+        a, p, n = (rng.standard_normal((6, 4)).astype(dtype) for _ in range(3))
+        label = np.array([1, -1, 1, 1, -1, 0], dtype=dtype)
+        weights = rng.random((6, 1)).astype(dtype)
+        for _ in range(2):
+            nl.TripletLoss().forward_backward(a, p, n)
+            nl.TripletLoss().forward_backward(a, p, n, out_grad=2 * np.ones(6, dtype))
+            nl.CosineEmbeddingLoss().forward_backward(a, p, label)
+            nl.CosineEmbeddingLoss().forward_backward(a, p, label, weights)
+            nl.SDMLLoss().forward_backward(a, p)
+        ones = host_ones(6, np.dtype(dtype))
+        assert ones.dtype == dtype and np.array_equal(ones, np.ones(6, dtype))

@@ -20,6 +20,7 @@ thread between calls (:func:`host_scratch`).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Mapping
@@ -90,6 +91,16 @@ def host_out_grad(out_grad: Any, shape: tuple[int, ...]) -> np.ndarray | None:
 # from 4 MiB on, host_empty's huge pages make a fresh allocation cheap). At most one array per key.
 SCRATCH_KEEP_BELOW = 2 * _HUGE_PAGE
 _scratch = threading.local()
+
+
+@functools.lru_cache(maxsize=64)
+def host_ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """Ones of length ``n``, kept per size and dtype, for kernels that read them as unit weights.
+
+    Never written and never handed out (no copy per call). Writable all the same: every other
+    array a kernel gets is, and a read-only one would be another Numba signature to compile.
+    """
+    return np.ones(n, dtype=dtype)
 
 
 def host_scratch(key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

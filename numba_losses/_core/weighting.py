@@ -232,7 +232,9 @@ def coef_rows_host(
         fscale = _fscale(rows)
         coef = fscale if out_grad is None else fscale * out_grad.astype(np.float64)
         if not np.ndim(coef):
-            return np.full(loss_shape, coef, dtype=cdt)
+            full = np.empty(loss_shape, dtype=cdt)
+            full.fill(coef)  # rounded once to cdt, as np.full does (without its Python-level cost)
+            return full
         return np.broadcast_to(coef, (rows.n_rows,)).astype(cdt).reshape(loss_shape)
     fscale, coef = row_scales_host(rows, out_grad, cdt)
     dx3 = np.empty(rows.shape3, dtype=cdt)
@@ -269,7 +271,9 @@ def coef_product_host(
     """Gradient scale per loss position: the float64 sum of ``out_grad * sample_weight * weight`` over its copies."""
     if sw is None and tuple(full) == tuple(loss_shape):  # one copy per position: no broadcast, no sum
         if out_grad is None:
-            return np.full(loss_shape, np.float64(weight), dtype=cdt)
+            coef = np.empty(loss_shape, dtype=cdt)
+            coef.fill(weight)  # rounded once to cdt, as np.full does (without its Python-level cost)
+            return coef
         return np.multiply(out_grad, np.float64(weight), dtype=np.float64).astype(cdt).reshape(loss_shape)
     h = np.ones(full) if out_grad is None else np.broadcast_to(out_grad.astype(np.float64), full)
     if sw is not None:

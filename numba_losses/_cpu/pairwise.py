@@ -6,7 +6,6 @@ one pass per row computes the row's sums, the loss and every gradient.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,7 @@ import numpy as np
 from numba_losses.kernels._options import SERIAL_BELOW
 from numba_losses.kernels.cpu.pairwise import build_cosine_kernel, build_triplet_kernel
 
-from .._core.buffers import host_empty, host_out_grad, host_result, host_target
+from .._core.buffers import host_empty, host_ones, host_out_grad, host_result, host_target
 from .._core.request import Call
 from .._core.validate import as_host_array
 from .._core.weighting import coef_product_host, view3, weigh_product_host
@@ -42,7 +41,7 @@ def _triplet(spec: TripletSpec, call: Call, host: dict[str, np.ndarray]) -> tupl
     n_rows = shape3[1]
     x3, p3, n3 = (view3(v, v.shape, shape3, cdt) for v in (x, p, n))
     g = host_out_grad(call.out_grad, (n_rows,))
-    g = np.ones(n_rows, dtype=cdt) if g is None else g.astype(cdt)
+    g = host_ones(n_rows, cdt) if g is None else g.astype(cdt)
     taken: list = []
     out_c, out_buf = host_target("out", call.out, (n_rows,), rdt, cdt, host, taken)
     targets = [(_DUMMY[cdt, 3], None)] * 3
@@ -56,13 +55,6 @@ def _triplet(spec: TripletSpec, call: Call, host: dict[str, np.ndarray]) -> tupl
     value = host_result(out_c, out_buf, rdt) if call.want_value else None
     grads = tuple(host_result(t, buf, rdt) for t, buf in targets) if call.want_grad else None
     return value, grads
-
-
-@functools.lru_cache(maxsize=32)
-def _ones(n: int, cdt: np.dtype) -> np.ndarray:
-    """Ones the cosine kernel reads as unit weights (kept: never written; writable, as every call's
-    arrays are, so that they do not make another Numba signature)."""
-    return np.ones(n, dtype=cdt)
 
 
 def _cosine(spec: CosineSpec, call: Call, host: dict[str, np.ndarray]) -> tuple[Any, Any]:
@@ -82,15 +74,15 @@ def _cosine(spec: CosineSpec, call: Call, host: dict[str, np.ndarray]) -> tuple[
     taken: list = []
     out_full, out_buf = host_target("out", call.out, out_shape, rdt, cdt, host, taken)
     if plan.per_row:  # weighting inside the kernel: per-row sample weight, head gradient and weight
-        rsw = _ones(n_rows, cdt)
+        rsw = host_ones(n_rows, cdt)
         if sw is not None:
             rsw = np.empty(n_rows, dtype=cdt)
             rsw[...] = sw.reshape(-1).astype(cdt)
-        g_row = _ones(n_rows, cdt) if g is None else g.reshape(n_rows).astype(cdt)
+        g_row = host_ones(n_rows, cdt) if g is None else g.reshape(n_rows).astype(cdt)
         w_kernel = cdt.type(spec.weight)
         out_rows = out_full.reshape(n_rows)
     else:  # sample_weight grows the output: unweighted rows here, the product weighting after
-        rsw = g_row = _ones(n_rows, cdt)
+        rsw = g_row = host_ones(n_rows, cdt)
         if call.want_grad:
             g_row = coef_product_host((n_rows, 1), out_shape, sw, spec.weight, g, cdt).reshape(n_rows)
         w_kernel = cdt.type(1)

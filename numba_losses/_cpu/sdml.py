@@ -21,7 +21,7 @@ import numpy as np
 
 from numba_losses.kernels.cpu.sdml import ROWS, build_sdml_kernels, centre_into, finish_gradients
 
-from .._core.buffers import host_out_grad, host_result, host_scratch, host_target
+from .._core.buffers import host_ones, host_out_grad, host_result, host_scratch, host_target
 from .._core.request import Call
 from .._core.validate import as_host_array
 from .._plan.sdml import SDMLSpec, plan, targets
@@ -50,7 +50,7 @@ def run(spec: SDMLSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     q = targets(spec.smoothing, n, cdt)
     if call.want_grad:
         head = host_out_grad(call.out_grad, (n,))
-        g = np.ones(n, dtype=cdt) if head is None else np.ascontiguousarray(head, dtype=cdt)
+        g = host_ones(n, cdt) if head is None else np.ascontiguousarray(head, dtype=cdt)
         rs = np.empty(n)
         cs = np.empty((-(-n // ROWS), n))
         grads = [
