@@ -85,3 +85,15 @@ def test_dask_benchmark_script_checks_and_times_every_path():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "ok", proc.stdout
+
+
+def test_first_use_benchmark_measures_a_cold_first_call():
+    """``bench_first_use.py``'s measurement runs as asv runs it (a fresh process with an empty cache)
+    and returns seconds; the smallest case keeps it short."""
+    sys.path.insert(0, str(ROOT / "asv_bench"))
+    try:
+        from benchmarks.bench_first_use import FirstUse
+    finally:
+        sys.path.remove(str(ROOT / "asv_bench"))
+    seconds = FirstUse().track_cold_first_call("L2Loss", "small")
+    assert 0.0 < seconds < 120.0
