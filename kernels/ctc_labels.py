@@ -41,6 +41,8 @@ NOT_FINITE = 2  # a used label value is NaN or infinite
 OUT_OF_ALPHABET = 3  # a used label value rounds outside [0, C)
 BAD_PRED_LENGTH = 4  # pred_lengths[b] NaN/inf, or lround outside [0, T]
 
+# The helpers below are called from compiled code only: neither Numba's C-callable nor its CPython
+# wrapper is compiled for them (plan_labels, called from Python, keeps the latter).
 _HELPER = {"no_cfunc_wrapper": True, "no_cpython_wrapper": True}
 
 

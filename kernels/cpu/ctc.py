@@ -47,10 +47,9 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload, register_jitable
 
-from .._options import CHUNK
 from ..vmath import _SQRT2_M1, _log_reduced_32, _log_reduced_64, like, vexp, vexp_nonpos
 from .compile import HELPER, cache_key, compile_kernel
-from .softmax import BLOCK, log_of_sum, row_max_sum_exp
+from .softmax import BLOCK, log_of_sum, row_max_sum_exp, rows_per_task
 
 # Above this many classes, phase 1 gathers the label log-probabilities while the frame is in cache
 # (into one array for the batch); at most this many, phase 2 gathers them into the sample's scratch.
@@ -385,8 +384,7 @@ def build_ctc_kernel(parallel):
             for b in range(n):
                 offp[b + 1] = offp[b] + np.int64(tlen[b]) * padded(2 * llen[b] + 1)
         lpe_all = np.empty(offp[-1], dtype=x.dtype)
-        per = CHUNK // x.shape[1] if x.shape[1] > 0 else 1
-        per = per if per > 1 else 1
+        per = rows_per_task(x.shape[1])  # frames per task
         n_frames = n * n_t
         n_tasks = (n_frames + per - 1) // per
         for task in prange(n_tasks):

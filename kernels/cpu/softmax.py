@@ -56,6 +56,16 @@ BLOCK = 256
 
 
 @register_jitable(**HELPER)
+def rows_per_task(n_classes):
+    """Rows of ``n_classes`` values a parallel task takes: about ``CHUNK`` values, at least one row.
+
+    Ternaries rather than ``min`` / ``max``: those are functions Numba compiles at a process's
+    first call."""
+    per = CHUNK // n_classes if n_classes > 0 else 1
+    return per if per > 1 else 1
+
+
+@register_jitable(**HELPER)
 def log_of_sum(s):
     """``log(s)`` of a float64 sum of exponentials: ``-inf`` for 0 (all ``-inf`` logits), NaN stays NaN."""
     return math.log(s) if s > 0.0 else (-math.inf if s == 0.0 else s)
@@ -191,8 +201,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
             return
         n_rows = loss.shape[0]
         n_classes = x.shape[-1]
-        per = CHUNK // n_classes if n_classes > 0 else 1  # ternaries: min / max compile at a first call
-        per = per if per > 1 else 1
+        per = rows_per_task(n_classes)
         n_tasks = (n_rows + per - 1) // per
         n_blocks = (n_classes + BLOCK - 1) // BLOCK
         for task in prange(n_tasks):
@@ -438,8 +447,7 @@ def build_log_softmax_kernel(contiguous, parallel):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = x.shape[-1]
-        per = CHUNK // n_classes if n_classes > 0 else 1  # ternaries: min / max compile at a first call
-        per = per if per > 1 else 1
+        per = rows_per_task(n_classes)
         for task in prange((n_rows + per - 1) // per):
             buf = np.empty(BLOCK, dtype=x.dtype)
             bmax = np.empty((n_classes + BLOCK - 1) // BLOCK, dtype=x.dtype)
@@ -500,8 +508,7 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = lp.shape[-1]
-        per = CHUNK // n_classes if n_classes > 0 else 1
-        per = per if per > 1 else 1
+        per = rows_per_task(n_classes)
         for task in prange((n_rows + per - 1) // per):
             buf = np.empty(BLOCK, dtype=u.dtype)
             t1 = task * per + per

@@ -93,6 +93,13 @@ SCRATCH_KEEP_BELOW = 2 * _HUGE_PAGE
 _scratch = threading.local()
 
 
+def host_full(shape: tuple[int, ...], value: float, dtype: np.dtype) -> np.ndarray:
+    """``np.full(shape, value, dtype)`` (``value`` rounded once to ``dtype``) without its Python-level cost."""
+    a = np.empty(shape, dtype=dtype)
+    a.fill(value)
+    return a
+
+
 @functools.lru_cache(maxsize=64)
 def host_ones(n: int, dtype: np.dtype) -> np.ndarray:
     """Ones of length ``n``, kept per size and dtype, for kernels that read them as unit weights.

@@ -41,7 +41,7 @@ from numba_losses.kernels._options import SERIAL_BELOW
 from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes
 from numba_losses.kernels.registry import COMPUTED
 
-from .buffers import SCRATCH_KEEP_BELOW, host_scratch
+from .buffers import SCRATCH_KEEP_BELOW, host_full, host_scratch
 from .device import DeviceArray, DeviceContext, broadcast_view, device_view, sum_to
 from .launch import launch
 from .validate import broadcast_shape, normalize_axis
@@ -232,9 +232,7 @@ def coef_rows_host(
         fscale = _fscale(rows)
         coef = fscale if out_grad is None else fscale * out_grad.astype(np.float64)
         if not np.ndim(coef):
-            full = np.empty(loss_shape, dtype=cdt)
-            full.fill(coef)  # rounded once to cdt, as np.full does (without its Python-level cost)
-            return full
+            return host_full(loss_shape, coef, cdt)
         return np.broadcast_to(coef, (rows.n_rows,)).astype(cdt).reshape(loss_shape)
     fscale, coef = row_scales_host(rows, out_grad, cdt)
     dx3 = np.empty(rows.shape3, dtype=cdt)
@@ -271,9 +269,7 @@ def coef_product_host(
     """Gradient scale per loss position: the float64 sum of ``out_grad * sample_weight * weight`` over its copies."""
     if sw is None and tuple(full) == tuple(loss_shape):  # one copy per position: no broadcast, no sum
         if out_grad is None:
-            coef = np.empty(loss_shape, dtype=cdt)
-            coef.fill(weight)  # rounded once to cdt, as np.full does (without its Python-level cost)
-            return coef
+            return host_full(loss_shape, weight, cdt)
         return np.multiply(out_grad, np.float64(weight), dtype=np.float64).astype(cdt).reshape(loss_shape)
     h = np.ones(full) if out_grad is None else np.broadcast_to(out_grad.astype(np.float64), full)
     if sw is not None:

@@ -64,12 +64,10 @@ def _cosine(spec: CosineSpec, call: Call, host: dict[str, np.ndarray]) -> tuple[
     a2 = _view2(a, (n_src, k), cdt)
     b2 = _view2(b, (n_src, k), cdt)
     flat = y.reshape(-1)
-    if flat.size == n_rows:  # label codes 1 / -1 / 0, compared in the label's own dtype
-        code = np.equal(flat, 1).view(np.int8)
-        code -= np.equal(flat, -1).view(np.int8)
-    else:  # one label broadcast to the rows
-        code = np.empty(n_rows, dtype=np.int8)
-        code[...] = (flat == 1).astype(np.int8) - (flat == -1).astype(np.int8)
+    code = np.equal(flat, 1).view(np.int8)  # label codes 1 / -1 / 0, compared in the label's own dtype
+    code -= np.equal(flat, -1).view(np.int8)
+    if code.size != n_rows:  # one label broadcast to the rows
+        code = np.broadcast_to(code, (n_rows,)).copy()
     g = host_out_grad(call.out_grad, out_shape)
     taken: list = []
     out_full, out_buf = host_target("out", call.out, out_shape, rdt, cdt, host, taken)
