@@ -7,7 +7,9 @@ Usage (from the repository root)::
 Each row is the lowest of five medians of ``--calls`` warm calls (the lowest median resists other
 load on a shared machine). Shapes: (64, 10) for L2 and SoftmaxCE, (64, 16) for Triplet,
 CosineEmbedding and SDML, CTC (N, T, C, L) = (2, 8, 5, 3); "bufs" passes ``out=`` / ``grad_out=``
-buffers. NAME filters rows by substring. ``--smoke`` runs every row for a few calls and prints ``ok``.
+buffers. SDML at (64, 16) does real work (4096 distances, three matrix products); its (8, 4) row
+is the fixed cost of a call. NAME filters rows by substring. ``--smoke`` runs every row for a few
+calls and prints ``ok``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def cases() -> dict[str, Callable[[], object]]:
     a, p, n = (rng.standard_normal((64, 16)).astype(f32) for _ in range(3))
     sign = np.sign(rng.standard_normal(64)).astype(f32)
     ga, gp, gn = (np.empty((64, 16), f32) for _ in range(3))
+    a8, p8, ga8, gp8 = a[:8, :4].copy(), p[:8, :4].copy(), ga[:8, :4].copy(), gp[:8, :4].copy()
     l2, ce, ctc = nl.L2Loss(), nl.SoftmaxCELoss(), nl.CTCLoss(layout="NTC")
     triplet, cosine, sdml = nl.TripletLoss(), nl.CosineEmbeddingLoss(), nl.SDMLLoss()
     return {
@@ -66,6 +69,8 @@ def cases() -> dict[str, Callable[[], object]]:
             a, p, sign, out=out.reshape(64, 1), grad_out=(ga, gp)
         ),
         "SDML fwd+bwd": lambda: sdml.forward_backward(a, p),
+        "SDML fwd+bwd bufs": lambda: sdml.forward_backward(a, p, out=out, grad_out=(ga, gp)),
+        "SDML (8, 4) fwd+bwd bufs": lambda: sdml.forward_backward(a8, p8, out=out[:8], grad_out=(ga8, gp8)),
     }
 
 
