@@ -6,6 +6,7 @@ import ctypes
 import importlib.util
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +42,19 @@ FLOAT_DTYPES = [np.float32, np.float64]
 @pytest.fixture(scope="session")
 def golden_manifest() -> dict:
     return json.loads((GOLDEN / "manifest.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _rng_per_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give each test its own draws from its module's ``RNG``, whatever ran before it.
+
+    A module-level generator is shared by the module's tests, so without this what a test drew
+    depended on which tests had run before it in the same worker, which ``pytest-xdist``
+    changes from run to run: a failure could neither be relied on nor reproduced alone. The
+    module's generator is replaced, for the test's duration, by one seeded from the module's own
+    seed and the test's id.
+    """
+    rng = getattr(request.module, "RNG", None)
+    if isinstance(rng, np.random.Generator):
+        seed = [rng.bit_generator.seed_seq.entropy, zlib.crc32(request.node.nodeid.encode())]
+        monkeypatch.setattr(request.module, "RNG", np.random.default_rng(seed))
