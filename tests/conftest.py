@@ -32,6 +32,47 @@ SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 # CuPy arrays exist only on a real GPU (the simulator has Numba device arrays only).
 CUPY_ON_GPU = not SIMULATED and importlib.util.find_spec("cupy") is not None
 
+
+def _race_free_simulator_shared_arrays() -> None:
+    """Make the CUDA simulator's ``cuda.shared.array`` give every thread of a block the same array.
+
+    The simulator runs one Python thread per GPU thread and keys a block's shared arrays by the
+    calling line; it looks the key up and creates the array without a lock. Two threads that
+    switch between the lookup and the store (likelier under the short GIL switch interval some
+    tests set) get different arrays, and a block reduction then reads values no other thread
+    wrote: a test failed now and then with the same inputs (SDML's rows kernel, 1 run in about
+    20). This replacement does the lookup and the store under one lock and names the calling
+    line from the caller's frame (the same key, without formatting the whole stack).
+    """
+    import sys
+    import threading
+
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    original = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:  # an error, or the dynamic buffer: no per-line array
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            arr = self._allocations.get(key)
+            if arr is None:
+                arr = self._allocations[key] = np.empty(shape, dtype)
+        return arr
+
+    kernelapi.FakeCUDAShared.array = array
+
+
+if SIMULATED:
+    _race_free_simulator_shared_arrays()
+
 GOLDEN = Path(__file__).parent / "golden"
 
 # Per-dtype tolerances for comparisons against independent float64 math.
