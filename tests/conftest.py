@@ -40,8 +40,8 @@ def _race_free_simulator_shared_arrays() -> None:
     calling line; it looks the key up and creates the array without a lock. Two threads that
     switch between the lookup and the store (likelier under the short GIL switch interval some
     tests set) get different arrays, and a block reduction then reads values no other thread
-    wrote: a test failed now and then with the same inputs (SDML's rows kernel, 1 run in about
-    20). This replacement does the lookup and the store under one lock and names the calling
+    wrote: a test failed now and then with the same inputs (SDML's rows kernel, 2 isolated runs
+    in 87). This replacement does the lookup and the store under one lock and names the calling
     line from the caller's frame (the same key, without formatting the whole stack).
     """
     import sys

@@ -68,8 +68,9 @@ def _normal(shape, dtype=np.float64):
 def _drawn_away_from_kink(draw, distance, tries=100):
     """Call ``draw()`` until ``distance(*drawn)`` exceeds 1e-3 everywhere.
 
-    The module's generator is shared, so what a test draws depends on which tests ran before it
-    in the same worker; a gradient check must not rest on that order to stay off a kink.
+    Finite differences are wrong across a kink, so a gradient check must not rest on a lucky draw.
+    Whole draws are repeated (unlike ``tests.test_gradients._away``, which redraws single
+    elements): here the distance of a row depends on several inputs at once.
     """
     for _ in range(tries):
         drawn = draw()
