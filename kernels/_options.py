@@ -13,6 +13,10 @@ Environment variables:
 ``NUMBA_LOSSES_SERIAL_BELOW``
     element count below which the serial kernel variant is used
     (default 32768).
+``NUMBA_LOSSES_BACKGROUND_COMPILE``
+    ``0`` makes a parallel kernel's first call compile it and wait, instead
+    of running the serial twin while it compiles in the background (read by
+    :mod:`.cpu.tiered`).
 """
 
 import functools

@@ -29,6 +29,12 @@ GPU = _gpu_present()
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not GPU:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+# A parallel kernel's first call runs its serial twin while the parallel one compiles in the
+# background; in the suite, a test that reaches for the parallel kernel (large inputs) must run
+# it, and no test process should compile serial twins nothing else needs. So the suite (and the
+# processes it starts) compiles in the call; tests/test_tiered.py checks the default mode in
+# processes of its own, and that serial twins give bit-identical results.
+os.environ.setdefault("NUMBA_LOSSES_BACKGROUND_COMPILE", "0")
 # CuPy arrays exist only on a real GPU (the simulator has Numba device arrays only).
 CUPY_ON_GPU = not SIMULATED and importlib.util.find_spec("cupy") is not None
 

@@ -48,26 +48,41 @@ SCRIPT = """
     import numpy as np
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
     import numba_losses as nl
+    from numba_losses.kernels.cpu import tiered
     x = np.ones((64, 1024), np.float32)
     nl.L2Loss().forward_backward(x, x)
     nl.L2Loss().forward_backward(x, x)
+    tiered.wait()
     print("done")
 """
 
 
-def test_cached_afterwards_and_silent_when_loaded(tmp_path):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+def _run_script(tmp_path, **env_vars) -> list[str]:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **env_vars)
     env.pop("NUMBA_LOSSES_CACHE", None)
+    res = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT)], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()
 
-    def run() -> list[str]:
-        res = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(SCRIPT)], capture_output=True, text=True, env=env, cwd=ROOT
-        )
-        assert res.returncode == 0, res.stderr
-        return res.stdout.splitlines()
 
-    assert run() == [
+def test_cached_afterwards_and_silent_when_loaded(tmp_path):
+    # A large input's first call: the serial twin compiles in the call, the parallel kernel in the background.
+    assert _run_script(tmp_path, NUMBA_LOSSES_BACKGROUND_COMPILE="1") == [
+        "numba_losses INFO compiling L2Loss float32 forward+backward, serial kernel for large inputs until the "
+        "parallel one is ready (first use; cached afterwards)",
+        "numba_losses INFO compiling L2Loss float32 forward+backward, parallel kernel, in the background (first use; "
+        "cached afterwards)",
+        "done",
+    ]
+    loaded = _run_script(tmp_path, NUMBA_LOSSES_BACKGROUND_COMPILE="1")
+    assert loaded == ["done"]  # loaded from the on-disk cache: no line
+
+
+def test_one_line_when_background_compiles_are_off(tmp_path):
+    assert _run_script(tmp_path, NUMBA_LOSSES_BACKGROUND_COMPILE="0") == [
         "numba_losses INFO compiling L2Loss float32 forward+backward (first use; cached afterwards)",
         "done",
     ]
-    assert run() == ["done"]  # loaded from the on-disk cache: no line
+    assert _run_script(tmp_path, NUMBA_LOSSES_BACKGROUND_COMPILE="0") == ["done"]

@@ -193,9 +193,11 @@ def test_serial_and_parallel_variants_have_their_own_cache_entries(tmp_path):
         import numpy as np, numba_losses as nl
         from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel
         from numba_losses.kernels.registry import ELEMENTWISE
+        from numba_losses.kernels.cpu import tiered
         loss = nl.L1Loss()
         loss.forward_backward(np.ones((4, 3)), np.zeros((4, 3)))          # serial variant
         loss.forward_backward(np.ones((64, 1024)), np.zeros((64, 1024)))  # parallel variant
+        tiered.wait()  # compiled in the background at the first run (the serial one ran meanwhile)
         for parallel in (False, True):
             k = build_rowmean_kernel(*ELEMENTWISE["l1"], False, False, True, parallel)
             print(k.targetoptions.get("parallel", False), sum(k.stats.cache_hits.values()),

@@ -13,6 +13,7 @@ from numba import njit
 
 from .._options import CPU_FASTMATH, ERROR_MODEL, source_fingerprint
 from ..cache import cached
+from .tiered import TieredKernel
 
 #: Options of the CPU kernels' inlined helpers: ``register_jitable(**HELPER)``. Numba compiles a
 #: helper on its own before LLVM inlines it, by default with a C-callable wrapper that nothing
@@ -27,15 +28,20 @@ def cache_key(parallel: bool) -> int:
     return source_fingerprint() * 2 + int(parallel)
 
 
-def compile_kernel(fn, name: str, parallel: bool, cache: bool = True):
+def compile_kernel(fn, name: str, parallel: bool, cache: bool = True, serial=None):
     """``fn`` as a lazily compiled Numba kernel named ``{name}_{parallel|serial}_kernel``.
 
     ``cache=False`` keeps it out of the on-disk cache (a user's functions may
-    not be importable by a later process).
+    not be importable by a later process). ``serial``: for a parallel kernel, a
+    function returning its serial twin (the factory's kernel for the same flags
+    with ``parallel=False``); the kernel is then a :class:`.tiered.TieredKernel`,
+    whose first call runs the twin while the parallel kernel compiles in the
+    background.
     """
     fn.__qualname__ = fn.__name__ = f"{name}_{'parallel' if parallel else 'serial'}_kernel"
     # no_cfunc_wrapper: kernels are called from Python (the CPython wrapper) or from other
     # kernels (the native entry point), never as first-class function values, so the C
     # wrapper Numba compiles by default would only cost compile time.
     options = {"fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL, "no_cfunc_wrapper": True}
-    return cached(njit(parallel=parallel, **options)(fn), cache)
+    kernel = cached(njit(parallel=parallel, **options)(fn), cache)
+    return TieredKernel(kernel, serial) if parallel and serial is not None else kernel

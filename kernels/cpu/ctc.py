@@ -398,4 +398,4 @@ def build_ctc_kernel(parallel):
                 want_grad, coef, dx, dsb, dst, cost, early, offp, lpe_all,
             )  # fmt: skip
 
-    return compile_kernel(ctc_kernel, "ctc", parallel)
+    return compile_kernel(ctc_kernel, "ctc", parallel, serial=lambda: build_ctc_kernel(False))

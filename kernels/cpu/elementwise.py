@@ -229,7 +229,8 @@ def _build(value, grad, has_aux, has_ew, want_grad, parallel, rowwise):
 
     name = f"{value.__name__.removesuffix('_value')}_{'rowwise' if rowwise else 'rowmean'}"
     kernel = rowwise_kernel if rowwise else rowmean_kernel
-    return compile_kernel(kernel, name, parallel, cache=is_builtin(value, grad))
+    twin = functools.partial(_build, value, grad, has_aux, has_ew, want_grad, False, rowwise)
+    return compile_kernel(kernel, name, parallel, cache=is_builtin(value, grad), serial=twin)
 
 
 build_rowmean_kernel.cache_info = _build.cache_info  # the variants built so far

@@ -114,7 +114,7 @@ def build_triplet_kernel(parallel):
                             i = np.uint64(i_)
                             dx[o, b, i], dp[o, b, i], dn[o, b, i] = triplet_grads(x[o, b, i], p[o, b, i], n[o, b, i], m)
 
-    return compile_kernel(triplet, "triplet", parallel)
+    return compile_kernel(triplet, "triplet", parallel, serial=lambda: build_triplet_kernel(False))
 
 
 @functools.cache
@@ -160,4 +160,4 @@ def build_cosine_kernel(parallel):
                         da[r, i] = cosine_grad(av, bv, ddot, dna, na)
                         db[r, i] = cosine_grad(bv, av, ddot, dnb, nb)
 
-    return compile_kernel(cosine, "cosine", parallel)
+    return compile_kernel(cosine, "cosine", parallel, serial=lambda: build_cosine_kernel(False))

@@ -232,4 +232,4 @@ def build_sdml_kernels(parallel):
                     rs[i] = block_sum(row, n)
                     add_to(cs[t], row, n)
 
-    return compile_kernel(sdml_rows_kernel, "sdml_rows", parallel)
+    return compile_kernel(sdml_rows_kernel, "sdml_rows", parallel, serial=lambda: build_sdml_kernels(False))

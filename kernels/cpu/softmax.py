@@ -272,7 +272,8 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                             dr[k] = cc * ((dr[k] * f) * qs - (c1 * tk + c0))
 
     name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}{'_kl' if kl else ''}"
-    return compile_kernel(softmax_ce_kernel, name, parallel)
+    twin = functools.partial(build_softmax_ce_kernel, sparse, from_logits, int_label, want_grad)
+    return compile_kernel(softmax_ce_kernel, name, parallel, serial=lambda: twin(True, False, kl, smooth))
 
 
 # Positions per task of the strided (class axis not last) kernel: the loops run along
@@ -427,7 +428,8 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                     dx[o, c, ii] = like(one, 0.0) if skip[k] else g
 
     name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}{'_kl' if kl else ''}_tiled"
-    return compile_kernel(softmax_ce_tiled_kernel, name, parallel)
+    twin = functools.partial(build_softmax_ce_kernel, sparse, from_logits, int_label, want_grad)
+    return compile_kernel(softmax_ce_tiled_kernel, name, parallel, serial=lambda: twin(False, False, kl, smooth))
 
 
 @functools.cache
@@ -462,7 +464,8 @@ def build_log_softmax_kernel(contiguous, parallel):
                     k = np.uint64(k_)
                     lr[k] = (xr[k] - m) - ls
 
-    return compile_kernel(log_softmax_kernel, "log_softmax", parallel)
+    twin = functools.partial(build_log_softmax_kernel, True, False)
+    return compile_kernel(log_softmax_kernel, "log_softmax", parallel, serial=twin)
 
 
 def _build_tiled_log_softmax_kernel(parallel):
@@ -490,7 +493,8 @@ def _build_tiled_log_softmax_kernel(parallel):
                     k = np.uint64(k_)
                     lp[o, c, ui0 + k] = (x[o, c, ui0 + k] - m[k]) - ls[k]
 
-    return compile_kernel(log_softmax_tiled_kernel, "log_softmax_tiled", parallel)
+    twin = functools.partial(build_log_softmax_kernel, False, False)
+    return compile_kernel(log_softmax_tiled_kernel, "log_softmax_tiled", parallel, serial=twin)
 
 
 @functools.cache
@@ -526,7 +530,8 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
                     k = np.uint64(k_)
                     ur[k] = ur[k] - vexp_nonpos(lr[k]) * sc  # lr <= 0 or NaN
 
-    return compile_kernel(log_softmax_backward_kernel, "log_softmax_backward", parallel)
+    twin = functools.partial(build_log_softmax_backward_kernel, True, False)
+    return compile_kernel(log_softmax_backward_kernel, "log_softmax_backward", parallel, serial=twin)
 
 
 def _build_tiled_log_softmax_backward_kernel(parallel):
@@ -555,4 +560,5 @@ def _build_tiled_log_softmax_backward_kernel(parallel):
                     k = np.uint64(k_)
                     u[o, c, ui0 + k] = u[o, c, ui0 + k] - vexp_nonpos(lp[o, c, ui0 + k]) * sc[k]  # lp <= 0 or NaN
 
-    return compile_kernel(log_softmax_backward_tiled_kernel, "log_softmax_backward_tiled", parallel)
+    twin = functools.partial(build_log_softmax_backward_kernel, False, False)
+    return compile_kernel(log_softmax_backward_tiled_kernel, "log_softmax_backward_tiled", parallel, serial=twin)

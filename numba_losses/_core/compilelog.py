@@ -11,6 +11,12 @@ the call::
     compiling SoftmaxCELoss float32 forward+backward (first use; cached afterwards)
 
 and stays silent for the rest of that call (a call may compile several kernels).
+
+A parallel kernel's first call runs its serial twin while the parallel kernel
+compiles in a background thread (:mod:`numba_losses.kernels.cpu.tiered`); that
+thread takes over the call's record, so its compile logs a line of its own::
+
+    compiling SoftmaxCELoss float32 forward+backward, parallel kernel, in the background (first use; ...)
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import logging
 import threading
 
 from numba.core import event, types
+
+from numba_losses.kernels.cpu import tiered
 
 logger = logging.getLogger("numba_losses")
 
@@ -30,6 +38,8 @@ class _State(threading.local):
 
     pending: tuple[str, bool, bool] | None = None
     logged: bool = False
+    background: bool = False  #: a background compile's thread, for the call recorded in ``pending``
+    deferred: list | None = None  #: background compiles to start when the call ends
 
 
 _STATE = _State()  # a thread-local attribute costs ~0.1 us per call (a ContextVar ~0.4 us)
@@ -48,7 +58,48 @@ def enter(loss: str, want_value: bool, want_grad: bool) -> bool:
 def leave(token: bool) -> None:
     """End the call for which :func:`enter` returned ``token``."""
     if token:
-        _STATE.pending = None
+        state = _STATE
+        state.pending = None
+        if state.deferred:
+            starts, state.deferred = state.deferred, None
+            for start in starts:
+                start()
+
+
+def _capture() -> tuple[str, bool, bool] | None:
+    """The loss call running in this thread, for a background compile it starts."""
+    return _STATE.pending
+
+
+def _enter_background(pending: tuple[str, bool, bool] | None) -> bool:
+    """Record ``pending`` (captured by :func:`_capture`) in a background compile's thread."""
+    if pending is None:
+        return False
+    state = _STATE
+    state.pending, state.logged, state.background = pending, False, True
+    return True
+
+
+def _leave_background(token: bool) -> None:
+    if token:
+        _STATE.pending, _STATE.background = None, False
+
+
+def _defer(start) -> bool:
+    """Run ``start()`` when the loss call running in this thread ends (False: no call is running)."""
+    state = _STATE
+    if state.pending is None or state.background:
+        return False
+    if state.deferred is None:
+        state.deferred = []
+    state.deferred.append(start)
+    return True
+
+
+tiered.Hooks.capture = _capture
+tiered.Hooks.defer = _defer
+tiered.Hooks.enter_background = _enter_background
+tiered.Hooks.leave = _leave_background
 
 
 def message(data: dict | None) -> tuple[str, tuple] | None:
@@ -62,7 +113,11 @@ def message(data: dict | None) -> tuple[str, tuple] | None:
     dtype = next((str(t.dtype) for t in data.get("args", ()) if isinstance(t, types.Array)), "")
     dispatcher = data.get("dispatcher")
     variant = ""
-    if dispatcher is not None and getattr(dispatcher, "targetoptions", {}).get("parallel") is False:
+    if state.background:
+        variant = ", parallel kernel, in the background"
+    elif tiered.STAND_IN.active:  # a parallel kernel's first call: its serial twin runs meanwhile
+        variant = ", serial kernel for large inputs until the parallel one is ready"
+    elif dispatcher is not None and getattr(dispatcher, "targetoptions", {}).get("parallel") is False:
         variant = ", small inputs"  # the serial kernel (inputs under NUMBA_LOSSES_SERIAL_BELOW elements)
     cache = getattr(dispatcher, "_cache", None)
     cached = cache is not None and type(cache).__name__ != "NullCache"
