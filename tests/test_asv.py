@@ -97,3 +97,5 @@ def test_first_use_benchmark_measures_a_cold_first_call():
         sys.path.remove(str(ROOT / "asv_bench"))
     seconds = FirstUse().track_cold_first_call("L2Loss", "small")
     assert 0.0 < seconds < 120.0
+    process = FirstUse().track_cold_process("L2Loss", "small")
+    assert 0.0 < process < 120.0
