@@ -44,4 +44,6 @@ def compile_kernel(fn, name: str, parallel: bool, cache: bool = True, serial=Non
     # wrapper Numba compiles by default would only cost compile time.
     options = {"fastmath": set(CPU_FASTMATH), "error_model": ERROR_MODEL, "no_cfunc_wrapper": True}
     kernel = cached(njit(parallel=parallel, **options)(fn), cache)
-    return TieredKernel(kernel, serial) if parallel and serial is not None else kernel
+    if parallel and serial is not None and hasattr(kernel, "typeof_pyval"):  # not under NUMBA_DISABLE_JIT
+        return TieredKernel(kernel, serial)
+    return kernel

@@ -122,6 +122,7 @@ class TieredKernel:
 
     def _first_calls(self, args: tuple[Any, ...]) -> Any:
         """The calls until the parallel kernel is ready: the serial twin while it compiles in the background."""
+        sig = None
         if self._thread is None:
             sig = tuple(self.parallel.typeof_pyval(a) for a in args)
             if not ENABLED or _synchronous or _load_cached(self.parallel, sig):
@@ -133,8 +134,7 @@ class TieredKernel:
         finally:
             STAND_IN.active = False
         with self._lock:
-            if self._thread is None and not self._ready:
-                sig = tuple(self.parallel.typeof_pyval(a) for a in args)
+            if self._thread is None and not self._ready and sig is not None:
                 thread = threading.Thread(
                     target=self._compile,
                     args=(sig, Hooks.capture()),
