@@ -14,8 +14,9 @@ call's argument types (if it does, it is loaded and called, as usual): it runs
 the serial twin (compiled in the call, or loaded from the cache) and starts
 compiling the parallel kernel for the same argument types in a background
 thread when the loss call ends (the rest of the call may need Numba's
-compiler lock for kernels of its own). Calls made while that compile runs also take the
-serial twin; once it is done, every call goes straight to the parallel kernel.
+compiler lock for kernels of its own). The next call of the kernel waits for
+that compile if it is still running (it would otherwise share the GIL with it,
+call after call), then every call goes straight to the parallel kernel.
 Argument types met after that (another dtype, a strided view) compile in the
 call, as with any Numba kernel. The background compile holds Numba's compiler
 lock, and mostly the GIL: other Python threads run slower meanwhile, and a
@@ -23,8 +24,7 @@ kernel that another thread must compile waits for it.
 
 The background thread is not a daemon: a process waits for it at exit, so the
 compiled kernel reaches the on-disk cache. :func:`wait` waits for every
-background compile (``precompile`` does, to count and time them), and a
-``fork`` waits first too (a child must not inherit a compiler lock held by a
+background compile, and a ``fork`` waits first too (a child must not inherit a compiler lock held by a
 thread it does not have).
 
 ``NUMBA_LOSSES_BACKGROUND_COMPILE=0`` turns this off: a parallel kernel's
@@ -121,13 +121,25 @@ class TieredKernel:
         return self._first_calls(args)
 
     def _first_calls(self, args: tuple[Any, ...]) -> Any:
-        """The calls until the parallel kernel is ready: the serial twin while it compiles in the background."""
+        """The first call: the serial twin, and the parallel kernel's compile started (at the call's end).
+
+        A later call waits for that compile and runs the parallel kernel: calls running
+        the serial kernel meanwhile would share the GIL with the compile thread (Numba's
+        compiler is mostly Python), each losing up to a switch interval (5 ms) to it, so
+        a loop timed right after a first call would measure that, not the kernels.
+        Calls of the same kernel inside the first loss call (before the compile starts)
+        run the twin too.
+        """
         sig = None
-        if self._thread is None:
+        thread = self._thread
+        if thread is None:
             sig = tuple(self.parallel.typeof_pyval(a) for a in args)
             if not ENABLED or _synchronous or _load_cached(self.parallel, sig):
                 self._ready = True
                 return self.parallel(*args)
+        elif thread.ident is not None:  # a later call: wait for the compile rather than share the GIL with it
+            thread.join()
+            return self.parallel(*args)
         STAND_IN.active = True
         try:
             result = self._serial()(*args)  # compiles or loads the twin first: it must not wait for the lock
