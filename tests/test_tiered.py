@@ -144,6 +144,11 @@ LATER_CALLS = """
     assert not thread.is_alive() and kernel._ready and len(kernel.parallel.signatures) == 1
     assert sum(kernel.parallel.stats.cache_misses.values()) == 1  # compiled once, in the background
     assert np.array_equal(later[0], first[0]) and np.array_equal(later[1][0], first[1][0])
+    forward = build_softmax_ce_kernel(True, False, False, False, True, True, False, False)
+    loss(x, y)  # the forward-only kernel's first call: its background compile starts
+    assert forward._thread.is_alive()
+    loss.forward_backward(x, y)  # a ready kernel's call waits for every background compile
+    assert not forward._thread.is_alive() and forward._ready
     with tiered.synchronous():  # another dtype: compiled in the call, no background thread
         loss.forward_backward(x.astype(np.float64), y)
     assert len(kernel.parallel.signatures) == 2 and kernel._thread is thread

@@ -14,9 +14,10 @@ call's argument types (if it does, it is loaded and called, as usual): it runs
 the serial twin (compiled in the call, or loaded from the cache) and starts
 compiling the parallel kernel for the same argument types in a background
 thread when the loss call ends (the rest of the call may need Numba's
-compiler lock for kernels of its own). The next call of the kernel waits for
-that compile if it is still running (it would otherwise share the GIL with it,
-call after call), then every call goes straight to the parallel kernel.
+compiler lock for kernels of its own). The next call of the kernel (or of any
+other parallel kernel) waits for that compile if it is still running (it would
+otherwise share the GIL with it, call after call), then every call goes
+straight to the parallel kernel.
 Argument types met after that (another dtype, a strided view) compile in the
 call, as with any Numba kernel. The background compile holds Numba's compiler
 lock, and mostly the GIL: other Python threads run slower meanwhile, and a
@@ -116,7 +117,7 @@ class TieredKernel:
         return getattr(self.parallel, name)
 
     def __call__(self, *args: Any) -> Any:
-        if self._ready:
+        if self._ready and not _running:
             return self.parallel(*args)
         return self._first_calls(args)
 
@@ -126,10 +127,14 @@ class TieredKernel:
         A later call waits for that compile and runs the parallel kernel: calls running
         the serial kernel meanwhile would share the GIL with the compile thread (Numba's
         compiler is mostly Python), each losing up to a switch interval (5 ms) to it, so
-        a loop timed right after a first call would measure that, not the kernels.
-        Calls of the same kernel inside the first loss call (before the compile starts)
-        run the twin too.
+        a loop timed right after a first call would measure that, not the kernels. For
+        the same reason a call of any ready kernel waits for every running background
+        compile. Calls of the same kernel inside the first loss call (before the compile
+        starts) run the twin too.
         """
+        if self._ready:  # another kernel compiles in the background: wait for it (see below)
+            wait()
+            return self.parallel(*args)
         sig = None
         thread = self._thread
         if thread is None:
