@@ -70,10 +70,8 @@ def _run_script(tmp_path, **env_vars) -> list[str]:
 def test_cached_afterwards_and_silent_when_loaded(tmp_path):
     # A large input's first call: the serial twin compiles in the call, the parallel kernel in the background.
     assert _run_script(tmp_path, NUMBA_LOSSES_BACKGROUND_COMPILE="1") == [
-        "numba_losses INFO compiling L2Loss float32 forward+backward, serial kernel for large inputs until the "
-        "parallel one is ready (first use; cached afterwards)",
-        "numba_losses INFO compiling L2Loss float32 forward+backward, parallel kernel, in the background (first use; "
-        "cached afterwards)",
+        "numba_losses INFO compiling L2Loss float32 forward+backward, serial kernel now, parallel kernel in the "
+        "background (first use; cached afterwards)",
         "done",
     ]
     loaded = _run_script(tmp_path, NUMBA_LOSSES_BACKGROUND_COMPILE="1")
@@ -86,3 +84,22 @@ def test_one_line_when_background_compiles_are_off(tmp_path):
         "done",
     ]
     assert _run_script(tmp_path, NUMBA_LOSSES_BACKGROUND_COMPILE="0") == ["done"]
+
+
+def test_the_background_compile_logs_when_the_call_compiled_nothing(tmp_path):
+    # Small inputs first compile the serial kernel; a large input's first call then only
+    # starts the parallel kernel's compile, which logs the line.
+    script = SCRIPT.replace("x = np.ones((64, 1024), np.float32)", "x = np.ones((64, 1024), np.float32)\n"
+                            "    nl.L2Loss().forward_backward(x[:4], x[:4])")  # fmt: skip
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_LOSSES_BACKGROUND_COMPILE="1")
+    env.pop("NUMBA_LOSSES_CACHE", None)
+    res = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "numba_losses INFO compiling L2Loss float32 forward+backward, small inputs (first use; cached afterwards)",
+        "numba_losses INFO compiling L2Loss float32 forward+backward, parallel kernel, in the background (first use; "
+        "cached afterwards)",
+        "done",
+    ]

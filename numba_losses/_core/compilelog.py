@@ -12,11 +12,17 @@ the call::
 
 and stays silent for the rest of that call (a call may compile several kernels).
 
-A parallel kernel's first call runs its serial twin while the parallel kernel
-compiles in a background thread (:mod:`numba_losses.kernels.cpu.tiered`); that
-thread takes over the call's record, so its compile logs a line of its own::
+A parallel kernel's first call runs its serial twin and then has the parallel
+kernel compiled in a background thread (:mod:`numba_losses.kernels.cpu.tiered`).
+If the call compiled the twin, its line says so and the background compile adds
+none::
 
-    compiling SoftmaxCELoss float32 forward+backward, parallel kernel, in the background (first use; ...)
+    compiling L2Loss float32 forward+backward, serial kernel now, parallel kernel in the background (first use; ...)
+
+otherwise (the twin was compiled or cached already) the background thread takes
+over the call's record and logs the line::
+
+    compiling L2Loss float32 forward+backward, parallel kernel, in the background (first use; ...)
 """
 
 from __future__ import annotations
@@ -67,8 +73,9 @@ def leave(token: bool) -> None:
 
 
 def _capture() -> tuple[str, bool, bool] | None:
-    """The loss call running in this thread, for a background compile it starts."""
-    return _STATE.pending
+    """The loss call running in this thread, for a background compile it starts (None: already logged)."""
+    state = _STATE
+    return None if state.logged else state.pending
 
 
 def _enter_background(pending: tuple[str, bool, bool] | None) -> bool:
@@ -116,7 +123,7 @@ def message(data: dict | None) -> tuple[str, tuple] | None:
     if state.background:
         variant = ", parallel kernel, in the background"
     elif tiered.STAND_IN.active:  # a parallel kernel's first call: its serial twin runs meanwhile
-        variant = ", serial kernel for large inputs until the parallel one is ready"
+        variant = ", serial kernel now, parallel kernel in the background"
     elif dispatcher is not None and getattr(dispatcher, "targetoptions", {}).get("parallel") is False:
         variant = ", small inputs"  # the serial kernel (inputs under NUMBA_LOSSES_SERIAL_BELOW elements)
     cache = getattr(dispatcher, "_cache", None)
