@@ -184,3 +184,33 @@ def test_off_switch_compiles_in_the_call(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.split() == ["parallel-loaded", "none"]  # the parallel kernel compiled in the call
+
+
+TORCH_STEPS = """
+    import torch
+    import numba_losses.torch as nlt
+    from numba_losses.kernels.cpu import tiered
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 1000, generator=g, requires_grad=True)
+    y = torch.randint(0, 1000, (256,), generator=g)
+    module = nlt.SoftmaxCELoss()
+    grads = []
+    for step in range(3):  # twin, then waits for the background compile, then the parallel kernel
+        x.grad = None
+        module(x, y).mean().backward()
+        grads.append(x.grad.clone())
+        if step == 0:
+            assert tiered._running, "the first step starts a background compile"
+    assert not tiered._running
+    want = x.detach().clone().requires_grad_()
+    torch.nn.functional.cross_entropy(want, y).backward()
+    assert all(torch.equal(grads[0], gr) for gr in grads[1:])
+    torch.testing.assert_close(grads[0], want.grad, rtol=1e-5, atol=1e-8)
+    print("ok")
+"""
+
+
+def test_pytorch_steps_across_the_background_compile(tmp_path):
+    pytest.importorskip("torch")
+    assert _python(TORCH_STEPS, tmp_path / "cache").split() == ["ok"]
