@@ -57,11 +57,11 @@ SCRIPT = """
 """
 
 
-def _run_script(tmp_path, **env_vars) -> list[str]:
+def _run_script(tmp_path, script: str = SCRIPT, **env_vars) -> list[str]:
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **env_vars)
     env.pop("NUMBA_LOSSES_CACHE", None)
     res = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT)], capture_output=True, text=True, env=env, cwd=ROOT
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert res.returncode == 0, res.stderr
     return res.stdout.splitlines()
@@ -91,13 +91,7 @@ def test_the_background_compile_logs_when_the_call_compiled_nothing(tmp_path):
     # starts the parallel kernel's compile, which logs the line.
     script = SCRIPT.replace("x = np.ones((64, 1024), np.float32)", "x = np.ones((64, 1024), np.float32)\n"
                             "    nl.L2Loss().forward_backward(x[:4], x[:4])")  # fmt: skip
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_LOSSES_BACKGROUND_COMPILE="1")
-    env.pop("NUMBA_LOSSES_CACHE", None)
-    res = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == [
+    assert _run_script(tmp_path, script, NUMBA_LOSSES_BACKGROUND_COMPILE="1") == [
         "numba_losses INFO compiling L2Loss float32 forward+backward, small inputs (first use; cached afterwards)",
         "numba_losses INFO compiling L2Loss float32 forward+backward, parallel kernel, in the background (first use; "
         "cached afterwards)",

@@ -78,8 +78,8 @@ def test_serial_twins_are_bit_identical_to_the_parallel_kernels(monkeypatch, dty
             assert np.array_equal(g, w, equal_nan=True), f"{label}: result {i} differs between serial and parallel"
 
 
-def _python(code: str, cache_dir, *args: str) -> str:
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), NUMBA_LOSSES_BACKGROUND_COMPILE="1")
+def _python(code: str, cache_dir, *args: str, background: str = "1") -> str:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), NUMBA_LOSSES_BACKGROUND_COMPILE=background)
     env.pop("NUMBA_LOSSES_CACHE", None)
     res = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
@@ -172,18 +172,8 @@ def test_calls_during_the_background_compile_and_after(tmp_path):
 
 
 def test_off_switch_compiles_in_the_call(tmp_path):
-    code = FIRST_CALLS.replace("import sys\n", "import sys, os\n")
-    env = {"NUMBA_LOSSES_BACKGROUND_COMPILE": "0"}
-    res = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), str(tmp_path / "x.npz")],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), **env),
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.split() == ["parallel-loaded", "none"]  # the parallel kernel compiled in the call
+    out = _python(FIRST_CALLS, tmp_path / "cache", str(tmp_path / "x.npz"), background="0")
+    assert out.split() == ["parallel-loaded", "none"]  # the parallel kernel compiled in the call
 
 
 TORCH_STEPS = """

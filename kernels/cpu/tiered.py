@@ -17,16 +17,16 @@ thread when the loss call ends (the rest of the call may need Numba's
 compiler lock for kernels of its own). The next call of the kernel (or of any
 other parallel kernel) waits for that compile if it is still running (it would
 otherwise share the GIL with it, call after call), then every call goes
-straight to the parallel kernel.
-Argument types met after that (another dtype, a strided view) compile in the
-call, as with any Numba kernel. The background compile holds Numba's compiler
-lock, and mostly the GIL: other Python threads run slower meanwhile, and a
-kernel that another thread must compile waits for it.
+straight to the parallel kernel. Argument types met after that (another dtype,
+a strided view) compile in the call, as with any Numba kernel. The background
+compile holds Numba's compiler lock, and mostly the GIL: other Python threads
+run slower meanwhile, and a kernel that another thread must compile waits for
+it.
 
 The background thread is not a daemon: a process waits for it at exit, so the
 compiled kernel reaches the on-disk cache. :func:`wait` waits for every
-background compile, and a ``fork`` waits first too (a child must not inherit a compiler lock held by a
-thread it does not have).
+background compile, and a ``fork`` waits first too (a child must not inherit a
+compiler lock held by a thread it does not have).
 
 ``NUMBA_LOSSES_BACKGROUND_COMPILE=0`` turns this off: a parallel kernel's
 first call then compiles it and waits, as Numba does by default; so does
@@ -73,8 +73,7 @@ class Hooks:
     a token for ``leave(token)``. ``defer(start)`` returns True if it will call
     ``start()`` when the loss call now running ends (a compile started at once
     would hold the compiler lock that the rest of the call may need), False when
-    no call is running. ``STAND_IN`` is a thread-local flag that is true while a
-    serial twin runs for a parallel kernel's first call.
+    no call is running.
     """
 
     capture: Callable[[], Any] = staticmethod(lambda: None)
@@ -87,11 +86,12 @@ class _StandIn(threading.local):
     active = False
 
 
+#: ``STAND_IN.active`` is true in a thread while it runs a serial twin for a parallel kernel's first call.
 STAND_IN = _StandIn()
 
 
 class TieredKernel:
-    """A parallel kernel that runs its serial twin until it has been compiled in the background.
+    """A parallel kernel whose first call runs its serial twin and has it compiled in the background.
 
     Parameters
     ----------
@@ -173,12 +173,6 @@ class TieredKernel:
             self._ready = True
             with _running_lock:
                 _running.discard(threading.current_thread())
-
-    def wait(self) -> None:
-        """Wait until this kernel's background compile (if one was started) has finished."""
-        thread = self._thread
-        if thread is not None and thread.ident is not None:  # started (not deferred to the call's end)
-            thread.join()
 
 
 def _start(thread: threading.Thread) -> None:
