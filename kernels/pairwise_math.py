@@ -34,6 +34,7 @@ and the gradient is MXNet's autograd chain through ``maximum``, the division,
 import numpy as np
 from numba.extending import register_jitable
 
+from ._options import HELPER
 from .scalar import relu, relu_grad
 from .vmath import like
 
@@ -44,7 +45,7 @@ COSINE_EPS = 1e-12  # MXNet's lower bound on the product of norms
 
 
 # ------------------------------------------------------------------ TripletLoss
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def triplet_term(x, p, n):
     r"""Element term :math:`(p - x)^2 - (n - x)^2` (squares first, as MXNet)."""
     u = p - x
@@ -52,7 +53,7 @@ def triplet_term(x, p, n):
     return u * u - v * v
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def triplet_head(s, margin, w, g):
     r"""Row value and gradient scale from the row sum ``s`` (float64).
 
@@ -64,7 +65,7 @@ def triplet_head(s, margin, w, g):
     return r * w, (g * w) * relu_grad(r)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def triplet_grads(x, p, n, m):
     r"""``(dx, dp, dn)`` for gradient scale ``m``: :math:`\partial p = m \cdot 2(p - x)`,
     :math:`\partial n = -m \cdot 2(n - x)`, :math:`\partial x = -\partial p - \partial n`."""
@@ -74,7 +75,7 @@ def triplet_grads(x, p, n, m):
 
 
 # ------------------------------------------------------------------ CosineEmbeddingLoss
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def label_code(y):
     """``1`` for a label equal to 1, ``-1`` for -1, else 0 (NaN and any other value: 0)."""
     code = 0
@@ -85,7 +86,7 @@ def label_code(y):
     return code
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def cosine_head(dot, na, nb, code, margin, h):
     r"""Row value and gradient scalars of CosineEmbeddingLoss.
 
@@ -147,7 +148,7 @@ def cosine_head(dot, na, nb, code, margin, h):
     return loss, ddot, dp * nb, dp * na
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def cosine_grad(av, bv, ddot, dna, na):
     r"""Gradient of one element of :math:`a`: ``ddot * b + dna * (a / na)``.
 

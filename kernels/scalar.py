@@ -30,6 +30,7 @@ lanes on AVX2), float64 in float64. Exact constants are float32 literals
 import numpy as np
 from numba.extending import register_jitable
 
+from ._options import HELPER
 from .vmath import like, sigmoid_neg_abs, softplus_neg, vexp, vlog
 
 _EPS_LOG = 1e-12  # MXNet's epsilon inside log() of BCE(from_sigmoid) and KLDiv
@@ -40,7 +41,7 @@ _TWO = np.float32(2.0)
 
 
 # ---------------------------------------------------------------- helpers
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def relu(v):
     """MXNet relu: ``v`` if ``v > 0`` or ``v`` is NaN, else 0."""
     res = v
@@ -49,7 +50,7 @@ def relu(v):
     return res
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def relu_grad(r):
     """MXNet relu backward from its output ``r``: 1 if r > 0, 0 if r == 0, NaN if NaN."""
     res = _ZERO
@@ -60,7 +61,7 @@ def relu_grad(r):
     return res
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def sign(v):
     """MXNet sign: -1, 0 or 1; ``sign(0) = sign(NaN) = 0``."""
     res = _ZERO
@@ -71,7 +72,7 @@ def sign(v):
     return res
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _step(v):
     """``[v > 0]`` as 0.0 / 1.0 (comparison ops give 0/1, NaN compares false)."""
     res = _ZERO
@@ -81,33 +82,33 @@ def _step(v):
 
 
 # ---------------------------------------------------------------- L2 / L1
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def l2_value(x, y, a, p0, p1):
     r""":math:`\ell = (y - x)^2` (the class applies ``weight / 2``)."""
     d = y - x
     return d * d
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def l2_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = 2 (x - y)`."""
     return _TWO * (x - y)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def l1_value(x, y, a, p0, p1):
     r""":math:`\ell = |y - x|`."""
     return abs(y - x)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def l1_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = \mathrm{sign}(x - y)`, 0 where ``x == y``."""
     return sign(x - y)
 
 
 # ---------------------------------------------------------------- Huber
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def huber_value(x, y, a, p0, p1):
     r""":math:`\ell = |d| - \rho/2` if :math:`|d| > \rho` else :math:`\frac{0.5}{\rho} d^2`,
     :math:`d = y - x`; ``p0 = rho``, ``p1 = 0.5 / rho``."""
@@ -118,7 +119,7 @@ def huber_value(x, y, a, p0, p1):
     return res
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def huber_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = \mathrm{sign}(x - y)\,(1` if :math:`|d| > \rho`
     else :math:`|d|/\rho)`."""
@@ -131,27 +132,27 @@ def huber_grad(x, y, a, p0, p1):
 
 
 # ---------------------------------------------------------------- Hinge
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def hinge_value(x, y, a, p0, p1):
     r""":math:`\ell = \mathrm{relu}(m - x y)`; ``p0 = margin``."""
     return relu(p0 - x * y)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def hinge_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = -y\,[m - x y > 0]` (0 at the kink)."""
     yv = y
     return -yv * relu_grad(relu(p0 - x * yv))
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def squared_hinge_value(x, y, a, p0, p1):
     r""":math:`\ell = \mathrm{relu}(m - x y)^2`; ``p0 = margin``."""
     r = relu(p0 - x * y)
     return r * r
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def squared_hinge_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = -2 y\,\mathrm{relu}(m - x y)`."""
     yv = y
@@ -159,43 +160,43 @@ def squared_hinge_grad(x, y, a, p0, p1):
 
 
 # ---------------------------------------------------------------- sigmoid BCE / logistic
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _bce_logit_value(x, z):
     # relu(x) - x*z + softrelu(-|x|)
     return relu(x) - x * z + softplus_neg(abs(x))
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _bce_logit_grad(x, z):
     # MXNet-exact: [x>0] - z - sign(x) * sigmoid(-|x|); exactly -z at x == 0
     return _step(x) - z - sign(x) * sigmoid_neg_abs(x)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def bce_logit_value(x, y, a, p0, p1):
     r""":math:`\ell = \mathrm{relu}(x) - x z + \mathrm{softrelu}(-|x|)`, :math:`z = y`."""
     return _bce_logit_value(x, y)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def bce_logit_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = \sigma(x) - z`, exactly :math:`-z` at :math:`x = 0`."""
     return _bce_logit_grad(x, y)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def logistic_signed_value(x, y, a, p0, p1):
     r"""BCE-with-logits term with :math:`z = (y + 1) / 2` (labels in {-1, 1})."""
     return _bce_logit_value(x, (y + _ONE) * _HALF)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def logistic_signed_grad(x, y, a, p0, p1):
     r""":math:`\sigma(x) - (y + 1)/2`, exactly :math:`-(y + 1)/2` at :math:`x = 0`."""
     return _bce_logit_grad(x, (y + _ONE) * _HALF)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def bce_logit_pw_value(x, y, a, p0, p1):
     r""":math:`\ell = x - x z + l_w (\mathrm{softrelu}(-|x|) + \mathrm{relu}(-x))`,
     :math:`l_w = 1 + (p_w - 1) z`, ``a = pos_weight``."""
@@ -205,7 +206,7 @@ def bce_logit_pw_value(x, y, a, p0, p1):
     return xv - xv * z + lw * (softplus_neg(abs(xv)) + relu(-xv))
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def bce_logit_pw_grad(x, y, a, p0, p1):
     r""":math:`1 - z - l_w \sigma(-x)`, exactly :math:`1 - z` at :math:`x = 0`."""
     xv = x
@@ -214,7 +215,7 @@ def bce_logit_pw_grad(x, y, a, p0, p1):
     return _ONE - z + lw * (-sign(xv) * sigmoid_neg_abs(xv) - _step(-xv))
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def bce_prob_value(x, y, a, p0, p1):
     r""":math:`\ell = -(\log(x + \epsilon) z p_w + \log(1 - x + \epsilon)(1 - z))`,
     :math:`\epsilon = 10^{-12}`, ``a = pos_weight`` (1 when absent)."""
@@ -224,7 +225,7 @@ def bce_prob_value(x, y, a, p0, p1):
     return -(vlog(xv + eps) * z * a + vlog((_ONE - xv) + eps) * (_ONE - z))
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def bce_prob_grad(x, y, a, p0, p1):
     r""":math:`-z p_w / (x + \epsilon) + (1 - z) / (1 - x + \epsilon)`."""
     xv = x
@@ -234,81 +235,81 @@ def bce_prob_grad(x, y, a, p0, p1):
 
 
 # ---------------------------------------------------------------- Poisson NLL
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _stirling(t):
     # (t log t - t + 0.5 log(2 pi t)) * [t > 1], a product: NaN at t == 0 and t < 0 as in MXNet
     s = t * vlog(t) - t + _HALF * vlog(_TWO * t * like(t, np.pi))
     return s * _step(t - _ONE)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def poisson_logits_value(x, y, a, p0, p1):
     r""":math:`\ell = e^x - t x`."""
     xv = x
     return vexp(xv) - y * xv
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def poisson_logits_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = e^x - t`."""
     return vexp(x) - y
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def poisson_logits_full_value(x, y, a, p0, p1):
     r""":math:`\ell = e^x - t x + [t > 1](t \log t - t + \tfrac12 \log(2 \pi t))`."""
     return poisson_logits_value(x, y, a, p0, p1) + _stirling(y)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def poisson_prob_value(x, y, a, p0, p1):
     r""":math:`\ell = x - t \log(x + \epsilon)`; ``p0 = epsilon``."""
     xv = x
     return xv - y * vlog(xv + p0)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def poisson_prob_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = 1 - t / (x + \epsilon)`."""
     return _ONE - y / (x + p0)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def poisson_prob_full_value(x, y, a, p0, p1):
     r""":math:`\ell = x - t \log(x + \epsilon) + [t > 1](t \log t - t + \tfrac12 \log(2 \pi t))`."""
     return poisson_prob_value(x, y, a, p0, p1) + _stirling(y)
 
 
 # ---------------------------------------------------------------- a loss computed elsewhere
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def computed_value(x, y, a, p0, p1):
     r""":math:`\ell = x`: a per-position loss already computed by a structured kernel,
     which the row kernels then weight and reduce (MXNet's weighting, not a loss term)."""
     return x
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def computed_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = 1`: the gradient row scale itself."""
     return like(x, 1.0)
 
 
 # ---------------------------------------------------------------- KL divergence
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def kldiv_logits_value(x, y, a, p0, p1):
     r""":math:`\ell = y (\log(y + 10^{-12}) - x)` (``x`` is a log-probability)."""
     yv = y
     return yv * (vlog(yv + like(yv, _EPS_LOG)) - x)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def kldiv_label_term(y):
     r""":math:`y \log(y + 10^{-12})`: the label's part of :func:`kldiv_logits_value` (the fused
     softmax kernels add the cross-entropy part, :math:`-y\,\mathrm{lp}`, themselves)."""
     return y * vlog(y + like(y, _EPS_LOG))
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def kldiv_logits_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = -y`."""
     return -y

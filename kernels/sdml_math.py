@@ -20,6 +20,8 @@ in the compute dtype (float32 or float64), so float32 loops stay float32.
 
 from numba.extending import register_jitable
 
+from ._options import HELPER
+
 # Squared distances taken from the expansion d = |a|^2 + |b|^2 - 2 a.b that come out below
 # this fraction of |a|^2 + |b|^2 have lost digits to cancellation: the kernels sum them again
 # directly, so every distance keeps the relative accuracy of the direct sum within a factor of
@@ -27,7 +29,7 @@ from numba.extending import register_jitable
 NEAR = 0.25
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def expanded_dist(s, p, zero):
     r"""The squared distance :math:`\max(0, s - 2p)` from :math:`s = \|a\|^2 + \|b\|^2` and :math:`p = a \cdot b`.
 
@@ -38,7 +40,7 @@ def expanded_dist(s, p, zero):
     return zero if v < zero else v
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def kl_term(q, log_q, lp):
     r"""One element of a row's KL divergence: :math:`q\,(\log(q + \epsilon) - \mathrm{lp})`.
 
@@ -48,7 +50,7 @@ def kl_term(q, log_q, lp):
     return q * (log_q - lp)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def dist_grad(g, q, r, p):
     r"""Gradient of :math:`g_i \mathrm{out}_i` with respect to :math:`d_{ij}`: :math:`g\,(q - r p)`.
 

@@ -16,10 +16,12 @@ definition) replaces the target :math:`t` (one-hot or the dense label) by
 import numpy as np
 from numba.extending import register_jitable
 
+from ._options import HELPER
+
 _INT32_END = 2147483648.0  # 2**31: float labels at or above it become INT_MIN
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def pick_float(v, n_classes):
     """Class id of a floating-point label ``v`` (any float dtype) among ``n_classes``."""
     j = 0
@@ -30,7 +32,7 @@ def pick_float(v, n_classes):
     return j
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def pick_int(v, n_classes):
     """Class id of an integer label ``v``: int32 wrap-around, then clipped to ``[0, n_classes)``."""
     j = np.int64(np.int32(v))  # C cast: keeps the low 32 bits
@@ -41,7 +43,7 @@ def pick_int(v, n_classes):
     return j
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def smoothing(eps, n_classes):
     """``(q1, q0)`` with :math:`q_k = q_1 t_k + q_0`: :math:`(1 - \\varepsilon, \\varepsilon / C)`."""
     return 1.0 - eps, eps / n_classes

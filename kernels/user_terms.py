@@ -12,6 +12,7 @@ the rounding keeps the kernel's own loop in float32).
 
 from numba.extending import register_jitable
 
+from ._options import HELPER
 from .vmath import like
 
 MAX_PARAMS = 2
@@ -21,8 +22,8 @@ def make_term(value_fn, grad_fn, n_params: int, name: str):
     """``(value, grad)`` in the kernels' signature, calling ``value_fn`` / ``grad_fn``."""
     if not 0 <= n_params <= MAX_PARAMS:
         raise ValueError(f"a user loss takes at most {MAX_PARAMS} float parameters, got {n_params}")
-    uv = register_jitable(value_fn)
-    ug = register_jitable(grad_fn)
+    uv = register_jitable(**HELPER)(value_fn)
+    ug = register_jitable(**HELPER)(grad_fn)
     if n_params == 0:
 
         def value(x, y, a, p0, p1):
@@ -49,4 +50,4 @@ def make_term(value_fn, grad_fn, n_params: int, name: str):
 
     value.__name__ = value.__qualname__ = f"{name}_value"
     grad.__name__ = grad.__qualname__ = f"{name}_grad"
-    return register_jitable(forceinline=True)(value), register_jitable(forceinline=True)(grad)
+    return register_jitable(**HELPER)(value), register_jitable(**HELPER)(grad)

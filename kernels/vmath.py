@@ -34,7 +34,7 @@ use ``log(1+f) = 2 atanh(s)``, ``s = f / (2 + f)``, with the classic fdlibm
 minimax coefficients for the odd series; ``log1p`` folds the rounding error of
 ``1 + x`` back into ``f``. No division but ``f / (2 + f)``.
 
-The implementations are ``register_jitable(forceinline=True)`` and the
+The implementations are ``register_jitable(**HELPER)`` (forced inlining, no wrappers) and the
 public names are ``overload``-s, so everything inlines into the calling kernel
 (LLVM would not inline the nested calls on its own, which blocks vectorising).
 Callers must not compile them with the ``reassoc`` fast-math flag, which would
@@ -44,6 +44,8 @@ let LLVM fold away the two-part constants and the compensation terms.
 import numpy as np
 from numba import types
 from numba.extending import overload, register_jitable
+
+from ._options import HELPER
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # 32 trailing zero bits: k * _LN2_HI is exact
@@ -86,7 +88,7 @@ _POW2_BIAS = 1023.0 + _TWO52
 _ROUND = 6755399441055744.0  # 1.5 * 2**52: (v + _ROUND) - _ROUND rounds v to an integer
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _pow2_64(kf):
     """``2.0**kf`` for an integral float ``kf`` in [-1022, 1023], built from its bits.
 
@@ -97,13 +99,13 @@ def _pow2_64(kf):
     return np.int64(np.float64(kf + _POW2_BIAS).view(np.int64) << 52).view(np.float64)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _small_int_to_float_64(i):
     """Exact float of an int64 in [0, 2**52) without a (non-vectorisable on AVX2) conversion."""
     return np.int64(i | _TWO52_BITS).view(np.float64) - _TWO52
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _exp_clamped_64(xc):
     r"""Exponential of ``xc`` in ``[_EXP_LO, _EXP_HI]`` (or NaN, which the arithmetic carries through).
 
@@ -133,7 +135,7 @@ def _exp_clamped_64(xc):
     return (p * _pow2_64(k1)) * _pow2_64(kf - k1)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _vexp_64(x):
     """Exponential, vectorisable: clamped to the finite range, NaN returned as given."""
     x = np.float64(x)
@@ -148,7 +150,7 @@ def _vexp_64(x):
     return res
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _vexp_nonpos_64(x):
     """:func:`_vexp_64` for ``x <= 0`` or NaN: no overflow clamp and no NaN select (same results)."""
     xc = np.float64(x)
@@ -157,7 +159,7 @@ def _vexp_nonpos_64(x):
     return _exp_clamped_64(xc)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _log_reduced_64(f, dk, c):
     """log(2**dk * (1 + f)) + c for 1 + f in [sqrt(2)/2, sqrt(2)), f and dk exact, c tiny."""
     hfsq = 0.5 * f * f
@@ -169,7 +171,7 @@ def _log_reduced_64(f, dk, c):
     return s * (hfsq + t1 + t2) + (dk * _LN2_LO + c) - hfsq + f + dk * _LN2_HI
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _log_specials(x, pole, res):
     """C99 special cases of a logarithm with its pole at ``pole`` (0 for log, -1 for log1p)."""
     if x == pole:
@@ -183,7 +185,7 @@ def _log_specials(x, pole, res):
     return res
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _vlog_64(x):
     r"""Natural logarithm, vectorisable.
 
@@ -202,7 +204,7 @@ def _vlog_64(x):
     return _log_specials(x, 0.0, res)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _vlog1p_64(x):
     r"""``log(1 + x)``, accurate for small ``|x|``, vectorisable.
 
@@ -229,7 +231,7 @@ def _vlog1p_64(x):
     return _log_specials(x, -1.0, res)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _softplus_neg_64(x):
     r"""``log(1 + exp(-x))`` for ``x >= 0`` (MXNet's ``softrelu(-|v|)`` with ``x = |v|``).
 
@@ -247,7 +249,7 @@ def _softplus_neg_64(x):
     return _log_reduced_64(f, dk, 0.0)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _sigmoid_neg_abs_64(x):
     r"""Logistic sigmoid of ``-|x|``: :math:`e^{-|x|} / (1 + e^{-|x|})`, in (0, 1/2]."""
     e = _vexp_nonpos_64(-abs(np.float64(x)))
@@ -294,13 +296,13 @@ _SQRT_HALF_BITS_F = 0x3F3504F3
 _ONE_BITS_F = 0x3F800000
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _pow2_32(kf):
     """``2**kf`` in float32 for an integral float32 ``kf`` in [-126, 127]."""
     return np.int32(np.float32(kf + _POW2_BIAS_F).view(np.int32) << 23).view(np.float32)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _exp_clamped_32(xc):
     """float32 :func:`_exp_clamped_64`: ``xc`` in ``[_EXP_LO_F, _EXP_HI_F]`` or NaN."""
     kf = (xc * _LOG2E_F + _ROUND_F) - _ROUND_F
@@ -309,7 +311,7 @@ def _exp_clamped_32(xc):
     return (_exp_reduced_32(r) * _pow2_32(k1)) * _pow2_32(kf - k1)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _exp_reduced_32(r):
     """``exp(r)`` for ``|r| <= ln2/2`` (Estrin's scheme)."""
     r2 = r * r
@@ -318,7 +320,7 @@ def _exp_reduced_32(r):
     return b0 + b1 * (r2 * r2)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _vexp_32(x):
     x = np.float32(x)
     xc = x
@@ -332,7 +334,7 @@ def _vexp_32(x):
     return res
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _vexp_nonpos_32(x):
     xc = np.float32(x)
     if xc < _EXP_LO_F:
@@ -340,7 +342,7 @@ def _vexp_nonpos_32(x):
     return _exp_clamped_32(xc)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _vexp_nonpos_ftz_32(x):
     """:func:`_vexp_nonpos_32` with one scaling step: results below ``2**-126.5`` flush to 0.
 
@@ -356,7 +358,7 @@ def _vexp_nonpos_ftz_32(x):
     return _exp_reduced_32(r) * _pow2_32(kf)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _log_reduced_32(f, dk):
     s = f / (_TWO_F + f)
     z = s * s
@@ -367,13 +369,13 @@ def _log_reduced_32(f, dk):
     return dk * _LN2_HI_LOG_F + ((s * (hfsq + t1 + t2) + dk * _LN2_LO_LOG_F) - hfsq + f)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _exponent_32(ibits, adjust):
     """Unbiased exponent (as float32) of re-centred float32 bits."""
     return np.float32(np.int32(ibits >> 23)) - adjust
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _vlog_32(x):
     x = np.float32(x)
     xs = x
@@ -388,7 +390,7 @@ def _vlog_32(x):
     return _log_specials(x, _F(0.0), res)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _vlog1p_32(x):
     x = np.float32(x)
     u = _ONE_F + x
@@ -407,7 +409,7 @@ def _vlog1p_32(x):
     return _log_specials(x, -_ONE_F, res)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _softplus_neg_32(x):
     e = _vexp_nonpos_32(-np.float32(x))
     f = e
@@ -418,7 +420,7 @@ def _softplus_neg_32(x):
     return _log_reduced_32(f, dk)
 
 
-@register_jitable(forceinline=True)
+@register_jitable(**HELPER)
 def _sigmoid_neg_abs_32(x):
     e = _vexp_nonpos_32(-abs(np.float32(x)))
     return e / (_ONE_F + e)
@@ -435,7 +437,7 @@ def _by_precision(name, f32, f64):
     generic.__doc__ = f64.__doc__
     generic.__module__ = __name__
 
-    @overload(generic, jit_options={"forceinline": True})
+    @overload(generic, jit_options=HELPER)
     def _select(x):
         return f32 if x == types.float32 else f64
 
@@ -456,7 +458,7 @@ def like(x, c):
     return np.float32(c) if isinstance(x, np.float32) else np.float64(c)
 
 
-@overload(like, jit_options={"forceinline": True})
+@overload(like, jit_options=HELPER)
 def _like(x, c):
     if x == types.float32:
         return lambda x, c: np.float32(c)

@@ -15,13 +15,6 @@ from .._options import CPU_FASTMATH, ERROR_MODEL, source_fingerprint
 from ..cache import cached
 from .tiered import TieredKernel
 
-#: Options of the CPU kernels' inlined helpers: ``register_jitable(**HELPER)``. Numba compiles a
-#: helper on its own before LLVM inlines it, by default with a C-callable wrapper that nothing
-#: calls (measured: 0.2-0.4 s of a cold first CTCLoss call). The helpers shared with the CUDA
-#: kernels (``..vmath``, ``..scalar``, ``..*_math``) keep plain ``forceinline``: the option
-#: made no measurable difference to the cold first calls of the losses built on them.
-HELPER = {"forceinline": True, "no_cfunc_wrapper": True}
-
 
 def cache_key(parallel: bool) -> int:
     """The constant a kernel closure captures: the kernel sources' hash and the variant."""

@@ -47,8 +47,9 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload, register_jitable
 
+from .._options import HELPER
 from ..vmath import _SQRT2_M1, _log_reduced_32, _log_reduced_64, like, vexp, vexp_nonpos
-from .compile import HELPER, cache_key, compile_kernel
+from .compile import cache_key, compile_kernel
 from .softmax import BLOCK, log_of_sum, row_max_sum_exp, rows_per_task
 
 # Above this many classes, phase 1 gathers the label log-probabilities while the frame is in cache

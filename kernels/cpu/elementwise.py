@@ -30,9 +30,9 @@ from numba import get_thread_id, prange
 from numba.core import config
 from numba.extending import register_jitable
 
-from .._options import BLOCK, CHUNK
+from .._options import BLOCK, CHUNK, HELPER
 from ..registry import is_builtin
-from .compile import HELPER, cache_key, compile_kernel
+from .compile import cache_key, compile_kernel
 from .reduce import block_sum
 
 _ONE = np.float32(1.0)  # promotes exactly to float64 data; keeps float32 loops in float32

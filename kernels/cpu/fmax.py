@@ -18,8 +18,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, register_jitable
 
+from .._options import HELPER
 from ..vmath import like
-from .compile import HELPER
 
 
 def _maxnum_intrinsic(flags, name="llvm.maxnum"):

@@ -43,11 +43,11 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from .._options import CHUNK
+from .._options import CHUNK, HELPER
 from ..scalar import kldiv_label_term
 from ..softmax_math import pick_float, pick_int, smoothing
 from ..vmath import like, vexp_nonpos, vexp_nonpos_ftz, vlog
-from .compile import HELPER, cache_key, compile_kernel
+from .compile import cache_key, compile_kernel
 from .fmax import maxnum, range_max
 from .reduce import block_sum, range_sum
 
