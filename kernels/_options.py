@@ -33,6 +33,9 @@ CPU_FASTMATH = frozenset({"contract"})
 #: small helper's compile (relu: 18 -> 12 ms, the float32 exp's polynomial: 26 -> 19 ms). A loss
 #: built on :mod:`.vmath`'s exp and log compiles a dozen helpers at its first use.
 HELPER = {"forceinline": True, "no_cfunc_wrapper": True}
+#: Options of the ``@njit`` functions that only kernels call (block sums, CTC's label helpers): no
+#: CPython wrapper either (block_sum's first compile: 50 -> 30 ms).
+NO_WRAPPERS = {"no_cfunc_wrapper": True, "no_cpython_wrapper": True}
 SUM_FASTMATH = frozenset({"contract", "reassoc"})
 ERROR_MODEL = "numpy"  # float division by zero gives inf/NaN, never raises
 CACHE = CACHE_ENABLED  # NUMBA_LOSSES_CACHE=0 turns it off; see .cache for the fallbacks

@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from ._options import NO_WRAPPERS
 from .cache import njit_cached
 
 OK = 0
@@ -41,12 +42,11 @@ NOT_FINITE = 2  # a used label value is NaN or infinite
 OUT_OF_ALPHABET = 3  # a used label value rounds outside [0, C)
 BAD_PRED_LENGTH = 4  # pred_lengths[b] NaN/inf, or lround outside [0, T]
 
-# The helpers below are called from compiled code only: neither Numba's C-callable nor its CPython
-# wrapper is compiled for them (plan_labels, called from Python, keeps the latter).
-_HELPER = {"no_cfunc_wrapper": True, "no_cpython_wrapper": True}
+# The helpers below are called from compiled code only (NO_WRAPPERS); plan_labels, called from
+# Python, keeps its CPython wrapper.
 
 
-@njit_cached(**_HELPER)
+@njit_cached(**NO_WRAPPERS)
 def lround(v):
     """C's ``lround`` of a finite float64: nearest integer, halves away from zero."""
     a = abs(v)
@@ -56,7 +56,7 @@ def lround(v):
     return -r if v < 0.0 else r
 
 
-@njit_cached(**_HELPER)
+@njit_cached(**NO_WRAPPERS)
 def length_or_minus_one(v, limit):
     """``lround(v)`` as an int when ``v`` is finite and that lies in ``[0, limit]``, else -1."""
     if not math.isfinite(v):
@@ -67,7 +67,7 @@ def length_or_minus_one(v, limit):
     return int(r)
 
 
-@njit_cached(**_HELPER)
+@njit_cached(**NO_WRAPPERS)
 def scan_labels(rows, lengths, use_lengths, pad, blank, n_classes, lab, llen, reps, chain, first):
     """Fill ``lab``, ``llen``, ``reps``, ``chain``, ``first`` from ``rows`` (see the module docstring).
 

@@ -25,7 +25,7 @@ import functools
 import numpy as np
 from numba import prange
 
-from .._options import BLOCK, CHUNK, ERROR_MODEL, SUM_FASTMATH
+from .._options import BLOCK, CHUNK, ERROR_MODEL, NO_WRAPPERS, SUM_FASTMATH
 from ..cache import njit_cached
 from ..pairwise_math import cosine_grad, cosine_head, triplet_grads, triplet_head, triplet_term
 from ..vmath import like
@@ -33,7 +33,7 @@ from .compile import cache_key, compile_kernel
 from .reduce import block_sum
 
 
-@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL)
+@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, **NO_WRAPPERS)
 def cosine_sums(a, b, src, k):
     """``(a.b, |a|^2, |b|^2)`` of row ``src`` in float64 lanes (``SUM_FASTMATH``: vectorised, fixed order).
 

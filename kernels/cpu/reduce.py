@@ -10,11 +10,11 @@ first-class function values use.
 
 import numpy as np
 
-from .._options import ERROR_MODEL, SUM_FASTMATH
+from .._options import ERROR_MODEL, NO_WRAPPERS, SUM_FASTMATH
 from ..cache import njit_cached
 
 
-@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, no_cfunc_wrapper=True)
+@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, **NO_WRAPPERS)
 def block_sum(buf, n):
     """Sum of ``buf[:n]`` (float32 or float64) in float64 SIMD lanes."""
     s = 0.0
@@ -23,7 +23,7 @@ def block_sum(buf, n):
     return s
 
 
-@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, no_cfunc_wrapper=True)
+@njit_cached(fastmath=set(SUM_FASTMATH), error_model=ERROR_MODEL, **NO_WRAPPERS)
 def range_sum(a, j0, j1):
     """Sum of ``a[j0:j1]`` (float32 or float64, any 1-D layout) in float64 SIMD lanes."""
     s = 0.0

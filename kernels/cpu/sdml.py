@@ -34,7 +34,7 @@ import math
 import numpy as np
 from numba import prange
 
-from .._options import ERROR_MODEL, SUM_FASTMATH
+from .._options import ERROR_MODEL, NO_WRAPPERS, SUM_FASTMATH
 from ..cache import njit_cached
 from ..sdml_math import NEAR, dist_grad, expanded_dist, kl_term
 from ..vmath import vexp
@@ -45,7 +45,7 @@ from .reduce import block_sum
 ROWS = 32  # rows per task (and per block of column sums)
 
 # The sums are compiled on their own with ``reassoc`` so LLVM vectorises them.
-_SUM = {"fastmath": set(SUM_FASTMATH), "error_model": ERROR_MODEL}
+_SUM = {"fastmath": set(SUM_FASTMATH), "error_model": ERROR_MODEL, **NO_WRAPPERS}
 
 
 @njit_cached(**_SUM)
