@@ -161,39 +161,32 @@ def squared_hinge_grad(x, y, a, p0, p1):
 
 # ---------------------------------------------------------------- sigmoid BCE / logistic
 @register_jitable(**HELPER)
-def _bce_logit_value(x, z):
-    # relu(x) - x*z + softrelu(-|x|)
-    return relu(x) - x * z + softplus_neg(abs(x))
-
-
-@register_jitable(**HELPER)
-def _bce_logit_grad(x, z):
-    # MXNet-exact: [x>0] - z - sign(x) * sigmoid(-|x|); exactly -z at x == 0
-    return _step(x) - z - sign(x) * sigmoid_neg_abs(x)
-
-
-@register_jitable(**HELPER)
 def bce_logit_value(x, y, a, p0, p1):
     r""":math:`\ell = \mathrm{relu}(x) - x z + \mathrm{softrelu}(-|x|)`, :math:`z = y`."""
-    return _bce_logit_value(x, y)
+    return relu(x) - x * y + softplus_neg(abs(x))
 
 
 @register_jitable(**HELPER)
 def bce_logit_grad(x, y, a, p0, p1):
-    r""":math:`\partial\ell/\partial x = \sigma(x) - z`, exactly :math:`-z` at :math:`x = 0`."""
-    return _bce_logit_grad(x, y)
+    r""":math:`\partial\ell/\partial x = \sigma(x) - z`, exactly :math:`-z` at :math:`x = 0`.
+
+    MXNet's form, :math:`[x > 0] - z - \mathrm{sign}(x)\,\sigma(-|x|)`.
+    """
+    return _step(x) - y - sign(x) * sigmoid_neg_abs(x)
 
 
+# The logistic terms call the BCE ones with the {-1, 1} label mapped to z (the BCE terms hold
+# the body: no helper under both, which BCE's first use would compile as two more functions).
 @register_jitable(**HELPER)
 def logistic_signed_value(x, y, a, p0, p1):
     r"""BCE-with-logits term with :math:`z = (y + 1) / 2` (labels in {-1, 1})."""
-    return _bce_logit_value(x, (y + _ONE) * _HALF)
+    return bce_logit_value(x, (y + _ONE) * _HALF, a, p0, p1)
 
 
 @register_jitable(**HELPER)
 def logistic_signed_grad(x, y, a, p0, p1):
     r""":math:`\sigma(x) - (y + 1)/2`, exactly :math:`-(y + 1)/2` at :math:`x = 0`."""
-    return _bce_logit_grad(x, (y + _ONE) * _HALF)
+    return bce_logit_grad(x, (y + _ONE) * _HALF, a, p0, p1)
 
 
 @register_jitable(**HELPER)
