@@ -322,6 +322,48 @@ def test_cuda_matches_host(eps, sparse):
             np.testing.assert_array_equal(g[~counted], 0.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("label_dtype", [np.int32, np.float32])
+def test_cuda_target_stays_on_the_device(monkeypatch, label_dtype, dtype):
+    """Class weights with smoothing or dense labels: the target is built on the device (the labels
+    never go to the host), class axis last, float and integer class ids; values and gradients as the
+    host's."""
+    cuda = pytest.importorskip("numba.cuda")
+    if not SIMULATED and not cuda.is_available():
+        pytest.skip("no CUDA device")
+    import numba_losses._cuda.softmax as device_softmax
+
+    def no_host_copy(*args, **kwargs):
+        raise AssertionError("the labels were copied to the host")
+
+    rng = np.random.default_rng(23)
+    w = np.array([0.5, 0.0, 2.0, 1.5, 1.0])
+    x = (rng.standard_normal((6, 5)) * 3).astype(dtype)
+    ids = rng.integers(0, 5, 6).astype(label_dtype)
+    ids[1] = IGNORE
+    q = rng.random((6, 5))
+    probs = (q / q.sum(axis=1, keepdims=True)).astype(dtype)
+    cases = [
+        (nl.SoftmaxCELoss(ignore_label=IGNORE, label_smoothing=0.2, class_weight=w), ids),
+        (nl.SoftmaxCELoss(ignore_label=IGNORE, label_smoothing=0.2, class_weight=w, normalization="sum"), ids),
+        (nl.SoftmaxCELoss(sparse_label=False, class_weight=w), probs),
+        (nl.SoftmaxCELoss(sparse_label=False, label_smoothing=0.1, class_weight=w, normalization="valid"), probs),
+    ]
+    for loss, t in cases:
+        host_out, (host_g,) = loss.forward_backward(x, t)
+        with monkeypatch.context() as m:
+            m.setattr(device_softmax, "to_host", no_host_copy)
+            out, (g,) = loss.forward_backward(cuda.to_device(x), cuda.to_device(t))
+        _close(out.copy_to_host(), host_out, TOL[dtype])
+        _close(g.copy_to_host(), host_g, TOL[dtype])
+    # 'valid' with sparse labels needs the divisor: the labels are read on the host there, and only there
+    loss = nl.SoftmaxCELoss(ignore_label=IGNORE, label_smoothing=0.2, class_weight=w, normalization="valid")
+    host_out, (host_g,) = loss.forward_backward(x, ids)
+    out, (g,) = loss.forward_backward(cuda.to_device(x), cuda.to_device(ids))
+    _close(out.copy_to_host(), host_out, TOL[dtype])
+    _close(g.copy_to_host(), host_g, TOL[dtype])
+
+
 # ------------------------------------------------------------------------------------ Dask
 @pytest.mark.parametrize("normalization", ["mean", "sum", "valid"])
 @pytest.mark.parametrize("eps", [0.0, 0.2])

@@ -30,6 +30,7 @@ from ..softmax_math import pick_float, pick_int, smoothing
 from ..vmath import like
 from . import THREADS, jit_kernel
 from .reduce import group_max_all, group_sum_all
+from .weighting import index3
 
 
 def softmax_plan(n_rows: int, n_classes: int, inner: int, sm_count: int, threads: int = THREADS) -> tuple[int, int]:
@@ -190,6 +191,56 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad):
     name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}_cuda_kernel"
     softmax_ce_kernel.__qualname__ = softmax_ce_kernel.__name__ = name
     return jit_kernel(softmax_ce_kernel)
+
+
+@functools.cache
+def build_class_target_kernel(sparse, int_label):
+    """The dense target of a call with ``class_weight`` that needs one, built on the device.
+
+    The CUDA twin of the target :func:`numba_losses._plan.softmax.lower` builds with NumPy
+    on the host, so that the labels and a ``pred``-sized target do not travel to the host
+    and back. With class weights :math:`w`, ``q1`` :math:`= 1 - \\varepsilon` and ``q0``
+    :math:`= \\varepsilon / C`:
+
+    * sparse labels: :math:`q_c = w_c q_0 + [c = j]\\, q_1 w_j` (each product rounded
+      to the compute dtype, then added), 0 at every class of an ignored position;
+    * dense labels ``y``: :math:`q_c = (q_1 y_c + q_0)\\, w_c` in the compute dtype
+      (``y`` itself when ``q0 == 0``).
+
+    Returns
+    -------
+    numba CUDA dispatcher
+        ``kernel[blocks, THREADS, stream](label, y, cw, q1, q0, has_ignore, ignore, proto, q)``:
+        ``label`` the sparse labels ``(outer, inner)`` (any real dtype; a dummy for
+        dense ones), ``y`` the dense labels ``(outer, C, inner)`` (a dummy for
+        sparse ones), ``cw`` the ``C`` class weights (float64), ``proto`` a zero of
+        the compute dtype and ``q`` the target, ``(outer, C, inner)``; a grid-stride
+        loop over ``q``'s elements.
+    """
+    pick = pick_int if int_label else pick_float
+
+    def class_target_kernel(label, y, cw, q1, q0, has_ignore, ignore, proto, q):
+        outer, n_classes, inner = q.shape
+        start, step = cuda.grid(1), cuda.gridsize(1)
+        for t in range(start, outer * n_classes * inner, step):
+            o, c, i = index3(t, n_classes, inner)
+            if sparse:
+                lab = label[o, i]
+                v = like(proto, cw[c] * q0)
+                if pick(lab, n_classes) == c:
+                    v = v + like(proto, q1 * cw[c])
+                if has_ignore and float64(lab) == ignore:
+                    v = like(proto, 0.0)
+            else:
+                v = like(proto, y[o, c, i])
+                if q0 != 0.0:
+                    v = v * like(proto, q1) + like(proto, q0)
+                v = v * like(proto, cw[c])
+            q[o, c, i] = v
+
+    name = f"class_target_{'sparse' if sparse else 'dense'}_cuda_kernel"
+    class_target_kernel.__qualname__ = class_target_kernel.__name__ = name
+    return jit_kernel(class_target_kernel)
 
 
 @jit_kernel

@@ -19,7 +19,7 @@ from . import jit_kernel
 
 
 @cuda.jit(device=True, inline="always")
-def _index3(t, n_rows, n_cols):
+def index3(t, n_rows, n_cols):
     """``(o, r, j)`` of flat index ``t`` in a C-ordered ``(n_outer, n_rows, n_cols)`` array."""
     o = t // (n_rows * n_cols)
     rem = t - o * (n_rows * n_cols)
@@ -37,7 +37,7 @@ def weigh_product_kernel(loss, sw, has_sw, weight, proto, out):
     n_outer, n_rows, n_cols = out.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for t in range(start, n_outer * n_rows * n_cols, step):
-        o, r, j = _index3(t, n_rows, n_cols)
+        o, r, j = index3(t, n_rows, n_cols)
         v = like(proto, loss[o, r, j])
         if has_sw:
             v = v * like(proto, sw[o, r, j])
@@ -50,7 +50,7 @@ def head_product_kernel(og, has_og, sw, has_sw, weight, h):
     n_outer, n_rows, n_cols = h.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for t in range(start, n_outer * n_rows * n_cols, step):
-        o, r, j = _index3(t, n_rows, n_cols)
+        o, r, j = index3(t, n_rows, n_cols)
         v = float64(1.0)
         if has_og:
             v = float64(og[o, r, j])

@@ -15,6 +15,7 @@ import numpy as np
 
 from numba_losses.kernels.cuda import THREADS
 from numba_losses.kernels.cuda.softmax import (
+    build_class_target_kernel,
     build_softmax_ce_kernel,
     log_softmax_backward_kernel,
     log_softmax_kernel,
@@ -109,20 +110,21 @@ def _upload(host: np.ndarray, ctx: DeviceContext) -> DeviceArray:
 def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
     """:func:`numba_losses._plan.softmax.lower` for a device call: ``(spec, label, sw, rows, grad rows, grad sw)``.
 
-    The labels are read on the host when the options need their values (a
-    copy and a wait on the stream): the class-weight gather and the
-    normaliser are NumPy reductions there; the per-position weights (and a
-    dense target) are copied back.
+    A dense target (class weights with label smoothing or dense labels) is built on the device
+    (:func:`_class_target`). The sparse labels are read on the host only where the options
+    need their values there (a copy of one label per position and a wait on the stream): the
+    divisor of ``normalization='valid'`` and, without smoothing, the per-position class weight
+    are NumPy reductions and gathers there, and the weights are copied back.
     """
     if spec.sparse:
         family.check_sparse_label(yd.layout.shape, lay)
     label = None
-    if family.reads_labels(spec):
+    if family.reads_labels(spec, build_target=False):
         label = to_host(yd, ctx)
-        if not spec.sparse:
-            label = label.reshape(x.shape).astype(cdt, copy=False)
-    low = family.lower(spec, label, lay, cdt)
-    if low.label is not label and low.label is not None:
+    low = family.lower(spec, label, lay, cdt, build_target=False)
+    if family.needs_target(spec):
+        yd = _class_target(spec, x, yd, lay, cdt, ctx)
+    elif low.label is not label and low.label is not None:
         yd = _upload(low.label, ctx)
 
     def times(weight: np.ndarray | None) -> DeviceArray | None:
@@ -143,6 +145,27 @@ def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
         gswd = times(low.grad_weight)
         grad_rows = family.plan_weighting(low.spec, lay, None if gswd is None else gswd.layout, low.grad_scale)
     return low.spec, yd, vswd, rows, grad_rows, gswd
+
+
+def _class_target(spec: SoftmaxSpec, x, yd: DeviceArray, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext):
+    """The dense target of :func:`numba_losses._plan.softmax.lower`, made on the device from the labels there."""
+    n_classes = lay.n_classes
+    cw_native, cw_dev = ctx.empty((n_classes,), np.dtype(np.float64))
+    if n_classes:
+        cw_dev.copy_to_device(np.ascontiguousarray(spec.class_weight, dtype=np.float64), stream=ctx.stream)
+    q_native, q_dev = ctx.empty(x.shape, cdt)
+    q3 = q_dev.reshape(lay.shape3)
+    if spec.sparse:
+        lab = device_view(yd, yd.layout, (lay.outer, lay.inner), ctx)
+        y3, int_labels = ctx.dummy(3, cdt), family.label_kind(yd.layout.dtype) == "int"
+    else:
+        y3 = device_view(yd, reshape_like("label", yd.layout, x.shape, "pred"), lay.shape3, ctx)
+        lab, int_labels = ctx.dummy(2, cdt), False
+    if q3.size:
+        kernel = build_class_target_kernel(spec.sparse, int_labels)
+        q1, q0 = 1.0 - spec.eps, spec.eps / n_classes
+        ctx.launch(kernel, q3.size, lab, y3, cw_dev, q1, q0, spec.has_ignore, spec.ignore, cdt.type(0), q3)
+    return DeviceArray.wrap("label", q_native)
 
 
 def _kldiv(spec: KLDivSpec, call: Call, xd: DeviceArray, ctx: DeviceContext) -> tuple[Any, tuple[Any, ...] | None]:

@@ -265,14 +265,23 @@ def extended(spec: SoftmaxSpec | KLDivSpec) -> bool:
     return isinstance(spec, SoftmaxSpec) and (spec.class_weight is not None or spec.normalization != "mean")
 
 
-def reads_labels(spec: SoftmaxSpec) -> bool:
-    """Whether :func:`lower` reads the label values (else it may be given ``None``)."""
-    if spec.class_weight is not None:
+def needs_target(spec: SoftmaxSpec) -> bool:
+    """Whether :func:`lower` replaces the label by a dense target (class weights with smoothing or dense labels)."""
+    return spec.class_weight is not None and (spec.eps != 0.0 or not spec.sparse)
+
+
+def reads_labels(spec: SoftmaxSpec, build_target: bool = True) -> bool:
+    """Whether :func:`lower` reads the label values (else it may be given ``None``).
+
+    ``build_target=False``: the caller builds the dense target itself (:func:`needs_target`),
+    so the labels are read only for the divisor of ``normalization='valid'``.
+    """
+    if spec.class_weight is not None and (build_target or not needs_target(spec)):
         return True
     return spec.sparse and spec.normalization == "valid" and spec.total is None
 
 
-def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Lowered:
+def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, build_target: bool = True) -> Lowered:
     r"""Rewrite a call with ``class_weight`` / ``normalization`` into one of the plain kernels.
 
     ``label``: the host sparse labels (checked shape) or the dense label in
@@ -292,13 +301,16 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
     :math:`D = \sum_{\text{positions not ignored}} w_j` (1 per position
     without class weights, and for dense labels); when :math:`D = 0` the value
     is NaN and the gradient NaN at the counted positions, 0 at ignored ones.
+
+    ``build_target=False`` leaves the dense target to the caller (the device path builds it
+    with a kernel): the result's ``label`` is then ``None`` where :func:`needs_target`.
     """
     cw, n_classes = spec.class_weight, lay.n_classes
     counted = None  # keep_shape bool: the positions not ignored (None: all)
     if spec.sparse and spec.has_ignore and label is not None:
         counted = (label_values(label) != spec.ignore).reshape(lay.keep_shape)
     picks = wpos = None
-    if spec.sparse and cw is not None:
+    if spec.sparse and cw is not None and label is not None:
         picks = pick_classes(np.asarray(label), n_classes)
         wpos = cw[picks].reshape(lay.keep_shape)
     total = 1.0
@@ -314,23 +326,11 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
     # the kernels' spec: no class weights; 'valid' sums (its divisor goes into the weighting)
     sparse, has_ignore, ignore, eps = spec.sparse, spec.has_ignore, spec.ignore, spec.eps
     value_weight = wpos
-    if cw is not None and (spec.eps != 0.0 or not spec.sparse):
+    if needs_target(spec):
         value_weight = None
-        shape_c = (1, n_classes, 1)
-        if spec.sparse:  # (1 - eps) w_j at the label, eps w / C everywhere
-            q3 = np.empty(lay.shape3, dtype=cdt)
-            q3[...] = (cw * (spec.eps / n_classes)).reshape(shape_c)
-            j3 = picks.reshape(lay.outer, 1, lay.inner)
-            at = np.take_along_axis(q3, j3, axis=1)
-            np.put_along_axis(q3, j3, at + ((1.0 - spec.eps) * cw[j3]).astype(cdt), axis=1)
-            if counted is not None:  # zero rows where ignored (written only there)
-                q3.transpose(0, 2, 1)[~counted.reshape(lay.outer, lay.inner)] = 0
+        label = _host_target(spec, label, picks, counted, lay, cdt) if build_target else None
+        if spec.sparse:  # the target carries the ignored positions (zero rows)
             sparse, has_ignore, ignore = False, False, 0.0
-        else:
-            y3 = np.asarray(label).reshape(lay.shape3)
-            q3 = y3 if spec.eps == 0.0 else y3 * cdt.type(1.0 - spec.eps) + cdt.type(spec.eps / n_classes)
-            q3 = (q3 * cw.astype(cdt).reshape(shape_c)).astype(cdt, copy=False)
-        label = q3.reshape(lay.shape)
         eps = 0.0
     grad_weight, value_scale, grad_scale = value_weight, 1.0, 1.0
     if spec.normalization == "valid":
@@ -345,6 +345,25 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype) -> Low
         spec.axis, sparse, spec.from_logits, spec.weight, spec.batch_axis, has_ignore, ignore, eps, None, normalization
     )
     return Lowered(base, label, value_weight, grad_weight, value_scale, grad_scale)
+
+
+def _host_target(spec: SoftmaxSpec, label: Any, picks: Any, counted: Any, lay: ClassLayout, cdt: np.dtype) -> Any:
+    """:func:`lower`'s dense target in ``pred``'s shape (compute dtype), built with NumPy."""
+    cw, n_classes = spec.class_weight, lay.n_classes
+    shape_c = (1, n_classes, 1)
+    if spec.sparse:  # (1 - eps) w_j at the label, eps w / C everywhere
+        q3 = np.empty(lay.shape3, dtype=cdt)
+        q3[...] = (cw * (spec.eps / n_classes)).reshape(shape_c)
+        j3 = picks.reshape(lay.outer, 1, lay.inner)
+        at = np.take_along_axis(q3, j3, axis=1)
+        np.put_along_axis(q3, j3, at + ((1.0 - spec.eps) * cw[j3]).astype(cdt), axis=1)
+        if counted is not None:  # zero rows where ignored (written only there)
+            q3.transpose(0, 2, 1)[~counted.reshape(lay.outer, lay.inner)] = 0
+    else:
+        y3 = np.asarray(label).reshape(lay.shape3)
+        q3 = y3 if spec.eps == 0.0 else y3 * cdt.type(1.0 - spec.eps) + cdt.type(spec.eps / n_classes)
+        q3 = (q3 * cw.astype(cdt).reshape(shape_c)).astype(cdt, copy=False)
+    return q3.reshape(lay.shape)
 
 
 @dataclass(slots=True)

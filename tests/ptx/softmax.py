@@ -3,7 +3,9 @@
 Every fused cross-entropy variant (sparse float / integer labels, dense labels,
 each with and without ``from_logits``) with its gradient, plus the log-softmax
 forward and backward kernels: on sm_90 for the float32, float64 and
-float16-input paths, on sm_80 for float32; and the forward-only variant once.
+float16-input paths, on sm_80 for float32; the forward-only variant once; and
+the class-weighted target kernel (sparse float / integer labels, dense labels)
+on sm_90 for every path.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ CE_VARIANTS = [
     (False, False, False),
     (False, True, False),
 ]
+# (sparse, int_label) of the class-weighted target kernel
+TARGET_VARIANTS = [(True, False), (True, True), (False, False)]
 PATHS = {"f32": ("float32", "float32"), "f64": ("float64", "float64"), "f16": ("float32", "float16")}
 
 
@@ -29,6 +33,7 @@ def jobs():
         out += [("ce", *variant, True, cc, path) for variant in CE_VARIANTS]
         out += [("log_softmax", cc, path), ("log_softmax_backward", cc, path)]
     out.append(("ce", True, False, False, False, (9, 0), "f32"))
+    out += [("target", sparse, int_label, (9, 0), path) for sparse, int_label in TARGET_VARIANTS for path in PATHS]
     return out
 
 
@@ -36,6 +41,7 @@ def build(job):
     from numba import types
 
     from numba_losses.kernels.cuda.softmax import (
+        build_class_target_kernel,
         build_softmax_ce_kernel,
         log_softmax_backward_kernel,
         log_softmax_kernel,
@@ -55,6 +61,13 @@ def build(job):
         # float32 exponentials go through libdevice's expf (built on ex2.approx)
         checks = {"exp": "ex2.approx"} if cdt == "float32" and not from_logits else {}
         return fn, sig, cc, checks
+    if kind == "target":
+        _, sparse, int_label, _, _ = job
+        fn = build_class_target_kernel(sparse, int_label).py_func
+        label = (types.int64 if int_label else io)[:, :] if sparse else c[:, ::1]
+        y = c[:, :, ::1] if sparse else io[:, :, :]
+        f64 = types.float64
+        return fn, (label, y, f64[::1], f64, f64, types.boolean, f64, c, c[:, :, ::1]), cc, {}
     fn = (log_softmax_kernel if kind == "log_softmax" else log_softmax_backward_kernel).py_func
     first = io[:, :, :] if kind == "log_softmax" else c[:, :, ::1]
     return fn, (first, c, c[:, :, ::1], i64), cc, {}
