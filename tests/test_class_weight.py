@@ -7,6 +7,8 @@ the CUDA path under Numba's simulator (or a GPU) at small shapes.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -325,9 +327,9 @@ def test_cuda_matches_host(eps, sparse):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("label_dtype", [np.int32, np.float32])
 def test_cuda_target_stays_on_the_device(monkeypatch, label_dtype, dtype):
-    """Class weights with smoothing or dense labels: the target is built on the device (the labels
-    never go to the host), class axis last, float and integer class ids; values and gradients as the
-    host's."""
+    """Class weights: the dense target (smoothing or dense labels) or each position's weight (class ids
+    without smoothing) is made on the device, the labels never go to the host; class axis last,
+    float and integer class ids, with and without sample_weight; values and gradients as the host's."""
     cuda = pytest.importorskip("numba.cuda")
     if not SIMULATED and not cuda.is_available():
         pytest.skip("no CUDA device")
@@ -344,16 +346,19 @@ def test_cuda_target_stays_on_the_device(monkeypatch, label_dtype, dtype):
     q = rng.random((6, 5))
     probs = (q / q.sum(axis=1, keepdims=True)).astype(dtype)
     cases = [
+        (nl.SoftmaxCELoss(ignore_label=IGNORE, class_weight=w), ids),
+        (nl.SoftmaxCELoss(class_weight=w, normalization="sum"), ids),
         (nl.SoftmaxCELoss(ignore_label=IGNORE, label_smoothing=0.2, class_weight=w), ids),
         (nl.SoftmaxCELoss(ignore_label=IGNORE, label_smoothing=0.2, class_weight=w, normalization="sum"), ids),
         (nl.SoftmaxCELoss(sparse_label=False, class_weight=w), probs),
         (nl.SoftmaxCELoss(sparse_label=False, label_smoothing=0.1, class_weight=w, normalization="valid"), probs),
     ]
-    for loss, t in cases:
-        host_out, (host_g,) = loss.forward_backward(x, t)
+    sw = rng.random((6, 1)).astype(dtype)
+    for (loss, t), extra in itertools.product(cases, [(), (sw,)]):
+        host_out, (host_g,) = loss.forward_backward(x, t, *extra)
         with monkeypatch.context() as m:
             m.setattr(device_softmax, "to_host", no_host_copy)
-            out, (g,) = loss.forward_backward(cuda.to_device(x), cuda.to_device(t))
+            out, (g,) = loss.forward_backward(*(cuda.to_device(a) for a in (x, t, *extra)))
         _close(out.copy_to_host(), host_out, TOL[dtype])
         _close(g.copy_to_host(), host_g, TOL[dtype])
     # 'valid' with sparse labels needs the divisor: the labels are read on the host there, and only there

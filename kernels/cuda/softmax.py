@@ -243,6 +243,31 @@ def build_class_target_kernel(sparse, int_label):
     return jit_kernel(class_target_kernel)
 
 
+@functools.cache
+def build_class_weight_kernel(int_label):
+    """The class weight of each position's label, :math:`w_j` (the host gathers ``cw[picks]``).
+
+    Returns
+    -------
+    numba CUDA dispatcher
+        ``kernel[blocks, THREADS, stream](label, cw, proto, wpos)``: ``label`` the sparse
+        labels ``(outer, inner)`` (any real dtype), ``cw`` the ``C`` class weights (float64),
+        ``wpos`` ``(outer, inner)``, written in the compute dtype of ``proto``.
+    """
+    pick = pick_int if int_label else pick_float
+
+    def class_weight_kernel(label, cw, proto, wpos):
+        outer, inner = wpos.shape
+        start, step = cuda.grid(1), cuda.gridsize(1)
+        for t in range(start, outer * inner, step):
+            o = t // inner
+            i = t - o * inner
+            wpos[o, i] = like(proto, cw[pick(label[o, i], cw.shape[0])])
+
+    class_weight_kernel.__qualname__ = class_weight_kernel.__name__ = "class_weight_cuda_kernel"
+    return jit_kernel(class_weight_kernel)
+
+
 @jit_kernel
 def log_softmax_kernel(x, proto, lp, group):
     """``lp = x - m - log(sum(exp(x - m)))`` along axis 1 of ``(outer, C, inner)`` arrays."""

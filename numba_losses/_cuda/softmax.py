@@ -16,6 +16,7 @@ import numpy as np
 from numba_losses.kernels.cuda import THREADS
 from numba_losses.kernels.cuda.softmax import (
     build_class_target_kernel,
+    build_class_weight_kernel,
     build_softmax_ce_kernel,
     log_softmax_backward_kernel,
     log_softmax_kernel,
@@ -110,11 +111,11 @@ def _upload(host: np.ndarray, ctx: DeviceContext) -> DeviceArray:
 def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
     """:func:`numba_losses._plan.softmax.lower` for a device call: ``(spec, label, sw, rows, grad rows, grad sw)``.
 
-    A dense target (class weights with label smoothing or dense labels) is built on the device
-    (:func:`_class_target`). The sparse labels are read on the host only where the options
-    need their values there (a copy of one label per position and a wait on the stream): the
-    divisor of ``normalization='valid'`` and, without smoothing, the per-position class weight
-    are NumPy reductions and gathers there, and the weights are copied back.
+    What the class weights need from the labels is made on the device: a dense target (class
+    weights with label smoothing or dense labels, :func:`_class_target`) or each position's
+    class weight (:func:`_class_weights`). Sparse labels are read on the host only for the
+    divisor of ``normalization='valid'`` (a copy of one label per position and a wait on the
+    stream); the per-position weights are then NumPy's, copied back.
     """
     if spec.sparse:
         family.check_sparse_label(yd.layout.shape, lay)
@@ -126,11 +127,14 @@ def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
         yd = _class_target(spec, x, yd, lay, cdt, ctx)
     elif low.label is not label and low.label is not None:
         yd = _upload(low.label, ctx)
+    value_weight, grad_weight = low.value_weight, low.grad_weight
+    if label is None and family.needs_position_weights(spec):  # the labels stayed on the device
+        value_weight = grad_weight = _class_weights(spec, yd, lay, cdt, ctx)
 
-    def times(weight: np.ndarray | None) -> DeviceArray | None:
+    def times(weight: np.ndarray | DeviceArray | None) -> DeviceArray | None:
         if weight is None:
             return swd
-        wd = _upload(weight.astype(cdt), ctx)
+        wd = weight if isinstance(weight, DeviceArray) else _upload(weight.astype(cdt), ctx)
         if swd is None:
             return wd
         full = family.plan_weighting(low.spec, lay, swd.layout).full
@@ -138,21 +142,38 @@ def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
         weigh_product_device(wd, full, swd, 1.0, out, ctx)
         return DeviceArray.wrap("sample_weight", native)
 
-    vswd = times(low.value_weight)
+    vswd = times(value_weight)
     rows = family.plan_weighting(low.spec, lay, None if vswd is None else vswd.layout, low.value_scale)
     gswd, grad_rows = vswd, rows
-    if low.grad_weight is not low.value_weight or low.grad_scale != low.value_scale:
-        gswd = times(low.grad_weight)
+    if grad_weight is not value_weight or low.grad_scale != low.value_scale:
+        gswd = times(grad_weight)
         grad_rows = family.plan_weighting(low.spec, lay, None if gswd is None else gswd.layout, low.grad_scale)
     return low.spec, yd, vswd, rows, grad_rows, gswd
+
+
+def _class_weights(spec: SoftmaxSpec, yd: DeviceArray, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext):
+    """Each position's class weight :math:`w_j` (``keep_shape``, compute dtype), gathered on the device."""
+    native, wpos = ctx.empty(lay.keep_shape, cdt)
+    if wpos.size:
+        cw = _class_weight_vector(spec, ctx)
+        lab = device_view(yd, yd.layout, (lay.outer, lay.inner), ctx)
+        kernel = build_class_weight_kernel(family.label_kind(yd.layout.dtype) == "int")
+        ctx.launch(kernel, wpos.size, lab, cw, cdt.type(0), wpos.reshape(lay.outer, lay.inner))
+    return DeviceArray.wrap("sample_weight", native)
+
+
+def _class_weight_vector(spec: SoftmaxSpec, ctx: DeviceContext) -> Any:
+    """``class_weight`` (float64) copied to the device: a Numba view."""
+    _, cw = ctx.empty((spec.class_weight.shape[0],), np.dtype(np.float64))
+    if cw.size:
+        cw.copy_to_device(np.ascontiguousarray(spec.class_weight, dtype=np.float64), stream=ctx.stream)
+    return cw
 
 
 def _class_target(spec: SoftmaxSpec, x, yd: DeviceArray, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext):
     """The dense target of :func:`numba_losses._plan.softmax.lower`, made on the device from the labels there."""
     n_classes = lay.n_classes
-    cw_native, cw_dev = ctx.empty((n_classes,), np.dtype(np.float64))
-    if n_classes:
-        cw_dev.copy_to_device(np.ascontiguousarray(spec.class_weight, dtype=np.float64), stream=ctx.stream)
+    cw_dev = _class_weight_vector(spec, ctx)
     q_native, q_dev = ctx.empty(x.shape, cdt)
     q3 = q_dev.reshape(lay.shape3)
     if spec.sparse:

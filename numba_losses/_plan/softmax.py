@@ -270,13 +270,19 @@ def needs_target(spec: SoftmaxSpec) -> bool:
     return spec.class_weight is not None and (spec.eps != 0.0 or not spec.sparse)
 
 
+def needs_position_weights(spec: SoftmaxSpec) -> bool:
+    """Whether :func:`lower` weighs each position by its label's class weight (sparse labels, no smoothing)."""
+    return spec.class_weight is not None and spec.sparse and spec.eps == 0.0
+
+
 def reads_labels(spec: SoftmaxSpec, build_target: bool = True) -> bool:
     """Whether :func:`lower` reads the label values (else it may be given ``None``).
 
-    ``build_target=False``: the caller builds the dense target itself (:func:`needs_target`),
-    so the labels are read only for the divisor of ``normalization='valid'``.
+    ``build_target=False``: the caller makes what the class weights need from the labels
+    itself (the dense target, or the per-position weights), so the labels are read only for
+    the divisor of ``normalization='valid'``.
     """
-    if spec.class_weight is not None and (build_target or not needs_target(spec)):
+    if spec.class_weight is not None and build_target:
         return True
     return spec.sparse and spec.normalization == "valid" and spec.total is None
 
@@ -303,7 +309,10 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, build_
     is NaN and the gradient NaN at the counted positions, 0 at ignored ones.
 
     ``build_target=False`` leaves the dense target to the caller (the device path builds it
-    with a kernel): the result's ``label`` is then ``None`` where :func:`needs_target`.
+    with a kernel): the result's ``label`` is then ``None`` where :func:`needs_target`; and
+    given no ``label``, the per-position class weights too (:func:`needs_position_weights`:
+    the result's ``value_weight`` and ``grad_weight`` are then ``None``, and the caller
+    multiplies :math:`w_j` into both).
     """
     cw, n_classes = spec.class_weight, lay.n_classes
     counted = None  # keep_shape bool: the positions not ignored (None: all)

@@ -5,7 +5,8 @@ each with and without ``from_logits``) with its gradient, plus the log-softmax
 forward and backward kernels: on sm_90 for the float32, float64 and
 float16-input paths, on sm_80 for float32; the forward-only variant once; and
 the class-weighted target kernel (sparse float / integer labels, dense labels)
-on sm_90 for every path.
+and the per-position class weight kernel (float / integer labels) on sm_90 for
+every path.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def jobs():
         out += [("log_softmax", cc, path), ("log_softmax_backward", cc, path)]
     out.append(("ce", True, False, False, False, (9, 0), "f32"))
     out += [("target", sparse, int_label, (9, 0), path) for sparse, int_label in TARGET_VARIANTS for path in PATHS]
+    out += [("class_weight", int_label, (9, 0), path) for int_label in (False, True) for path in PATHS]
     return out
 
 
@@ -42,6 +44,7 @@ def build(job):
 
     from numba_losses.kernels.cuda.softmax import (
         build_class_target_kernel,
+        build_class_weight_kernel,
         build_softmax_ce_kernel,
         log_softmax_backward_kernel,
         log_softmax_kernel,
@@ -68,6 +71,11 @@ def build(job):
         y = c[:, :, ::1] if sparse else io[:, :, :]
         f64 = types.float64
         return fn, (label, y, f64[::1], f64, f64, types.boolean, f64, c, c[:, :, ::1]), cc, {}
+    if kind == "class_weight":
+        _, int_label, _, _ = job
+        fn = build_class_weight_kernel(int_label).py_func
+        label = (types.int64 if int_label else io)[:, :]
+        return fn, (label, types.float64[::1], c, c[:, ::1]), cc, {}
     fn = (log_softmax_kernel if kind == "log_softmax" else log_softmax_backward_kernel).py_func
     first = io[:, :, :] if kind == "log_softmax" else c[:, :, ::1]
     return fn, (first, c, c[:, :, ::1], i64), cc, {}
