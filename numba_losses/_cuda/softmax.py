@@ -72,9 +72,10 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         n_rows = lay.n_rows
         x3 = device_view(xd, x, lay.shape3, ctx)
         dummy3 = ctx.dummy(3, cdt)
+        int_labels = False
         if spec.sparse:
             family.check_sparse_label(yd.layout.shape, lay)
-            lab = device_view(yd, yd.layout, (lay.outer, lay.inner), ctx)
+            lab, int_labels = _sparse_labels(yd, lay, ctx)
             y3 = x3
         else:
             y3 = device_view(yd, reshape_like("label", yd.layout, x.shape, "pred"), lay.shape3, ctx)
@@ -90,7 +91,6 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         if call.want_value:
             out_native, out_dev = device_target("out", call.out, rows.out_shape, rdt, ctx, inputs, taken)
         loss_native, loss_dev = ctx.empty(lay.keep_shape, cdt)
-        int_labels = spec.sparse and family.label_kind(yd.layout.dtype) == "int"
         kernel = build_softmax_ce_kernel(spec.sparse, spec.from_logits, int_labels, call.want_grad)
         proto = cdt.type(0)
         args = (x3, lab, y3, coef, spec.ignore, spec.has_ignore, spec.eps, proto, loss_dev.reshape(n_rows), dx3)
@@ -115,21 +115,19 @@ def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
     weights with label smoothing or dense labels, :func:`_class_target`) or each position's
     class weight (:func:`_class_weights`). Sparse labels are read on the host only for the
     divisor of ``normalization='valid'`` (a copy of one label per position and a wait on the
-    stream); the per-position weights are then NumPy's, copied back.
+    stream).
     """
     if spec.sparse:
         family.check_sparse_label(yd.layout.shape, lay)
-    label = None
-    if family.reads_labels(spec, build_target=False):
-        label = to_host(yd, ctx)
-    low = family.lower(spec, label, lay, cdt, build_target=False)
+    label = to_host(yd, ctx) if family.reads_labels(spec) else None
+    low = family.lower(spec, label, lay, cdt, on_host=False)
     if family.needs_target(spec):
         yd = _class_target(spec, x, yd, lay, cdt, ctx)
-    elif low.label is not label and low.label is not None:
-        yd = _upload(low.label, ctx)
     value_weight, grad_weight = low.value_weight, low.grad_weight
-    if label is None and family.needs_position_weights(spec):  # the labels stayed on the device
-        value_weight = grad_weight = _class_weights(spec, yd, lay, cdt, ctx)
+    if family.needs_position_weights(spec):
+        value_weight = _class_weights(spec, yd, lay, cdt, ctx)
+        if grad_weight is None:  # else 'valid' divides by 0: its NaN / 0 gradient weights stand
+            grad_weight = value_weight
 
     def times(weight: np.ndarray | DeviceArray | None) -> DeviceArray | None:
         if weight is None:
@@ -151,13 +149,18 @@ def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
     return low.spec, yd, vswd, rows, grad_rows, gswd
 
 
+def _sparse_labels(yd: DeviceArray, lay: family.ClassLayout, ctx: DeviceContext) -> tuple[Any, bool]:
+    """The class-id labels as the kernels read them, ``(outer, inner)``, and whether they are integers."""
+    return device_view(yd, yd.layout, (lay.outer, lay.inner), ctx), family.label_kind(yd.layout.dtype) == "int"
+
+
 def _class_weights(spec: SoftmaxSpec, yd: DeviceArray, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext):
     """Each position's class weight :math:`w_j` (``keep_shape``, compute dtype), gathered on the device."""
     native, wpos = ctx.empty(lay.keep_shape, cdt)
     if wpos.size:
         cw = _class_weight_vector(spec, ctx)
-        lab = device_view(yd, yd.layout, (lay.outer, lay.inner), ctx)
-        kernel = build_class_weight_kernel(family.label_kind(yd.layout.dtype) == "int")
+        lab, int_labels = _sparse_labels(yd, lay, ctx)
+        kernel = build_class_weight_kernel(int_labels)
         ctx.launch(kernel, wpos.size, lab, cw, cdt.type(0), wpos.reshape(lay.outer, lay.inner))
     return DeviceArray.wrap("sample_weight", native)
 
@@ -177,8 +180,8 @@ def _class_target(spec: SoftmaxSpec, x, yd: DeviceArray, lay: family.ClassLayout
     q_native, q_dev = ctx.empty(x.shape, cdt)
     q3 = q_dev.reshape(lay.shape3)
     if spec.sparse:
-        lab = device_view(yd, yd.layout, (lay.outer, lay.inner), ctx)
-        y3, int_labels = ctx.dummy(3, cdt), family.label_kind(yd.layout.dtype) == "int"
+        lab, int_labels = _sparse_labels(yd, lay, ctx)
+        y3 = ctx.dummy(3, cdt)
     else:
         y3 = device_view(yd, reshape_like("label", yd.layout, x.shape, "pred"), lay.shape3, ctx)
         lab, int_labels = ctx.dummy(2, cdt), False

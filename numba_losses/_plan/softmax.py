@@ -275,24 +275,20 @@ def needs_position_weights(spec: SoftmaxSpec) -> bool:
     return spec.class_weight is not None and spec.sparse and spec.eps == 0.0
 
 
-def reads_labels(spec: SoftmaxSpec, build_target: bool = True) -> bool:
-    """Whether :func:`lower` reads the label values (else it may be given ``None``).
+def reads_labels(spec: SoftmaxSpec) -> bool:
+    """Whether ``lower(..., on_host=False)`` reads the label values (else it may be given ``None``).
 
-    ``build_target=False``: the caller makes what the class weights need from the labels
-    itself (the dense target, or the per-position weights), so the labels are read only for
-    the divisor of ``normalization='valid'``.
+    Only the divisor of ``normalization='valid'`` with sparse labels needs them then.
     """
-    if spec.class_weight is not None and build_target:
-        return True
     return spec.sparse and spec.normalization == "valid" and spec.total is None
 
 
-def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, build_target: bool = True) -> Lowered:
+def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, on_host: bool = True) -> Lowered:
     r"""Rewrite a call with ``class_weight`` / ``normalization`` into one of the plain kernels.
 
     ``label``: the host sparse labels (checked shape) or the dense label in
-    ``pred``'s shape (compute dtype); ``None`` when :func:`reads_labels` is
-    false. With class weights :math:`w` and the smoothed target
+    ``pred``'s shape (compute dtype); with ``on_host=False``, ``None`` when
+    :func:`reads_labels` is false. With class weights :math:`w` and the smoothed target
     :math:`q = (1 - \varepsilon) t + \varepsilon / C`:
 
     * sparse labels, :math:`\varepsilon = 0`: the loss is
@@ -308,11 +304,10 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, build_
     without class weights, and for dense labels); when :math:`D = 0` the value
     is NaN and the gradient NaN at the counted positions, 0 at ignored ones.
 
-    ``build_target=False`` leaves the dense target to the caller (the device path builds it
-    with a kernel): the result's ``label`` is then ``None`` where :func:`needs_target`; and
-    given no ``label``, the per-position class weights too (:func:`needs_position_weights`:
-    the result's ``value_weight`` and ``grad_weight`` are then ``None``, and the caller
-    multiplies :math:`w_j` into both).
+    ``on_host=False`` leaves to the caller what the class weights need from the labels (the
+    device path makes it with kernels): the dense target (the result's ``label`` is ``None``
+    where :func:`needs_target`) and the per-position weights (``value_weight`` is ``None``
+    where :func:`needs_position_weights`, and so is ``grad_weight`` unless the divisor is 0).
     """
     cw, n_classes = spec.class_weight, lay.n_classes
     counted = None  # keep_shape bool: the positions not ignored (None: all)
@@ -334,10 +329,10 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, build_
             total = float(lay.n_rows)
     # the kernels' spec: no class weights; 'valid' sums (its divisor goes into the weighting)
     sparse, has_ignore, ignore, eps = spec.sparse, spec.has_ignore, spec.ignore, spec.eps
-    value_weight = wpos
+    value_weight = wpos if on_host else None
     if needs_target(spec):
         value_weight = None
-        label = _host_target(spec, label, picks, counted, lay, cdt) if build_target else None
+        label = _host_target(spec, label, picks, counted, lay, cdt) if on_host else None
         if spec.sparse:  # the target carries the ignored positions (zero rows)
             sparse, has_ignore, ignore = False, False, 0.0
         eps = 0.0
