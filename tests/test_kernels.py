@@ -17,7 +17,7 @@ import pytest
 
 import numba_losses as nl
 from numba_losses.kernels import _options
-from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes
+from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes, task_layout
 from numba_losses.kernels.registry import ELEMENTWISE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,9 +91,10 @@ def test_float32_long_row_matches_float64():
 
 
 def _scratch(shape3, rowwise=False):
-    """Fresh scratch arrays for a row kernel call on ``shape3`` inputs (NaN-filled: never read before written)."""
+    """Fresh scratch arrays (NaN-filled: never read before written) and the task layout for a row
+    kernel call on ``shape3`` inputs."""
     buf_shape, partial_shape = scratch_shapes(shape3, rowwise)
-    return np.full(buf_shape, np.nan), np.full(partial_shape, np.nan)
+    return np.full(buf_shape, np.nan), np.full(partial_shape, np.nan), task_layout(*shape3)
 
 
 @pytest.mark.parametrize("term", ["l2", "bce_logit", "huber"])

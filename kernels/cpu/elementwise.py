@@ -28,9 +28,8 @@ import functools
 import numpy as np
 from numba import get_thread_id, prange
 from numba.core import config
-from numba.extending import register_jitable
 
-from .._options import BLOCK, CHUNK, HELPER
+from .._options import BLOCK, CHUNK
 from ..registry import is_builtin
 from .compile import cache_key, compile_kernel
 from .reduce import block_sum
@@ -38,16 +37,14 @@ from .reduce import block_sum
 _ONE = np.float32(1.0)  # promotes exactly to float64 data; keeps float32 loops in float32
 
 
-@register_jitable(**HELPER)
 def task_layout(n_outer, n_rows, n_inner):
     """``(group, nck, per_row, n_tasks)`` of the general row kernel for ``(n_outer, n_rows, n_inner)`` inputs.
 
     Tasks of ``group`` whole rows when rows are short (``group > 1``), else one
     chunk of at most ``CHUNK`` elements of one ``(row, outer)`` slice, ``nck``
-    chunks per slice and ``per_row`` partial sums per row. Integer arithmetic
-    without ``min`` / ``max`` (each of those is a function Numba compiles at a
-    process's first call); the same function runs in Python to size the
-    scratch arrays (:func:`scratch_shapes`).
+    chunks per slice and ``per_row`` partial sums per row. Computed in Python and
+    passed to the kernel (``layout``), which saves compiling it at a process's
+    first call; it also sizes the scratch arrays (:func:`scratch_shapes`).
     """
     nck = (n_inner + CHUNK - 1) // CHUNK
     nck = nck if nck > 1 else 1
@@ -60,12 +57,6 @@ def task_layout(n_outer, n_rows, n_inner):
     per_row = n_outer * nck if group == 1 else 1
     n_tasks = ((n_rows + group - 1) // group) * per_row
     return group, nck, per_row, n_tasks
-
-
-@register_jitable(**HELPER)
-def _thread_zero():
-    """The serial variant's "thread id": its one block buffer is row 0."""
-    return 0
 
 
 def scratch_shapes(shape3, rowwise=False):
@@ -109,11 +100,12 @@ def build_rowmean_kernel(value, grad, has_aux, has_ew, want_grad, parallel, roww
     Returns
     -------
     numba dispatcher
-        ``kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx, bufs, partial)``:
+        ``kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx, bufs, partial, layout)``:
         ``x``, ``y``, ``aux``, ``ew``, ``dx`` of shape ``(n_outer, n_rows, n_inner)``
         and ``p0``, ``p1``, ``coef`` in the compute dtype; ``fscale`` float64 and
         ``out`` of shape ``(n_rows,)``; ``bufs`` (compute dtype) and ``partial``
-        (float64) scratch of the shapes :func:`scratch_shapes` gives.
+        (float64) scratch of the shapes :func:`scratch_shapes` gives; ``layout`` the
+        four integers of :func:`task_layout` for the shape (read by the general variant).
         Writes ``out``, and ``dx`` if ``want_grad``.
 
     Notes
@@ -131,12 +123,8 @@ def _build(value, grad, has_aux, has_ew, want_grad, parallel, rowwise):
     block = BLOCK
     chunk = CHUNK
     key = cache_key(parallel)  # see .compile
-    # The serial variant must not reference ``get_thread_id``: a kernel loaded from the on-disk
-    # cache has it resolved only once Numba's threading layer is up, which a parallel kernel's
-    # load ensures and a serial one's does not (it crashed).
-    thread_id = get_thread_id if parallel else _thread_zero
 
-    def rowwise_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx, bufs, partial):
+    def rowwise_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx, bufs, partial, layout):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         # One element per row: a map over rows, vectorised along the batch axis
@@ -158,13 +146,13 @@ def _build(value, grad, has_aux, has_ew, want_grad, parallel, rowwise):
                 if want_grad:
                     dx[0, b, 0] = coef[b] * grad(xv, yv, av, p0, p1) * ev
 
-    def rowmean_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx, bufs, partial):
+    def rowmean_kernel(x, y, aux, ew, p0, p1, fscale, coef, out, dx, bufs, partial, layout):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_outer, n_rows, n_inner = x.shape
         # Tasks of whole rows (``group`` rows each) write ``out`` themselves; otherwise a task is
         # one chunk of one (row, outer) slice and its partial sum is combined in a fixed order below.
-        group, nck, per_row, n_tasks = task_layout(n_outer, n_rows, n_inner)
+        group, nck, per_row, n_tasks = layout  # task_layout(n_outer, n_rows, n_inner)
         direct = per_row == 1
         for t in prange(n_tasks):
             if group == 1:
@@ -184,7 +172,14 @@ def _build(value, grad, has_aux, has_ew, want_grad, parallel, rowwise):
             i0 = ck * chunk
             i1 = i0 + chunk
             i1 = i1 if i1 < n_inner else n_inner
-            buf = bufs[thread_id()]  # block values in the compute dtype
+            # The serial variant must not call ``get_thread_id`` (Numba prunes the branch on the
+            # constant): a kernel loaded from the on-disk cache has it resolved only once Numba's
+            # threading layer is up, which a parallel kernel's load ensures and a serial one's does
+            # not (it crashed). Its one block buffer is row 0.
+            tid = 0
+            if parallel:
+                tid = get_thread_id()
+            buf = bufs[tid]  # block values in the compute dtype
             for b in range(b0, b1):
                 cb = coef[b]
                 total = 0.0

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from numba_losses.kernels._options import SERIAL_BELOW
-from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes
+from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes, task_layout
 from numba_losses.kernels.registry import COMPUTED
 
 from .buffers import SCRATCH_KEEP_BELOW, host_full, host_scratch
@@ -176,10 +176,11 @@ def row_scales_host(rows: Rows, out_grad: np.ndarray | None, cdt: np.dtype) -> t
 _kept = threading.local()
 
 
-def _row_scratch(shape3: tuple[int, int, int], rowwise: bool, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """The row kernel's ``(bufs, partial)`` scratch for ``shape3`` inputs (see ``scratch_shapes``).
+def _row_scratch(shape3: tuple[int, int, int], rowwise: bool, cdt: np.dtype) -> tuple[Any, ...]:
+    """The row kernel's last arguments for ``shape3`` inputs: ``(bufs, partial)`` scratch (see
+    ``scratch_shapes``) and the ``task_layout`` of the shape.
 
-    The last pair of this thread is kept with its key when small (one lookup
+    The last triple of this thread is kept with its key when small (one lookup
     when the next call has the same shape, as in a training loop); the arrays
     come from :func:`.buffers.host_scratch`, which keeps small ones per thread.
     """
@@ -188,9 +189,10 @@ def _row_scratch(shape3: tuple[int, int, int], rowwise: bool, cdt: np.dtype) -> 
     if last is not None and last[0] == key:
         return last[1]
     buf_shape, partial_shape = scratch_shapes(shape3, rowwise)
-    pair = host_scratch("rows.bufs", buf_shape, cdt), host_scratch("rows.partial", partial_shape, np.float64)
-    _kept.rows = (key, pair) if pair[0].nbytes + pair[1].nbytes < SCRATCH_KEEP_BELOW else None
-    return pair
+    bufs, partial = host_scratch("rows.bufs", buf_shape, cdt), host_scratch("rows.partial", partial_shape, np.float64)
+    args = bufs, partial, task_layout(*shape3)
+    _kept.rows = (key, args) if bufs.nbytes + partial.nbytes < SCRATCH_KEEP_BELOW else None
+    return args
 
 
 def run_rows_host(pair: tuple[Any, Any], x3, y3, a3, ew3, p0, p1, fscale, coef, out, dx3, want_grad: bool) -> None:
