@@ -35,7 +35,7 @@ import numpy as np
 from numba.extending import register_jitable
 
 from ._options import HELPER
-from .scalar import relu, relu_grad
+from .primitives import relu, relu_grad
 from .vmath import like
 
 _ZERO = np.float32(0.0)

@@ -31,6 +31,7 @@ import numpy as np
 from numba.extending import register_jitable
 
 from ._options import HELPER
+from .primitives import relu, relu_grad, sign, step
 from .vmath import like, sigmoid_neg_abs, softplus_neg, vexp, vlog
 
 _EPS_LOG = 1e-12  # MXNet's epsilon inside log() of BCE(from_sigmoid) and KLDiv
@@ -38,47 +39,6 @@ _ZERO = np.float32(0.0)
 _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
 _TWO = np.float32(2.0)
-
-
-# ---------------------------------------------------------------- helpers
-@register_jitable(**HELPER)
-def relu(v):
-    """MXNet relu: ``v`` if ``v > 0`` or ``v`` is NaN, else 0."""
-    res = v
-    if v <= 0:
-        res = _ZERO
-    return res
-
-
-@register_jitable(**HELPER)
-def relu_grad(r):
-    """MXNet relu backward from its output ``r``: 1 if r > 0, 0 if r == 0, NaN if NaN."""
-    res = _ZERO
-    if r > 0:
-        res = _ONE
-    if r != r:
-        res = r
-    return res
-
-
-@register_jitable(**HELPER)
-def sign(v):
-    """MXNet sign: -1, 0 or 1; ``sign(0) = sign(NaN) = 0``."""
-    res = _ZERO
-    if v > 0:
-        res = _ONE
-    if v < 0:
-        res = -_ONE
-    return res
-
-
-@register_jitable(**HELPER)
-def _step(v):
-    """``[v > 0]`` as 0.0 / 1.0 (comparison ops give 0/1, NaN compares false)."""
-    res = _ZERO
-    if v > 0:
-        res = _ONE
-    return res
 
 
 # ---------------------------------------------------------------- L2 / L1
@@ -172,7 +132,7 @@ def bce_logit_grad(x, y, a, p0, p1):
 
     MXNet's form, :math:`[x > 0] - z - \mathrm{sign}(x)\,\sigma(-|x|)`.
     """
-    return _step(x) - y - sign(x) * sigmoid_neg_abs(x)
+    return step(x) - y - sign(x) * sigmoid_neg_abs(x)
 
 
 # The logistic terms call the BCE ones with the {-1, 1} label mapped to z (the BCE terms hold
@@ -205,7 +165,7 @@ def bce_logit_pw_grad(x, y, a, p0, p1):
     xv = x
     z = y
     lw = _ONE + (a - _ONE) * z
-    return _ONE - z + lw * (-sign(xv) * sigmoid_neg_abs(xv) - _step(-xv))
+    return _ONE - z + lw * (-sign(xv) * sigmoid_neg_abs(xv) - step(-xv))
 
 
 @register_jitable(**HELPER)
@@ -232,7 +192,7 @@ def bce_prob_grad(x, y, a, p0, p1):
 def _stirling(t):
     # (t log t - t + 0.5 log(2 pi t)) * [t > 1], a product: NaN at t == 0 and t < 0 as in MXNet
     s = t * vlog(t) - t + _HALF * vlog(_TWO * t * like(t, np.pi))
-    return s * _step(t - _ONE)
+    return s * step(t - _ONE)
 
 
 @register_jitable(**HELPER)

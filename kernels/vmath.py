@@ -46,6 +46,7 @@ from numba import types
 from numba.extending import overload, register_jitable
 
 from ._options import HELPER
+from .primitives import bits_float, float_bits, pow2_integral
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # 32 trailing zero bits: k * _LN2_HI is exact
@@ -89,29 +90,24 @@ _ROUND = 6755399441055744.0  # 1.5 * 2**52: (v + _ROUND) - _ROUND rounds v to an
 
 
 @register_jitable(**HELPER)
-def _pow2_64(kf):
-    """``2.0**kf`` for an integral float ``kf`` in [-1022, 1023], built from its bits.
-
-    ``kf + 1023 + 2**52`` holds ``kf + 1023`` in its low mantissa bits; shifting
-    them into the exponent field needs no float-to-int conversion (which AVX2
-    lacks for 64-bit lanes and would scalarise the loop).
-    """
-    return np.int64(np.float64(kf + _POW2_BIAS).view(np.int64) << 52).view(np.float64)
-
-
-@register_jitable(**HELPER)
 def _small_int_to_float_64(i):
     """Exact float of an int64 in [0, 2**52) without a (non-vectorisable on AVX2) conversion."""
-    return np.int64(i | _TWO52_BITS).view(np.float64) - _TWO52
+    return bits_float(np.int64(i | _TWO52_BITS)) - _TWO52
 
 
 @register_jitable(**HELPER)
-def _exp_clamped_64(xc):
-    r"""Exponential of ``xc`` in ``[_EXP_LO, _EXP_HI]`` (or NaN, which the arithmetic carries through).
+def _vexp_nonpos_64(x):
+    r"""Exponential of ``x <= 0`` or NaN (which the arithmetic carries through), vectorisable.
+
+    Valid up to ``_EXP_HI`` (:func:`_vexp_64` calls it after its overflow clamp); clamped below
+    at ``_EXP_LO``, where the result is 0.
 
     .. math:: \exp(x) = 2^k \, e^r, \quad k = \mathrm{round}(x \log_2 e),
               \quad r = x - k \ln 2
     """
+    xc = np.float64(x)
+    if xc < _EXP_LO:
+        xc = _EXP_LO
     kf = (xc * _LOG2E + _ROUND) - _ROUND  # nearest integer, no floor (not on every target)
     r = (xc - kf * _LN2_HI) - kf * _LN2_LO
     # Estrin's scheme: the same polynomial with a dependency depth of 5 instead of 13
@@ -132,7 +128,7 @@ def _exp_clamped_64(xc):
     d1 = b2 + a6 * r4
     p = d0 + d1 * r8
     k1 = (kf * 0.5 + _ROUND) - _ROUND
-    return (p * _pow2_64(k1)) * _pow2_64(kf - k1)
+    return (p * pow2_integral(k1)) * pow2_integral(kf - k1)
 
 
 @register_jitable(**HELPER)
@@ -142,21 +138,10 @@ def _vexp_64(x):
     xc = x
     if xc > _EXP_HI:
         xc = _EXP_HI
-    if xc < _EXP_LO:
-        xc = _EXP_LO
-    res = _exp_clamped_64(xc)
+    res = _vexp_nonpos_64(xc)
     if x != x:
         res = x
     return res
-
-
-@register_jitable(**HELPER)
-def _vexp_nonpos_64(x):
-    """:func:`_vexp_64` for ``x <= 0`` or NaN: no overflow clamp and no NaN select (same results)."""
-    xc = np.float64(x)
-    if xc < _EXP_LO:
-        xc = _EXP_LO
-    return _exp_clamped_64(xc)
 
 
 @register_jitable(**HELPER)
@@ -197,9 +182,9 @@ def _vlog_64(x):
     if x < _SMALLEST_NORMAL:
         xs = x * _TWO54
         kadj = 1023.0 + 54.0
-    ix = np.float64(xs).view(np.int64) + (_ONE_BITS - _SQRT_HALF_BITS)
+    ix = float_bits(np.float64(xs)) + (_ONE_BITS - _SQRT_HALF_BITS)
     dk = _small_int_to_float_64(ix >> 52) - kadj
-    m = np.int64((ix & _MANT_MASK) + _SQRT_HALF_BITS).view(np.float64)
+    m = bits_float(np.int64((ix & _MANT_MASK) + _SQRT_HALF_BITS))
     res = _log_reduced_64(m - 1.0, dk, 0.0)
     return _log_specials(x, 0.0, res)
 
@@ -215,9 +200,9 @@ def _vlog1p_64(x):
     """
     x = np.float64(x)
     u = 1.0 + x
-    iu = np.float64(u).view(np.int64) + (_ONE_BITS - _SQRT_HALF_BITS)
+    iu = float_bits(np.float64(u)) + (_ONE_BITS - _SQRT_HALF_BITS)
     dk = _small_int_to_float_64(iu >> 52) - 1023.0
-    m = np.int64((iu & _MANT_MASK) + _SQRT_HALF_BITS).view(np.float64)
+    m = bits_float(np.int64((iu & _MANT_MASK) + _SQRT_HALF_BITS))
     # rounding error of u = fl(1 + x), folded into f exactly enough: 1 + x = 2**dk * (m + c * 2**-dk)
     c = x - (u - 1.0)
     if dk >= 2.0:
@@ -226,7 +211,7 @@ def _vlog1p_64(x):
     if dkc > 54.0:
         dkc = 54.0
         c = 0.0
-    f = (m - 1.0) + c * _pow2_64(-dkc)
+    f = (m - 1.0) + c * pow2_integral(-dkc)
     res = _log_reduced_64(f, dk, 0.0)
     return _log_specials(x, -1.0, res)
 
@@ -297,27 +282,27 @@ _ONE_BITS_F = 0x3F800000
 
 
 @register_jitable(**HELPER)
-def _pow2_32(kf):
-    """``2**kf`` in float32 for an integral float32 ``kf`` in [-126, 127]."""
-    return np.int32(np.float32(kf + _POW2_BIAS_F).view(np.int32) << 23).view(np.float32)
+def _exp_32(x, one_step):
+    """float32 :func:`_vexp_nonpos_64`: ``x <= _EXP_HI_F`` or NaN, clamped below at ``_EXP_LO_F``.
 
-
-@register_jitable(**HELPER)
-def _exp_clamped_32(xc):
-    """float32 :func:`_exp_clamped_64`: ``xc`` in ``[_EXP_LO_F, _EXP_HI_F]`` or NaN."""
+    The polynomial is a degree-6 minimax one by Estrin's scheme. ``one_step`` (a constant at
+    every call site, folded once inlined) clamps at ``_FTZ_LO_F`` instead and scales by ``2**k``
+    in one step (:func:`_vexp_nonpos_ftz_32`).
+    """
+    xc = np.float32(x)
+    lo = _FTZ_LO_F if one_step else _EXP_LO_F
+    if xc < lo:
+        xc = lo
     kf = (xc * _LOG2E_F + _ROUND_F) - _ROUND_F
     r = (xc - kf * _LN2_HI_F) - kf * _LN2_LO_F
-    k1 = (kf * _HALF_F + _ROUND_F) - _ROUND_F
-    return (_exp_reduced_32(r) * _pow2_32(k1)) * _pow2_32(kf - k1)
-
-
-@register_jitable(**HELPER)
-def _exp_reduced_32(r):
-    """``exp(r)`` for ``|r| <= ln2/2`` (Estrin's scheme)."""
     r2 = r * r
     b0 = (_ONE_F + r) + (_C2_F + _C3_F * r) * r2
     b1 = (_C4_F + _C5_F * r) + _C6_F * r2
-    return b0 + b1 * (r2 * r2)
+    p = b0 + b1 * (r2 * r2)
+    if one_step:
+        return p * pow2_integral(kf)
+    k1 = (kf * _HALF_F + _ROUND_F) - _ROUND_F
+    return (p * pow2_integral(k1)) * pow2_integral(kf - k1)
 
 
 @register_jitable(**HELPER)
@@ -326,9 +311,7 @@ def _vexp_32(x):
     xc = x
     if xc > _EXP_HI_F:
         xc = _EXP_HI_F
-    if xc < _EXP_LO_F:
-        xc = _EXP_LO_F
-    res = _exp_clamped_32(xc)
+    res = _exp_32(xc, False)
     if x != x:
         res = x
     return res
@@ -336,10 +319,7 @@ def _vexp_32(x):
 
 @register_jitable(**HELPER)
 def _vexp_nonpos_32(x):
-    xc = np.float32(x)
-    if xc < _EXP_LO_F:
-        xc = _EXP_LO_F
-    return _exp_clamped_32(xc)
+    return _exp_32(x, False)
 
 
 @register_jitable(**HELPER)
@@ -350,12 +330,7 @@ def _vexp_nonpos_ftz_32(x):
     from its bits is 0; from ``k = -126`` up the one product ``p * 2**k`` is
     the two-step one's (subnormal results rounded once).
     """
-    xc = np.float32(x)
-    if xc < _FTZ_LO_F:
-        xc = _FTZ_LO_F
-    kf = (xc * _LOG2E_F + _ROUND_F) - _ROUND_F
-    r = (xc - kf * _LN2_HI_F) - kf * _LN2_LO_F
-    return _exp_reduced_32(r) * _pow2_32(kf)
+    return _exp_32(x, True)
 
 
 @register_jitable(**HELPER)
@@ -383,9 +358,9 @@ def _vlog_32(x):
     if x < _SMALLEST_NORMAL_F:
         xs = x * _TWO25_F
         kadj = _F(127.0 + 25.0)
-    ix = np.int32(np.float32(xs).view(np.int32) + (_ONE_BITS_F - _SQRT_HALF_BITS_F))
+    ix = np.int32(float_bits(np.float32(xs)) + (_ONE_BITS_F - _SQRT_HALF_BITS_F))
     dk = _exponent_32(ix, kadj)
-    m = np.int32((ix & _MANT_MASK_F) + _SQRT_HALF_BITS_F).view(np.float32)
+    m = bits_float(np.int32((ix & _MANT_MASK_F) + _SQRT_HALF_BITS_F))
     res = _log_reduced_32(m - _ONE_F, dk)
     return _log_specials(x, _F(0.0), res)
 
@@ -394,9 +369,9 @@ def _vlog_32(x):
 def _vlog1p_32(x):
     x = np.float32(x)
     u = _ONE_F + x
-    iu = np.int32(np.float32(u).view(np.int32) + (_ONE_BITS_F - _SQRT_HALF_BITS_F))
+    iu = np.int32(float_bits(np.float32(u)) + (_ONE_BITS_F - _SQRT_HALF_BITS_F))
     dk = _exponent_32(iu, _F(127.0))
-    m = np.int32((iu & _MANT_MASK_F) + _SQRT_HALF_BITS_F).view(np.float32)
+    m = bits_float(np.int32((iu & _MANT_MASK_F) + _SQRT_HALF_BITS_F))
     c = x - (u - _ONE_F)
     if dk >= _TWO_F:
         c = _ONE_F - (u - x)
@@ -404,14 +379,14 @@ def _vlog1p_32(x):
     if dkc > _F(25.0):
         dkc = _F(25.0)
         c = _F(0.0)
-    f = (m - _ONE_F) + c * _pow2_32(-dkc)
+    f = (m - _ONE_F) + c * pow2_integral(-dkc)
     res = _log_reduced_32(f, dk)
     return _log_specials(x, -_ONE_F, res)
 
 
 @register_jitable(**HELPER)
 def _softplus_neg_32(x):
-    e = _vexp_nonpos_32(-np.float32(x))
+    e = _exp_32(-np.float32(x), False)  # vexp_nonpos's body: one function less to compile
     f = e
     dk = _F(0.0)
     if e >= _SQRT2_M1_F:
@@ -422,7 +397,7 @@ def _softplus_neg_32(x):
 
 @register_jitable(**HELPER)
 def _sigmoid_neg_abs_32(x):
-    e = _vexp_nonpos_32(-abs(np.float32(x)))
+    e = _exp_32(-abs(np.float32(x)), False)
     return e / (_ONE_F + e)
 
 
