@@ -327,12 +327,15 @@ def test_cuda_matches_host(eps, sparse):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("label_dtype", [np.int32, np.float32])
 def test_cuda_target_stays_on_the_device(monkeypatch, label_dtype, dtype):
-    """Class weights: the dense target (smoothing or dense labels) or each position's weight (class ids
-    without smoothing) is made on the device, the labels never go to the host; class axis last,
-    float and integer class ids, with and without sample_weight; values and gradients as the host's."""
+    """Class weights and ``normalization='valid'``: the dense target (smoothing or dense labels),
+    each position's weight (class ids without smoothing) and the divisor of 'valid' are made on
+    the device, the labels never go to the host; class axis last, float and integer class ids,
+    with and without sample_weight, a divisor of 0 (every position ignored); values and gradients
+    as the host's."""
     cuda = pytest.importorskip("numba.cuda")
     if not SIMULATED and not cuda.is_available():
         pytest.skip("no CUDA device")
+    import numba_losses._core.device as device_core
     import numba_losses._cuda.softmax as device_softmax
 
     def no_host_copy(*args, **kwargs):
@@ -343,6 +346,8 @@ def test_cuda_target_stays_on_the_device(monkeypatch, label_dtype, dtype):
     x = (rng.standard_normal((6, 5)) * 3).astype(dtype)
     ids = rng.integers(0, 5, 6).astype(label_dtype)
     ids[1] = IGNORE
+    ignored = np.full(6, IGNORE).astype(label_dtype)
+    weightless = np.array([1, 1, IGNORE, 1, 1, 1]).astype(label_dtype)  # class 1 weighs 0: D = 0, counted positions
     q = rng.random((6, 5))
     probs = (q / q.sum(axis=1, keepdims=True)).astype(dtype)
     cases = [
@@ -352,21 +357,25 @@ def test_cuda_target_stays_on_the_device(monkeypatch, label_dtype, dtype):
         (nl.SoftmaxCELoss(ignore_label=IGNORE, label_smoothing=0.2, class_weight=w, normalization="sum"), ids),
         (nl.SoftmaxCELoss(sparse_label=False, class_weight=w), probs),
         (nl.SoftmaxCELoss(sparse_label=False, label_smoothing=0.1, class_weight=w, normalization="valid"), probs),
+        # the divisor of 'valid' with class ids: with and without class weights and smoothing
+        (nl.SoftmaxCELoss(ignore_label=IGNORE, class_weight=w, normalization="valid"), ids),
+        (nl.SoftmaxCELoss(ignore_label=IGNORE, label_smoothing=0.2, class_weight=w, normalization="valid"), ids),
+        (nl.SoftmaxCELoss(ignore_label=IGNORE, normalization="valid"), ids),
+        (nl.SoftmaxCELoss(class_weight=w, normalization="valid"), ids),
+        (nl.SoftmaxCELoss(ignore_label=IGNORE, class_weight=w, normalization="valid"), ignored),  # D = 0
+        (nl.SoftmaxCELoss(ignore_label=IGNORE, class_weight=w, normalization="valid"), weightless),
+        (nl.SoftmaxCELoss(ignore_label=IGNORE, label_smoothing=0.2, normalization="valid"), ignored),
     ]
     sw = rng.random((6, 1)).astype(dtype)
     for (loss, t), extra in itertools.product(cases, [(), (sw,)]):
         host_out, (host_g,) = loss.forward_backward(x, t, *extra)
         with monkeypatch.context() as m:
-            m.setattr(device_softmax, "to_host", no_host_copy)
+            m.setattr(device_softmax, "to_host", no_host_copy, raising=False)
+            m.setattr(device_core, "to_host", no_host_copy)
             out, (g,) = loss.forward_backward(*(cuda.to_device(a) for a in (x, t, *extra)))
         _close(out.copy_to_host(), host_out, TOL[dtype])
         _close(g.copy_to_host(), host_g, TOL[dtype])
-    # 'valid' with sparse labels needs the divisor: the labels are read on the host there, and only there
-    loss = nl.SoftmaxCELoss(ignore_label=IGNORE, label_smoothing=0.2, class_weight=w, normalization="valid")
-    host_out, (host_g,) = loss.forward_backward(x, ids)
-    out, (g,) = loss.forward_backward(cuda.to_device(x), cuda.to_device(ids))
-    _close(out.copy_to_host(), host_out, TOL[dtype])
-    _close(g.copy_to_host(), host_g, TOL[dtype])
+    assert np.isnan(host_out).all()  # the last case: 0 / 0
 
 
 # ------------------------------------------------------------------------------------ Dask

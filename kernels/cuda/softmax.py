@@ -29,7 +29,7 @@ from .._options import CUDA_GRID_PER_SM, CUDA_ITEMS
 from ..softmax_math import pick_float, pick_int, smoothing
 from ..vmath import like
 from . import THREADS, jit_kernel
-from .reduce import group_max_all, group_sum_all
+from .reduce import group_max_all, group_sum_all, group_sum_shared
 from .weighting import index3
 
 
@@ -266,6 +266,73 @@ def build_class_weight_kernel(int_label):
 
     class_weight_kernel.__qualname__ = class_weight_kernel.__name__ = "class_weight_cuda_kernel"
     return jit_kernel(class_weight_kernel)
+
+
+@functools.cache
+def build_valid_weight_kernels(int_label):
+    r"""The per-position weights of sparse ``normalization='valid'``, divisor included, on the device.
+
+    The divisor :math:`D = \sum_{\text{positions not ignored}} w_j` (:math:`w_j = 1` without
+    class weights) is summed by one block in a fixed order (each thread a strided
+    float64 sum, then a tree), so that the labels need not go to the host; each position's
+    weight is then :math:`w_j / D` for the value and the gradient (:math:`w_j` only where the
+    class weights are not already in a dense target, else 1), and where :math:`D = 0` the
+    value weights are NaN and the gradient weights NaN where counted, 0 where ignored (as
+    the host's ``lower``).
+
+    Returns
+    -------
+    (numba CUDA dispatcher, numba CUDA dispatcher)
+        ``divisor[1, THREADS, stream](label, cw, has_cw, has_ignore, ignore, total)`` writes
+        :math:`D` to ``total[0]`` (float64); ``weights[blocks, THREADS, stream](label, cw,
+        by_class, has_ignore, ignore, total, proto, value_w, grad_w)`` writes both
+        ``(outer, inner)`` weights in the compute dtype of ``proto``. ``label``: the sparse
+        labels ``(outer, inner)`` (any real dtype); ``cw``: the ``C`` class weights (float64;
+        a dummy with ``has_cw`` / ``by_class`` false).
+    """
+    pick = pick_int if int_label else pick_float
+
+    def valid_divisor_kernel(label, cw, has_cw, has_ignore, ignore, total):
+        sh = cuda.shared.array(THREADS, float64)
+        outer, inner = label.shape
+        tid = cuda.threadIdx.x
+        s = float64(0.0)
+        for t in range(tid, outer * inner, THREADS):
+            o = t // inner
+            lab = label[o, t - o * inner]
+            if not (has_ignore and float64(lab) == ignore):
+                s += cw[pick(lab, cw.shape[0])] if has_cw else float64(1.0)
+        s = group_sum_shared(s, sh, tid, tid, THREADS)
+        if tid == 0:
+            total[0] = s
+
+    def valid_weight_kernel(label, cw, by_class, has_ignore, ignore, total, proto, value_w, grad_w):
+        outer, inner = label.shape
+        d = total[0]
+        start, step = cuda.grid(1), cuda.gridsize(1)
+        for t in range(start, outer * inner, step):
+            o = t // inner
+            i = t - o * inner
+            lab = label[o, i]
+            w = float64(1.0)
+            if by_class:
+                w = cw[pick(lab, cw.shape[0])]
+            if d != 0.0:
+                v = like(proto, w * (1.0 / d))
+                g = v
+            else:
+                v = like(proto, math.nan)
+                g = v
+                if has_ignore and float64(lab) == ignore:
+                    g = like(proto, 0.0)
+            value_w[o, i] = v
+            grad_w[o, i] = g
+
+    kernels = []
+    for fn, name in ((valid_divisor_kernel, "valid_divisor"), (valid_weight_kernel, "valid_weight")):
+        fn.__qualname__ = fn.__name__ = f"{name}_{'int' if int_label else 'float'}_cuda_kernel"
+        kernels.append(jit_kernel(fn))
+    return tuple(kernels)
 
 
 @jit_kernel

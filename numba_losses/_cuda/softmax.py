@@ -18,6 +18,7 @@ from numba_losses.kernels.cuda.softmax import (
     build_class_target_kernel,
     build_class_weight_kernel,
     build_softmax_ce_kernel,
+    build_valid_weight_kernels,
     log_softmax_backward_kernel,
     log_softmax_kernel,
     softmax_plan,
@@ -31,7 +32,6 @@ from .._core.device import (
     device_view,
     on_device,
     same_device,
-    to_host,
     wrap_input,
 )
 from .._core.launch import launch
@@ -111,23 +111,23 @@ def _upload(host: np.ndarray, ctx: DeviceContext) -> DeviceArray:
 def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
     """:func:`numba_losses._plan.softmax.lower` for a device call: ``(spec, label, sw, rows, grad rows, grad sw)``.
 
-    What the class weights need from the labels is made on the device: a dense target (class
-    weights with label smoothing or dense labels, :func:`_class_target`) or each position's
-    class weight (:func:`_class_weights`). Sparse labels are read on the host only for the
-    divisor of ``normalization='valid'`` (a copy of one label per position and a wait on the
-    stream).
+    What needs the label values is made on the device, so the labels never go to the host
+    and nothing waits for the stream: a dense target (class weights with label smoothing or
+    dense labels, :func:`_class_target`), each position's class weight
+    (:func:`_class_weights`) and, for sparse labels with ``normalization='valid'``, the
+    divisor with them (:func:`_valid_weights`).
     """
     if spec.sparse:
         family.check_sparse_label(yd.layout.shape, lay)
-    label = to_host(yd, ctx) if family.reads_labels(spec) else None
-    low = family.lower(spec, label, lay, cdt, on_host=False)
+    low = family.lower(spec, None, lay, cdt, on_host=False)
+    labels = yd  # the class ids, before a dense target replaces them
     if family.needs_target(spec):
         yd = _class_target(spec, x, yd, lay, cdt, ctx)
     value_weight, grad_weight = low.value_weight, low.grad_weight
-    if family.needs_position_weights(spec):
-        value_weight = _class_weights(spec, yd, lay, cdt, ctx)
-        if grad_weight is None:  # else 'valid' divides by 0: its NaN / 0 gradient weights stand
-            grad_weight = value_weight
+    if family.divides_per_position(spec):
+        value_weight, grad_weight = _valid_weights(spec, labels, lay, cdt, ctx)
+    elif family.needs_position_weights(spec):
+        value_weight = grad_weight = _class_weights(spec, labels, lay, cdt, ctx)
 
     def times(weight: np.ndarray | DeviceArray | None) -> DeviceArray | None:
         if weight is None:
@@ -163,6 +163,42 @@ def _class_weights(spec: SoftmaxSpec, yd: DeviceArray, lay: family.ClassLayout, 
         kernel = build_class_weight_kernel(int_labels)
         ctx.launch(kernel, wpos.size, lab, cw, cdt.type(0), wpos.reshape(lay.outer, lay.inner))
     return DeviceArray.wrap("sample_weight", native)
+
+
+def _valid_weights(spec: SoftmaxSpec, yd: DeviceArray, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext):
+    """``(value, gradient)`` per-position weights of sparse ``normalization='valid'``: :math:`w_j / D` or :math:`1 / D`.
+
+    :math:`D` is ``spec.total`` when given, else summed on the device in a fixed order
+    (:func:`numba_losses.kernels.cuda.softmax.build_valid_weight_kernels`).
+    """
+    value_native, value_w = ctx.empty(lay.keep_shape, cdt)
+    grad_native, grad_w = ctx.empty(lay.keep_shape, cdt)
+    if value_w.size:
+        has_cw = spec.class_weight is not None
+        cw = _class_weight_vector(spec, ctx) if has_cw else ctx.dummy(1, np.dtype(np.float64))
+        lab, int_labels = _sparse_labels(yd, lay, ctx)
+        divisor_kernel, weight_kernel = build_valid_weight_kernels(int_labels)
+        _, total = ctx.empty((1,), np.dtype(np.float64))
+        if spec.total is None:
+            launch(divisor_kernel, 1, THREADS, ctx.stream, lab, cw, has_cw, spec.has_ignore, spec.ignore, total)
+        else:
+            total.copy_to_device(np.array([spec.total], dtype=np.float64), stream=ctx.stream)
+        by_class = family.needs_position_weights(spec)
+        shape2 = (lay.outer, lay.inner)
+        ctx.launch(
+            weight_kernel,
+            value_w.size,
+            lab,
+            cw,
+            by_class,
+            spec.has_ignore,
+            spec.ignore,
+            total,
+            cdt.type(0),
+            value_w.reshape(shape2),
+            grad_w.reshape(shape2),
+        )
+    return DeviceArray.wrap("sample_weight", value_native), DeviceArray.wrap("sample_weight", grad_native)
 
 
 def _class_weight_vector(spec: SoftmaxSpec, ctx: DeviceContext) -> Any:

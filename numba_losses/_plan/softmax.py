@@ -275,12 +275,13 @@ def needs_position_weights(spec: SoftmaxSpec) -> bool:
     return spec.class_weight is not None and spec.sparse and spec.eps == 0.0
 
 
-def reads_labels(spec: SoftmaxSpec) -> bool:
-    """Whether ``lower(..., on_host=False)`` reads the label values (else it may be given ``None``).
+def divides_per_position(spec: SoftmaxSpec) -> bool:
+    """Whether ``lower(..., on_host=False)`` leaves the divisor of ``normalization='valid'`` to the caller.
 
-    Only the divisor of ``normalization='valid'`` with sparse labels needs them then.
+    With sparse labels, :math:`D` depends on the label values (unless ``spec.total`` gives it):
+    the device path sums it there and folds :math:`1 / D` into per-position weights.
     """
-    return spec.sparse and spec.normalization == "valid" and spec.total is None
+    return spec.sparse and spec.normalization == "valid"
 
 
 def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, on_host: bool = True) -> Lowered:
@@ -304,10 +305,12 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, on_hos
     without class weights, and for dense labels); when :math:`D = 0` the value
     is NaN and the gradient NaN at the counted positions, 0 at ignored ones.
 
-    ``on_host=False`` leaves to the caller what the class weights need from the labels (the
-    device path makes it with kernels): the dense target (the result's ``label`` is ``None``
-    where :func:`needs_target`) and the per-position weights (``value_weight`` is ``None``
-    where :func:`needs_position_weights`, and so is ``grad_weight`` unless the divisor is 0).
+    ``on_host=False`` (``label`` may be ``None``) leaves to the caller whatever needs the label
+    values (the device path makes it with kernels): the dense target (the result's ``label``
+    is ``None`` where :func:`needs_target`), the per-position class weights (``value_weight``
+    and ``grad_weight`` are ``None`` where :func:`needs_position_weights`) and, where
+    :func:`divides_per_position`, the divisor: no scale, no weights (the caller makes
+    :math:`w_j / D`, or :math:`1 / D`, per position).
     """
     cw, n_classes = spec.class_weight, lay.n_classes
     counted = None  # keep_shape bool: the positions not ignored (None: all)
@@ -318,7 +321,8 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, on_hos
         picks = pick_classes(np.asarray(label), n_classes)
         wpos = cw[picks].reshape(lay.keep_shape)
     total = 1.0
-    if spec.normalization == "valid":  # valid_total's D, from the arrays already made
+    divide = spec.normalization == "valid" and (on_host or not divides_per_position(spec))
+    if divide:  # valid_total's D, from the arrays already made
         if spec.total is not None:
             total = spec.total
         elif wpos is not None:
@@ -337,7 +341,7 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, on_hos
             sparse, has_ignore, ignore = False, False, 0.0
         eps = 0.0
     grad_weight, value_scale, grad_scale = value_weight, 1.0, 1.0
-    if spec.normalization == "valid":
+    if divide:
         if total != 0.0:
             value_scale = grad_scale = 1.0 / total
         else:  # 0 / 0: NaN values; the gradient NaN where counted (weight 0 / 0), 0 where ignored

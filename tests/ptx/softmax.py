@@ -4,9 +4,10 @@ Every fused cross-entropy variant (sparse float / integer labels, dense labels,
 each with and without ``from_logits``) with its gradient, plus the log-softmax
 forward and backward kernels: on sm_90 for the float32, float64 and
 float16-input paths, on sm_80 for float32; the forward-only variant once; and
-the class-weighted target kernel (sparse float / integer labels, dense labels)
-and the per-position class weight kernel (float / integer labels) on sm_90 for
-every path.
+the class-weighted target kernel (sparse float / integer labels, dense labels),
+the per-position class weight kernel and the two kernels of sparse
+``normalization='valid'`` (divisor, per-position weights; float / integer labels)
+on sm_90 for every path.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def jobs():
         out += [("log_softmax", cc, path), ("log_softmax_backward", cc, path)]
     out.append(("ce", True, False, False, False, (9, 0), "f32"))
     out += [("target", sparse, int_label, (9, 0), path) for sparse, int_label in TARGET_VARIANTS for path in PATHS]
-    out += [("class_weight", int_label, (9, 0), path) for int_label in (False, True) for path in PATHS]
+    for kind in ("class_weight", "valid_divisor", "valid_weight"):
+        out += [(kind, int_label, (9, 0), path) for int_label in (False, True) for path in PATHS]
     return out
 
 
@@ -46,6 +48,7 @@ def build(job):
         build_class_target_kernel,
         build_class_weight_kernel,
         build_softmax_ce_kernel,
+        build_valid_weight_kernels,
         log_softmax_backward_kernel,
         log_softmax_kernel,
     )
@@ -76,6 +79,14 @@ def build(job):
         fn = build_class_weight_kernel(int_label).py_func
         label = (types.int64 if int_label else io)[:, :]
         return fn, (label, types.float64[::1], c, c[:, ::1]), cc, {}
+    if kind in ("valid_divisor", "valid_weight"):
+        _, int_label, _, _ = job
+        divisor, weights = build_valid_weight_kernels(int_label)
+        label = (types.int64 if int_label else io)[:, :]
+        f64, b = types.float64, types.boolean
+        if kind == "valid_divisor":
+            return divisor.py_func, (label, f64[::1], b, b, f64, f64[::1]), cc, {}
+        return weights.py_func, (label, f64[::1], b, b, f64, f64[::1], c, c[:, ::1], c[:, ::1]), cc, {}
     fn = (log_softmax_kernel if kind == "log_softmax" else log_softmax_backward_kernel).py_func
     first = io[:, :, :] if kind == "log_softmax" else c[:, :, ::1]
     return fn, (first, c, c[:, :, ::1], i64), cc, {}
