@@ -13,7 +13,8 @@ written this way:
   int32 / int64, and ``bits_float(i)``, its inverse;
 * ``pow2_integral(k)``, ``2**k`` for an integral float ``k``, built from bits;
 * MXNet's ``relu``, its backward ``relu_grad``, ``sign`` and the step ``[v > 0]``,
-  as ordered comparisons and selects (NaN handling as documented on each).
+  as ordered comparisons and selects (NaN handling as documented on each);
+* ``like(x, c)``, the number ``c`` converted to the precision of ``x``.
 
 Compiled, they accept float32 and float64 (int32 / int64 for ``bits_float``) and
 keep the precision of their argument.
@@ -131,3 +132,23 @@ def sign(v):
 def step(v):
     """``[v > 0]`` as 0.0 / 1.0 (NaN gives 0)."""
     return type(v)(1 if v > 0 else 0)
+
+
+# ---------------------------------------------------------------------------- conversion
+def like(x, c):
+    """The number ``c`` in the floating-point precision of ``x`` (float32 or float64)."""
+    return np.float32(c) if isinstance(x, np.float32) else np.float64(c)
+
+
+@type_callable(like)
+def _like_typing(context):
+    def typer(x, c):
+        if x in _FLOATS and isinstance(c, (types.Number, types.Boolean, types.Literal)):
+            return x
+
+    return typer
+
+
+@lower_builtin(like, types.Float, types.Any)
+def _like_lowering(context, builder, signature, args):
+    return context.cast(builder, args[1], signature.args[1], signature.return_type)

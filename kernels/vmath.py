@@ -46,7 +46,7 @@ from numba import types
 from numba.extending import overload, register_jitable
 
 from ._options import HELPER
-from .primitives import bits_float, float_bits, pow2_integral
+from .primitives import bits_float, float_bits, like, pow2_integral
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # 32 trailing zero bits: k * _LN2_HI is exact
@@ -426,15 +426,3 @@ vlog = _by_precision("vlog", _vlog_32, _vlog_64)
 vlog1p = _by_precision("vlog1p", _vlog1p_32, _vlog1p_64)
 softplus_neg = _by_precision("softplus_neg", _softplus_neg_32, _softplus_neg_64)
 sigmoid_neg_abs = _by_precision("sigmoid_neg_abs", _sigmoid_neg_abs_32, _sigmoid_neg_abs_64)
-
-
-def like(x, c):
-    """The constant ``c`` in the floating-point precision of ``x`` (float32 or float64)."""
-    return np.float32(c) if isinstance(x, np.float32) else np.float64(c)
-
-
-@overload(like, jit_options=HELPER)
-def _like(x, c):
-    if x == types.float32:
-        return lambda x, c: np.float32(c)
-    return lambda x, c: np.float64(c)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from numba_losses.kernels.primitives import bits_float, float_bits, pow2_integral, relu, relu_grad, sign, step
+from numba_losses.kernels.primitives import bits_float, float_bits, like, pow2_integral, relu, relu_grad, sign, step
 
 SPECIALS = [0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 1e-30, -1e-30, 3e38, np.inf, -np.inf, np.nan]
 
@@ -120,6 +120,18 @@ def test_first_use_compiles_no_primitive_and_few_helpers(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     names = names.stdout.split()
-    primitives = {"relu", "relu_grad", "sign", "step", "float_bits", "bits_float", "pow2_integral", "impl"}
+    primitives = {"relu", "relu_grad", "sign", "step", "float_bits", "bits_float", "pow2_integral", "like", "impl"}
     assert not primitives & set(names), names
     assert len(names) <= 9, names  # 8 in December 2026, 18 before (kernel, loss terms, exp, log, block sum)
+
+
+def test_like_rounds_to_the_precision_of_its_first_argument():
+    @njit
+    def constants(x32, x64, i):
+        return like(x32, 0.1), like(x64, 0.1), like(x32, np.float64(1e300)), like(x64, i), like(x32, True)
+
+    got = constants(np.float32(1.0), 1.0, np.int64(-3))
+    want = (np.float32(0.1), 0.1, np.float32(np.inf), -3.0, 1.0)
+    assert got == want
+    assert [type(v) for v in got[:2]] == [float, float]  # boxed; the values above carry the rounding
+    assert like(np.float32(2.0), 0.1) == np.float32(0.1) and like(2.0, 0.1) == 0.1
