@@ -26,7 +26,7 @@ def pick_float(v, n_classes):
     """Class id of a floating-point label ``v`` (any float dtype) among ``n_classes``."""
     j = 0
     if v >= 1.0 and v < _INT32_END:  # NaN fails both tests: class 0
-        j = int(v)
+        j = np.int64(v)  # truncates as int(v), without compiling an overload of int
         if j > n_classes - 1:
             j = n_classes - 1
     return j

@@ -40,7 +40,8 @@ import functools
 import math
 
 import numpy as np
-from numba import prange
+from numba import get_thread_id, prange
+from numba.core import config
 from numba.extending import register_jitable
 
 from .._options import CHUNK, HELPER
@@ -53,6 +54,21 @@ from .reduce import block_sum, range_sum
 
 # Logits per block of the online max / sum-of-exponentials pass (fits in L1 twice).
 BLOCK = 256
+
+
+def scratch_shapes(n_classes):
+    """``(shape, shape64)`` of the per-thread scratch arrays of the class-last kernels.
+
+    A task of :func:`build_softmax_ce_kernel`, :func:`build_log_softmax_kernel` or
+    :func:`build_log_softmax_backward_kernel` (contiguous variants) works in the row of the
+    thread running it (``numba.get_thread_id()``, below ``NUMBA_NUM_THREADS``) of a
+    compute-dtype array (a block of values, then the per-block maxima of a row of
+    ``n_classes``) and of a float64 array (the smoothing sum's block). The caller allocates
+    them: an ``np.empty`` in a kernel compiles three more functions at a process's first call
+    (about 0.1 s).
+    """
+    rows = config.NUMBA_NUM_THREADS
+    return (rows, BLOCK + (n_classes + BLOCK - 1) // BLOCK), (rows, BLOCK)
 
 
 @register_jitable(**HELPER)
@@ -180,13 +196,15 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     Returns
     -------
     numba dispatcher
-        ``kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx)``:
+        ``kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scratch, scratch64)``:
         ``x``, ``y`` (dense labels in the compute dtype and ``x``'s layout;
         ``x`` itself for sparse labels) and ``dx`` in the row layout;
         ``label`` the sparse labels, one per row (any real dtype); ``coef`` the
         gradient scale per row (compute dtype); ``ignore`` (float64) the label
         value whose rows get loss and gradient 0 when ``has_ignore``; ``eps``
-        the label smoothing. Writes ``loss`` (one per row, compute dtype).
+        the label smoothing; ``scratch`` / ``scratch64`` the per-thread rows of
+        :func:`scratch_shapes` (read by the contiguous variant only). Writes ``loss``
+        (one per row, compute dtype).
     """
     if kl and (sparse or from_logits):
         raise ValueError("kl needs dense labels and logits")
@@ -196,7 +214,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     dense = not sparse
     key = cache_key(parallel)  # see .compile
 
-    def softmax_ce_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx):
+    def softmax_ce_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scratch, scratch64):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_rows = loss.shape[0]
@@ -205,9 +223,12 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
         n_tasks = (n_rows + per - 1) // per
         n_blocks = (n_classes + BLOCK - 1) // BLOCK
         for task in prange(n_tasks):
-            buf = np.empty(BLOCK, dtype=x.dtype)
-            buf64 = np.empty(BLOCK, dtype=np.float64)
-            bmax = np.empty(n_blocks, dtype=x.dtype)
+            tid = 0  # the serial variant must not call get_thread_id (see .elementwise); pruned
+            if parallel:
+                tid = get_thread_id()
+            buf = scratch[tid, :BLOCK]
+            bmax = scratch[tid, BLOCK : BLOCK + n_blocks]
+            buf64 = scratch64[tid]
             t1 = task * per + per
             for t in range(task * per, t1 if t1 < n_rows else n_rows):
                 xr = x[t]
@@ -337,7 +358,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
     dense = not sparse
     key = cache_key(parallel)  # see .compile
 
-    def softmax_ce_tiled_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx):
+    def softmax_ce_tiled_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scratch, scratch64):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         outer, n_classes, _ = x.shape
@@ -436,23 +457,27 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
 def build_log_softmax_kernel(contiguous, parallel):
     """``lp = x - m - log(sum(exp(x - m)))`` along each row.
 
-    Returns ``kernel(x, inner, n_rows, lp)``: with ``contiguous``, both arrays
-    are ``(positions, C)`` rows; otherwise both are ``(outer, C, inner)``
-    arrays, walked in tiles of ``TILE`` positions as in
-    :func:`_build_tiled_ce_kernel` (``inner`` and ``n_rows`` unused).
+    Returns ``kernel(x, inner, n_rows, lp, scratch)``: with ``contiguous``, both arrays
+    are ``(positions, C)`` rows and ``scratch`` the compute-dtype rows of :func:`scratch_shapes`;
+    otherwise both are ``(outer, C, inner)`` arrays, walked in tiles of ``TILE`` positions as in
+    :func:`_build_tiled_ce_kernel` (``inner``, ``n_rows`` and ``scratch`` unused).
     """
     if not contiguous:
         return _build_tiled_log_softmax_kernel(parallel)
     key = cache_key(parallel)  # see .compile
 
-    def log_softmax_kernel(x, inner, n_rows, lp):
+    def log_softmax_kernel(x, inner, n_rows, lp, scratch):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = x.shape[-1]
         per = rows_per_task(n_classes)
+        n_blocks = (n_classes + BLOCK - 1) // BLOCK
         for task in prange((n_rows + per - 1) // per):
-            buf = np.empty(BLOCK, dtype=x.dtype)
-            bmax = np.empty((n_classes + BLOCK - 1) // BLOCK, dtype=x.dtype)
+            tid = 0
+            if parallel:
+                tid = get_thread_id()
+            buf = scratch[tid, :BLOCK]
+            bmax = scratch[tid, BLOCK : BLOCK + n_blocks]
             t1 = task * per + per
             for t in range(task * per, t1 if t1 < n_rows else n_rows):
                 xr = x[t]
@@ -473,7 +498,7 @@ def _build_tiled_log_softmax_kernel(parallel):
     axis of ``TILE`` neighbouring positions three times (maximum; sum of exponentials; ``lp``)."""
     key = cache_key(parallel)  # see .compile
 
-    def log_softmax_tiled_kernel(x, inner, n_rows, lp):
+    def log_softmax_tiled_kernel(x, inner, n_rows, lp, scratch):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         outer, n_classes, n_inner = x.shape
@@ -501,20 +526,23 @@ def _build_tiled_log_softmax_kernel(parallel):
 def build_log_softmax_backward_kernel(contiguous, parallel):
     """In place ``u <- u - exp(lp) * sum(u)`` along each row (log-softmax's backward).
 
-    Returns ``kernel(lp, inner, n_rows, u)``, both arrays in the layout of
-    :func:`build_log_softmax_kernel` for the same ``contiguous``.
+    Returns ``kernel(lp, inner, n_rows, u, scratch)``, the arrays as for
+    :func:`build_log_softmax_kernel` with the same ``contiguous``.
     """
     if not contiguous:
         return _build_tiled_log_softmax_backward_kernel(parallel)
     key = cache_key(parallel)  # see .compile
 
-    def log_softmax_backward_kernel(lp, inner, n_rows, u):
+    def log_softmax_backward_kernel(lp, inner, n_rows, u, scratch):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_classes = lp.shape[-1]
         per = rows_per_task(n_classes)
         for task in prange((n_rows + per - 1) // per):
-            buf = np.empty(BLOCK, dtype=u.dtype)
+            tid = 0
+            if parallel:
+                tid = get_thread_id()
+            buf = scratch[tid, :BLOCK]
             t1 = task * per + per
             for t in range(task * per, t1 if t1 < n_rows else n_rows):
                 ur = u[t]
@@ -539,7 +567,7 @@ def _build_tiled_log_softmax_backward_kernel(parallel):
     ``TILE`` positions: the sums of ``u`` in float64, then the update)."""
     key = cache_key(parallel)  # see .compile
 
-    def log_softmax_backward_tiled_kernel(lp, inner, n_rows, u):
+    def log_softmax_backward_tiled_kernel(lp, inner, n_rows, u, scratch):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         outer, n_classes, n_inner = u.shape

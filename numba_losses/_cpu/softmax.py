@@ -17,6 +17,7 @@ place on the gradient.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from numba_losses.kernels.cpu.softmax import (
     build_log_softmax_backward_kernel,
     build_log_softmax_kernel,
     build_softmax_ce_kernel,
+    scratch_shapes,
 )
 
 from .._core.buffers import host_empty, host_out_grad, host_result, host_scratch
@@ -134,7 +136,11 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         spec.sparse, spec.from_logits, int_labels, call.want_grad, contiguous, x.size >= SERIAL_BELOW, kl, spec.eps != 0
     )
     if n_rows and lay.n_classes:
-        kernel(x_rows, lab, y_rows, coef, spec.ignore, spec.has_ignore, spec.eps, lay.inner, loss_rows, dx_rows)
+        scratch, scratch64 = _scratch(lay.n_classes, contiguous, cdt)
+        kernel(
+            x_rows, lab, y_rows, coef, spec.ignore, spec.has_ignore, spec.eps, lay.inner, loss_rows, dx_rows,
+            scratch, scratch64,
+        )  # fmt: skip
 
     value = None
     if call.want_value:
@@ -142,6 +148,25 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         weigh_rows_host(rows, loss_rows.reshape(lay.keep_shape), sw, out_c)
         value = host_result(out_c, out_buf, rdt)
     return value, ((host_result(dx, grad_buf, rdt),) if call.want_grad else None)
+
+
+_kept = threading.local()
+
+
+def _scratch(n_classes: int, contiguous: bool, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The per-thread scratch arrays of the class-last kernels (``scratch_shapes``); tiny dummies for the tiled ones.
+
+    The last pair of this thread is kept with its key (one lookup when the next call has the
+    same class count, as in a training loop).
+    """
+    key = (n_classes, contiguous, cdt)
+    last = getattr(_kept, "pair", None)
+    if last is not None and last[0] == key:
+        return last[1]
+    shape, shape64 = scratch_shapes(n_classes) if contiguous else ((1, 1), (1, 1))
+    pair = host_scratch("softmax.rows", shape, cdt), host_scratch("softmax.rows64", shape64, np.float64)
+    _kept.pair = (key, pair)
+    return pair
 
 
 def _times(position_weight: np.ndarray | None, sw: np.ndarray | None, cdt: np.dtype) -> np.ndarray | None:
@@ -165,8 +190,9 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     contiguous = lay.inner == 1  # rows of C logits; otherwise the tiled kernels on (outer, C, inner)
     if lay.n_rows and lay.n_classes:
         build_log_softmax_kernel(contiguous, parallel)(
-            _rows(xc, lay, contiguous), lay.inner, lay.n_rows, _rows(lp, lay, contiguous)
-        )
+            _rows(xc, lay, contiguous), lay.inner, lay.n_rows, _rows(lp, lay, contiguous),
+            _scratch(lay.n_classes, contiguous, cdt)[0],
+        )  # fmt: skip
     term, inner_call = family.kldiv_term_call(spec, call, lp, rdt == cdt)
     value, grads = elementwise.run(term, inner_call)
     if call.want_value and rdt != cdt:
@@ -177,8 +203,9 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     u = grads[0]
     if lay.n_rows and lay.n_classes:  # lp and u are C-contiguous arrays of pred's shape
         build_log_softmax_backward_kernel(contiguous, parallel)(
-            _rows(lp, lay, contiguous), lay.inner, lay.n_rows, _rows(u, lay, contiguous)
-        )
+            _rows(lp, lay, contiguous), lay.inner, lay.n_rows, _rows(u, lay, contiguous),
+            _scratch(lay.n_classes, contiguous, cdt)[0],
+        )  # fmt: skip
     if rdt != cdt:
         grad_buf = check_buffer("grad_out", call.grad_out[0], x.shape, rdt) if call.grad_out[0] is not None else None
         u = host_result(u, grad_buf, rdt)
