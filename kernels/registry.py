@@ -15,7 +15,6 @@ ELEMENTWISE = {
     "bce_logit": (s.bce_logit_value, s.bce_logit_grad),
     "bce_logit_pw": (s.bce_logit_pw_value, s.bce_logit_pw_grad),
     "bce_prob": (s.bce_prob_value, s.bce_prob_grad),
-    "logistic_signed": (s.logistic_signed_value, s.logistic_signed_grad),
     "poisson_logits": (s.poisson_logits_value, s.poisson_logits_grad),
     "poisson_logits_full": (s.poisson_logits_full_value, s.poisson_logits_grad),
     "poisson_prob": (s.poisson_prob_value, s.poisson_prob_grad),

@@ -120,33 +120,30 @@ def squared_hinge_grad(x, y, a, p0, p1):
 
 
 # ---------------------------------------------------------------- sigmoid BCE / logistic
+# LogisticLoss (labels in {-1, 1}) runs the BCE terms with p0 = 1: one kernel for both losses,
+# shared in a process and in the cache, and no wrapper functions for its first use to compile.
+# The two-line target is written in both terms: a helper would be one more function to compile.
 @register_jitable(**HELPER)
 def bce_logit_value(x, y, a, p0, p1):
-    r""":math:`\ell = \mathrm{relu}(x) - x z + \mathrm{softrelu}(-|x|)`, :math:`z = y`."""
-    return relu(x) - x * y + softplus_neg(abs(x))
+    r""":math:`\ell = \mathrm{relu}(x) - x z + \mathrm{softrelu}(-|x|)`, :math:`z` the target
+    (:math:`y`, or :math:`(y + 1) / 2` for LogisticLoss's signed labels: ``p0 = 1``)."""
+    z = y
+    if p0 != 0:
+        z = (y + _ONE) * _HALF
+    return relu(x) - x * z + softplus_neg(abs(x))
 
 
 @register_jitable(**HELPER)
 def bce_logit_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = \sigma(x) - z`, exactly :math:`-z` at :math:`x = 0`.
 
-    MXNet's form, :math:`[x > 0] - z - \mathrm{sign}(x)\,\sigma(-|x|)`.
+    MXNet's form, :math:`[x > 0] - z - \mathrm{sign}(x)\,\sigma(-|x|)`; :math:`z` as for
+    :func:`bce_logit_value`.
     """
-    return step(x) - y - sign(x) * sigmoid_neg_abs(x)
-
-
-# The logistic terms call the BCE ones with the {-1, 1} label mapped to z (the BCE terms hold
-# the body: no helper under both, which BCE's first use would compile as two more functions).
-@register_jitable(**HELPER)
-def logistic_signed_value(x, y, a, p0, p1):
-    r"""BCE-with-logits term with :math:`z = (y + 1) / 2` (labels in {-1, 1})."""
-    return bce_logit_value(x, (y + _ONE) * _HALF, a, p0, p1)
-
-
-@register_jitable(**HELPER)
-def logistic_signed_grad(x, y, a, p0, p1):
-    r""":math:`\sigma(x) - (y + 1)/2`, exactly :math:`-(y + 1)/2` at :math:`x = 0`."""
-    return bce_logit_grad(x, (y + _ONE) * _HALF, a, p0, p1)
+    z = y
+    if p0 != 0:
+        z = (y + _ONE) * _HALF
+    return step(x) - z - sign(x) * sigmoid_neg_abs(x)
 
 
 @register_jitable(**HELPER)

@@ -294,7 +294,7 @@ class LogisticLoss(ElementwiseLoss):
         self._label_format = label_format
 
     def _term(self, inputs):
-        return ("logistic_signed" if self._label_format == "signed" else "bce_logit"), 0.0, 0.0
+        return "bce_logit", (1.0 if self._label_format == "signed" else 0.0), 0.0  # p0: labels in {-1, 1}
 
 
 class PoissonNLLLoss(ElementwiseLoss):
