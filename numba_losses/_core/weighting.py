@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +40,7 @@ from numba_losses.kernels._options import SERIAL_BELOW
 from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes, task_layout
 from numba_losses.kernels.registry import COMPUTED
 
-from .buffers import SCRATCH_KEEP_BELOW, host_full, host_scratch
+from .buffers import SCRATCH_KEEP_BELOW, host_full, host_scratch, last_kept
 from .device import DeviceArray, DeviceContext, broadcast_view, device_view, sum_to
 from .launch import launch
 from .validate import broadcast_shape, normalize_axis
@@ -173,26 +172,21 @@ def row_scales_host(rows: Rows, out_grad: np.ndarray | None, cdt: np.dtype) -> t
     return fscale, coef.astype(cdt, copy=False)  # the gradient is scaled in the compute dtype
 
 
-_kept = threading.local()
-
-
 def _row_scratch(shape3: tuple[int, int, int], rowwise: bool, cdt: np.dtype) -> tuple[Any, ...]:
     """The row kernel's last arguments for ``shape3`` inputs: ``(bufs, partial)`` scratch (see
     ``scratch_shapes``) and the ``task_layout`` of the shape.
 
-    The last triple of this thread is kept with its key when small (one lookup
-    when the next call has the same shape, as in a training loop); the arrays
-    come from :func:`.buffers.host_scratch`, which keeps small ones per thread.
+    The last triple of this thread is kept with its key when small (:func:`.buffers.last_kept`);
+    the arrays come from :func:`.buffers.host_scratch`, which keeps small ones per thread.
     """
-    key = (shape3, rowwise, cdt)
-    last = getattr(_kept, "rows", None)
-    if last is not None and last[0] == key:
-        return last[1]
-    buf_shape, partial_shape = scratch_shapes(shape3, rowwise)
-    bufs, partial = host_scratch("rows.bufs", buf_shape, cdt), host_scratch("rows.partial", partial_shape, np.float64)
-    args = bufs, partial, task_layout(*shape3)
-    _kept.rows = (key, args) if bufs.nbytes + partial.nbytes < SCRATCH_KEEP_BELOW else None
-    return args
+
+    def make() -> tuple[tuple[Any, ...], bool]:
+        buf_shape, partial_shape = scratch_shapes(shape3, rowwise)
+        bufs = host_scratch("rows.bufs", buf_shape, cdt)
+        partial = host_scratch("rows.partial", partial_shape, np.float64)
+        return (bufs, partial, task_layout(*shape3)), bufs.nbytes + partial.nbytes < SCRATCH_KEEP_BELOW
+
+    return last_kept("rows", (shape3, rowwise, cdt), make)
 
 
 def run_rows_host(pair: tuple[Any, Any], x3, y3, a3, ew3, p0, p1, fscale, coef, out, dx3, want_grad: bool) -> None:

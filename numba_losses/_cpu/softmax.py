@@ -17,7 +17,6 @@ place on the gradient.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ from numba_losses.kernels.cpu.softmax import (
     scratch_shapes,
 )
 
-from .._core.buffers import host_empty, host_out_grad, host_result, host_scratch
+from .._core.buffers import host_empty, host_out_grad, host_result, host_scratch, last_kept
 from .._core.request import Call
 from .._core.validate import as_host_array, check_buffer, reshape_like
 from .._core.weighting import coef_rows_host, weigh_rows_host
@@ -150,23 +149,18 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
     return value, ((host_result(dx, grad_buf, rdt),) if call.want_grad else None)
 
 
-_kept = threading.local()
-
-
 def _scratch(n_classes: int, contiguous: bool, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """The per-thread scratch arrays of the class-last kernels (``scratch_shapes``); tiny dummies for the tiled ones.
 
-    The last pair of this thread is kept with its key (one lookup when the next call has the
-    same class count, as in a training loop).
+    Kept with their key per thread (:func:`.._core.buffers.last_kept`): one lookup when the next
+    call has the same class count, as in a training loop.
     """
-    key = (n_classes, contiguous, cdt)
-    last = getattr(_kept, "pair", None)
-    if last is not None and last[0] == key:
-        return last[1]
-    shape, shape64 = scratch_shapes(n_classes) if contiguous else ((1, 1), (1, 1))
-    pair = host_scratch("softmax.rows", shape, cdt), host_scratch("softmax.rows64", shape64, np.float64)
-    _kept.pair = (key, pair)
-    return pair
+
+    def make() -> tuple[tuple[np.ndarray, np.ndarray], bool]:
+        shape, shape64 = scratch_shapes(n_classes) if contiguous else ((1, 1), (1, 1))
+        return (host_scratch("softmax.rows", shape, cdt), host_scratch("softmax.rows64", shape64, np.float64)), True
+
+    return last_kept("softmax", (n_classes, contiguous, cdt), make)
 
 
 def _times(position_weight: np.ndarray | None, sw: np.ndarray | None, cdt: np.dtype) -> np.ndarray | None:

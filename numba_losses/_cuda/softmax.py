@@ -120,14 +120,15 @@ def _lower(spec: SoftmaxSpec, x, yd, swd, lay, cdt, ctx: DeviceContext):
     if spec.sparse:
         family.check_sparse_label(yd.layout.shape, lay)
     low = family.lower(spec, None, lay, cdt, on_host=False)
+    cw = _class_weight_vector(spec, ctx)  # uploaded once for the kernels below
     labels = yd  # the class ids, before a dense target replaces them
     if family.needs_target(spec):
-        yd = _class_target(spec, x, yd, lay, cdt, ctx)
+        yd = _class_target(spec, x, yd, cw, lay, cdt, ctx)
     value_weight, grad_weight = low.value_weight, low.grad_weight
     if family.divides_per_position(spec):
-        value_weight, grad_weight = _valid_weights(spec, labels, lay, cdt, ctx)
+        value_weight, grad_weight = _valid_weights(spec, labels, cw, lay, cdt, ctx)
     elif family.needs_position_weights(spec):
-        value_weight = grad_weight = _class_weights(spec, labels, lay, cdt, ctx)
+        value_weight = grad_weight = _class_weights(labels, cw, lay, cdt, ctx)
 
     def times(weight: np.ndarray | DeviceArray | None) -> DeviceArray | None:
         if weight is None:
@@ -154,18 +155,19 @@ def _sparse_labels(yd: DeviceArray, lay: family.ClassLayout, ctx: DeviceContext)
     return device_view(yd, yd.layout, (lay.outer, lay.inner), ctx), family.label_kind(yd.layout.dtype) == "int"
 
 
-def _class_weights(spec: SoftmaxSpec, yd: DeviceArray, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext):
-    """Each position's class weight :math:`w_j` (``keep_shape``, compute dtype), gathered on the device."""
+def _class_weights(yd: DeviceArray, cw: Any, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext):
+    """Each position's class weight :math:`w_j` (``keep_shape``, compute dtype), gathered on the device from ``cw``."""
     native, wpos = ctx.empty(lay.keep_shape, cdt)
     if wpos.size:
-        cw = _class_weight_vector(spec, ctx)
         lab, int_labels = _sparse_labels(yd, lay, ctx)
         kernel = build_class_weight_kernel(int_labels)
         ctx.launch(kernel, wpos.size, lab, cw, cdt.type(0), wpos.reshape(lay.outer, lay.inner))
     return DeviceArray.wrap("sample_weight", native)
 
 
-def _valid_weights(spec: SoftmaxSpec, yd: DeviceArray, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext):
+def _valid_weights(
+    spec: SoftmaxSpec, yd: DeviceArray, cw: Any, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext
+):
     """``(value, gradient)`` per-position weights of sparse ``normalization='valid'``: :math:`w_j / D` or :math:`1 / D`.
 
     :math:`D` is ``spec.total`` when given, else summed on the device in a fixed order
@@ -175,7 +177,6 @@ def _valid_weights(spec: SoftmaxSpec, yd: DeviceArray, lay: family.ClassLayout, 
     grad_native, grad_w = ctx.empty(lay.keep_shape, cdt)
     if value_w.size:
         has_cw = spec.class_weight is not None
-        cw = _class_weight_vector(spec, ctx) if has_cw else ctx.dummy(1, np.dtype(np.float64))
         lab, int_labels = _sparse_labels(yd, lay, ctx)
         divisor_kernel, weight_kernel = build_valid_weight_kernels(int_labels)
         _, total = ctx.empty((1,), np.dtype(np.float64))
@@ -202,17 +203,20 @@ def _valid_weights(spec: SoftmaxSpec, yd: DeviceArray, lay: family.ClassLayout, 
 
 
 def _class_weight_vector(spec: SoftmaxSpec, ctx: DeviceContext) -> Any:
-    """``class_weight`` (float64) copied to the device: a Numba view."""
+    """``class_weight`` (float64) copied to the device: a Numba view (a dummy without class weights)."""
+    if spec.class_weight is None:
+        return ctx.dummy(1, np.dtype(np.float64))
     _, cw = ctx.empty((spec.class_weight.shape[0],), np.dtype(np.float64))
     if cw.size:
         cw.copy_to_device(np.ascontiguousarray(spec.class_weight, dtype=np.float64), stream=ctx.stream)
     return cw
 
 
-def _class_target(spec: SoftmaxSpec, x, yd: DeviceArray, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext):
+def _class_target(
+    spec: SoftmaxSpec, x, yd: DeviceArray, cw: Any, lay: family.ClassLayout, cdt: np.dtype, ctx: DeviceContext
+):
     """The dense target of :func:`numba_losses._plan.softmax.lower`, made on the device from the labels there."""
     n_classes = lay.n_classes
-    cw_dev = _class_weight_vector(spec, ctx)
     q_native, q_dev = ctx.empty(x.shape, cdt)
     q3 = q_dev.reshape(lay.shape3)
     if spec.sparse:
@@ -224,7 +228,7 @@ def _class_target(spec: SoftmaxSpec, x, yd: DeviceArray, lay: family.ClassLayout
     if q3.size:
         kernel = build_class_target_kernel(spec.sparse, int_labels)
         q1, q0 = 1.0 - spec.eps, spec.eps / n_classes
-        ctx.launch(kernel, q3.size, lab, y3, cw_dev, q1, q0, spec.has_ignore, spec.ignore, cdt.type(0), q3)
+        ctx.launch(kernel, q3.size, lab, y3, cw, q1, q0, spec.has_ignore, spec.ignore, cdt.type(0), q3)
     return DeviceArray.wrap("label", q_native)
 
 

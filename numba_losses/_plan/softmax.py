@@ -288,8 +288,8 @@ def lower(spec: SoftmaxSpec, label: Any, lay: ClassLayout, cdt: np.dtype, on_hos
     r"""Rewrite a call with ``class_weight`` / ``normalization`` into one of the plain kernels.
 
     ``label``: the host sparse labels (checked shape) or the dense label in
-    ``pred``'s shape (compute dtype); with ``on_host=False``, ``None`` when
-    :func:`reads_labels` is false. With class weights :math:`w` and the smoothed target
+    ``pred``'s shape (compute dtype), or ``None`` with ``on_host=False``. With class
+    weights :math:`w` and the smoothed target
     :math:`q = (1 - \varepsilon) t + \varepsilon / C`:
 
     * sparse labels, :math:`\varepsilon = 0`: the loss is
