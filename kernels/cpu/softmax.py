@@ -299,7 +299,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
 
 # Positions per task of the strided (class axis not last) kernel: the loops run along
 # them, contiguous in memory, while the class index walks the rows of a tile.
-TILE = 128
+TILE = 256
 
 
 @register_jitable(**HELPER)
@@ -323,25 +323,57 @@ def _tile_max(x, o, i0, w, m):
 
 
 @register_jitable(**HELPER)
-def _tile_sum_exp(x, o, i0, w, m, s):
-    """The second walk: ``s[k] += exp(x - m[k])`` in float64 (NaN, ``+inf`` or an all ``-inf``
-    position give NaN, as ``x - m`` does)."""
+def _tile_max_pick(x, o, i0, w, m, jj, xj):
+    """:func:`_tile_max` that also picks ``xj[k] = x[o, jj[k], i0 + k]`` (left as is where ``jj[k]``
+    is -1): a compare and a select per logit in a walk that waits on memory, instead of a gather
+    per position that would keep the position loops from vectorising."""
     for c in range(x.shape[1]):
+        cc = np.int32(c)
         for k_ in range(w):
             k = np.uint64(k_)
-            s[k] += vexp_nonpos_ftz(x[o, c, i0 + k] - m[k])
+            v = x[o, c, i0 + k]
+            m[k] = maxnum(m[k], v)
+            xj[k] = v if jj[k] == cc else xj[k]
+
+
+# Classes per partial sum of the tiled sum of exponentials (see :func:`_tile_sum_exp`).
+CLASS_BLOCK = 8
 
 
 @register_jitable(**HELPER)
-def _tile_sum_exp_into(x, o, i0, w, m, s, dest):
-    """:func:`_tile_sum_exp` that also stores the exponentials in ``dest`` (``x``'s layout). A helper
-    of its own: a branch on an argument would be typed even where ``dest`` is a read-only dummy."""
-    for c in range(x.shape[1]):
+def _tile_sum_exp(x, o, i0, w, m, s, part, ties, dest):
+    """The second walk: ``s[k] = sum_c exp(x - m[k])`` in float64, and unless ``dest`` is ``None`` the
+    exponentials written to ``dest`` (``x``'s layout; Numba prunes the store on a ``None`` argument).
+
+    The exponentials are summed in the dtype of ``part`` and ``ties`` (float32 lanes hold twice as
+    many as float64 ones) over ``CLASS_BLOCK`` classes at a time, each block's partial sum then added
+    to ``s`` in float64.
+    A maximum's exponential is exactly 1: it is counted in ``ties`` and left out of ``part``, whose
+    terms are then all below 1, so that a confident position's small ``s - 1`` keeps its relative
+    accuracy (a float32 ``1 + small`` would lose it). NaN, ``+inf`` or an all ``-inf`` position
+    give NaN, as ``x - m`` does."""
+    n_classes = x.shape[1]
+    one = like(m[0], 1.0)
+    zero = like(m[0], 0.0)
+    for c0 in range(0, n_classes, CLASS_BLOCK):
+        c1 = c0 + CLASS_BLOCK
         for k_ in range(w):
             k = np.uint64(k_)
-            e = vexp_nonpos_ftz(x[o, c, i0 + k] - m[k])
-            s[k] += e
-            dest[o, c, i0 + k] = e
+            part[k] = zero
+            ties[k] = zero
+        for c in range(c0, c1 if c1 < n_classes else n_classes):
+            for k_ in range(w):
+                k = np.uint64(k_)
+                d = x[o, c, i0 + k] - m[k]
+                e = vexp_nonpos_ftz(d)
+                if dest is not None:
+                    dest[o, c, i0 + k] = e
+                t = one if d == zero else zero
+                part[k] += e - t
+                ties[k] += t
+        for k_ in range(w):
+            k = np.uint64(k_)
+            s[k] += np.float64(part[k]) + np.float64(ties[k])
 
 
 def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, kl, smooth):
@@ -368,31 +400,30 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
             o, ui0, w = _tile(task, n_tiles, inner)
             i0 = int(ui0)
             base = o * inner + i0
-            m = np.full(TILE, -np.inf, dtype=x.dtype)
-            s = np.zeros(TILE)
-            syx = np.zeros(TILE)
-            sy = np.zeros(TILE)
-            sx = np.zeros(TILE)
-            ls = np.zeros(TILE)
-            scale = np.empty(TILE, dtype=x.dtype)
-            qsum = np.empty(TILE, dtype=x.dtype)
-            cw = np.empty(TILE, dtype=x.dtype)
-            jj = np.zeros(TILE, dtype=np.int64)
-            skip = np.zeros(TILE, dtype=np.bool_)
+            acc = np.zeros((4, TILE))  # float64 per position: sum of exponentials, label sums
+            s, syx, sy, sx = acc[0], acc[1], acc[2], acc[3]
+            small = np.zeros((5, TILE), dtype=x.dtype)  # in the data's dtype: maxima, picked logits, ...
+            m, xj, part, ties, cw = small[0], small[1], small[2], small[3], small[4]
+            jj = np.empty(TILE, dtype=np.int32)  # class ids; -1 at ignored positions
             if sparse:
                 for k in range(w):
                     lab = label[base + k]
-                    skip[k] = has_ignore and float(lab) == ignore
-                    jj[k] = pick(lab, n_classes)
-            if from_logits:
-                for k in range(w):
-                    m[k] = 0.0
-            else:
-                _tile_max(x, o, ui0, w, m)
-                if want_grad:  # a closure constant: the other branch is never typed
-                    _tile_sum_exp_into(x, o, ui0, w, m, s, dx)
+                    jj[k] = -1 if has_ignore and float(lab) == ignore else np.int32(pick(lab, n_classes))
+            if not from_logits:
+                for k_ in range(w):
+                    m[np.uint64(k_)] = -np.inf
+                if sparse:
+                    _tile_max_pick(x, o, ui0, w, m, jj, xj)
                 else:
-                    _tile_sum_exp(x, o, ui0, w, m, s)
+                    _tile_max(x, o, ui0, w, m)
+                if want_grad:  # a closure constant: the exponentials go to dx, rescaled below
+                    _tile_sum_exp(x, o, ui0, w, m, s, part, ties, dx)
+                else:
+                    _tile_sum_exp(x, o, ui0, w, m, s, part, ties, None)
+            elif sparse:  # no walk over the classes: gather the target logits
+                for k in range(w):
+                    j = jj[k]
+                    xj[k] = x[o, j if j >= 0 else 0, i0 + k]
             if dense or smooth:  # the label sums (_row_label_sums' terms, in the data's dtype), sum(x - m)
                 for c in range(n_classes):
                     for k_ in range(w):
@@ -405,35 +436,29 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                             sy[k] += yv
                         if smooth:
                             sx[k] += float(xv) - float(m[k])
-            # The log of each sum, then (gradient) its inverse: separate loops over the positions so
-            # that they vectorise (a libm log and exp per position cost a third of the kernel).
-            if not from_logits:
-                for k_ in range(w):
-                    k = np.uint64(k_)
-                    ls[k] = vlog(s[k])  # s = 0 (all -inf): -inf; NaN stays NaN
-                if want_grad:
-                    for k_ in range(w):
-                        k = np.uint64(k_)
-                        s[k] = 1.0 / s[k]  # from here on: the softmax scale (0 -> inf, NaN stays NaN)
-            for k in range(w):
-                lsum = ls[k]
+            one = like(m[0], 1.0)
+            c1 = like(one, q1)
+            c0 = like(one, q0)
+            scale, qsum = part, ties  # free after the sums
+            # Per position: the log of the sum, the loss and (gradient) the factors of the gradient walk,
+            # a loop without gathers, so that the log vectorises.
+            for k_ in range(w):
+                k = np.uint64(k_)
+                lsum = 0.0 if from_logits else vlog(s[k])  # s = 0 -> -inf; NaN stays NaN
+                skip = sparse and jj[k] < 0
                 if sparse:
-                    syx[k] = float(x[o, jj[k], i0 + k]) - float(m[k])
+                    syx[k] = np.float64(xj[k] - m[k])
                     sy[k] = 1.0
                 val = -(q1 * (syx[k] - lsum * sy[k]))  # kl: no smoothing, q1 = 1
                 if smooth and eps != 0.0:
                     val -= q0 * (sx[k] - n_classes * lsum)
-                loss[base + k] = 0.0 if skip[k] else val
+                loss[np.uint64(base) + k] = 0.0 if skip else val
+                if want_grad:
+                    scale[k] = like(one, 1.0 / s[k])  # the softmax scale (0 -> inf, NaN stays NaN)
+                    qsum[k] = like(one, q1 * sy[k] + eps)  # the sum of the smoothed target
+                    cw[k] = like(one, 0.0) if skip else coef[np.uint64(base) + k]
             if not want_grad:
                 continue
-            one = like(m[0], 1.0)
-            c1 = like(one, q1)
-            c0 = like(one, q0)
-            for k_ in range(w):  # the per-position factors of the gradient walk, in its dtype
-                k = np.uint64(k_)
-                scale[k] = like(one, s[k])
-                qsum[k] = like(one, q1 * sy[k] + eps)  # the sum of the smoothed target
-                cw[k] = like(one, 0.0) if skip[k] else coef[np.uint64(base) + k]
             for c in range(n_classes):
                 for k_ in range(w):
                     k = np.uint64(k_)
@@ -446,7 +471,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                         g = -cw[k] * (c1 * tk + c0)
                     else:
                         g = cw[k] * ((dx[o, c, ii] * scale[k]) * qsum[k] - (c1 * tk + c0))
-                    dx[o, c, ii] = like(one, 0.0) if skip[k] else g
+                    dx[o, c, ii] = like(one, 0.0) if sparse and jj[k] < 0 else g
 
     name = f"softmax_ce_{'sparse' if sparse else 'dense'}{'_logits' if from_logits else ''}{'_kl' if kl else ''}_tiled"
     twin = functools.partial(build_softmax_ce_kernel, sparse, from_logits, int_label, want_grad)
@@ -505,11 +530,15 @@ def _build_tiled_log_softmax_kernel(parallel):
         n_tiles = (n_inner + TILE - 1) // TILE
         for task in prange(outer * n_tiles):
             o, ui0, w = _tile(task, n_tiles, n_inner)
-            m = np.full(TILE, -np.inf, dtype=x.dtype)
-            s = np.zeros(TILE)
+            small = np.empty((2, TILE), dtype=x.dtype)  # maxima, the logs of the sums
+            m, ls = small[0], small[1]
+            # float64 partial sums: the backward's p * sum(u) - u cancels, and needs p to the last bit
+            acc = np.zeros((3, TILE))
+            s, part, ties = acc[0], acc[1], acc[2]
+            for k_ in range(w):
+                m[np.uint64(k_)] = -np.inf
             _tile_max(x, o, ui0, w, m)
-            _tile_sum_exp(x, o, ui0, w, m, s)
-            ls = np.empty(TILE, dtype=x.dtype)
+            _tile_sum_exp(x, o, ui0, w, m, s, part, ties, None)
             for k_ in range(w):
                 k = np.uint64(k_)
                 ls[k] = vlog(s[k])  # rounded to x's dtype
