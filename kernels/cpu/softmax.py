@@ -382,9 +382,11 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
     ``x``, ``y`` and ``dx`` are ``(outer, C, inner)`` arrays; a task takes one
     ``outer`` index and a tile of up to ``TILE`` neighbouring ``inner``
     positions, keeps their maxima and sums in small arrays and walks the class
-    axis three times over the tile (maximum; exponentials, stored in ``dx``,
-    and label sums; gradient), each inner loop vectorised along the
-    positions. The tile (``C * TILE`` logits) stays in cache between the walks.
+    axis three times over the tile (maximum, and the target logit of class-id
+    labels; exponentials, stored in ``dx``, and label sums; gradient), each
+    inner loop vectorised along the positions (see :func:`_tile_sum_exp` for
+    the sums' precision). The tile (``C * TILE`` logits) stays in cache between
+    the walks.
     """
     pick = pick_int if int_label else pick_float
     dense = not sparse
