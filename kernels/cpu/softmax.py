@@ -402,7 +402,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
             o, ui0, w = _tile(task, n_tiles, inner)
             i0 = int(ui0)
             base = o * inner + i0
-            acc = np.zeros((4, TILE))  # float64 per position: sum of exponentials, label sums
+            acc = np.zeros((6 if kl else 4, TILE))  # float64 per position: sum of exponentials, label sums
             s, syx, sy, sx = acc[0], acc[1], acc[2], acc[3]
             small = np.zeros((5, TILE), dtype=x.dtype)  # in the data's dtype: maxima, picked logits, ...
             m, xj, part, ties, cw = small[0], small[1], small[2], small[3], small[4]
@@ -426,18 +426,40 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                 for k in range(w):
                     j = jj[k]
                     xj[k] = x[o, j if j >= 0 else 0, i0 + k]
-            if dense or smooth:  # the label sums (_row_label_sums' terms, in the data's dtype), sum(x - m)
-                for c in range(n_classes):
+            if dense or smooth:  # the label sums (_row_label_sums' terms), sum(x - m)
+                # in the data's dtype over CLASS_BLOCK classes, then added to float64 totals (as the
+                # exponentials; part, ties and cw are free until the per-position loop below). KL
+                # divergence: in float64 (its value, sum(y log y) - sum(y lp), cancels where the
+                # two distributions are close, and float32 partial sums were 1.5x less accurate).
+                if kl:
+                    py, pw = acc[4], acc[5]
+                else:
+                    py, pw = part, ties
+                for c0 in range(0, n_classes, CLASS_BLOCK):
                     for k_ in range(w):
                         k = np.uint64(k_)
-                        xv = x[o, c, ui0 + k]
+                        py[k] = 0.0
+                        pw[k] = 0.0
+                        cw[k] = 0.0
+                    c1 = c0 + CLASS_BLOCK
+                    for c in range(c0, c1 if c1 < n_classes else n_classes):
+                        for k_ in range(w):
+                            k = np.uint64(k_)
+                            xv = x[o, c, ui0 + k]
+                            if dense:
+                                yv = y[o, c, ui0 + k]
+                                t = yv * (xv - m[k])
+                                py[k] += t - kldiv_label_term(yv) if kl else t
+                                pw[k] += yv
+                            if smooth:
+                                cw[k] += xv - m[k]
+                    for k_ in range(w):
+                        k = np.uint64(k_)
                         if dense:
-                            yv = y[o, c, ui0 + k]
-                            t = yv * (xv - m[k])
-                            syx[k] += float(t - kldiv_label_term(yv) if kl else t)
-                            sy[k] += yv
+                            syx[k] += np.float64(py[k])
+                            sy[k] += np.float64(pw[k])
                         if smooth:
-                            sx[k] += float(xv) - float(m[k])
+                            sx[k] += np.float64(cw[k])
             one = like(m[0], 1.0)
             c1 = like(one, q1)
             c0 = like(one, q0)
