@@ -108,7 +108,7 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
         j1 = j0 + BLOCK if j0 + BLOCK < n else n
         bm = range_max(xr, j0, j1, m)  # NaN never raises the maximum; it reaches the sum below
         if bm > m:
-            s = s * math.exp(float(m) - float(bm))
+            s = s * math.exp(np.float64(m) - np.float64(bm))  # float64: Numba's float() keeps float32
             m = bm
         bmax[j0 // BLOCK] = m
         off = 0 if into_row else j0
@@ -157,12 +157,12 @@ def _row_label_sums(xr, yr, m, buf, kl):
 def _row_shift_sum(xr, m, buf64):
     """``sum(x - m)`` of one row in float64 (label smoothing's uniform part; exact differences)."""
     n = xr.shape[0]
-    mf = float(m)
+    mf = np.float64(m)  # float() would keep a float32 (Numba's float of float32 is float32)
     sx = 0.0
     for j0 in range(0, n, BLOCK):
         j1 = j0 + BLOCK if j0 + BLOCK < n else n
         for j in range(j0, j1):
-            buf64[np.uint64(j - j0)] = float(xr[np.uint64(j)]) - mf
+            buf64[np.uint64(j - j0)] = np.float64(xr[np.uint64(j)]) - mf
         sx += block_sum(buf64, j1 - j0)
     return sx
 
