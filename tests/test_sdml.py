@@ -191,6 +191,19 @@ def test_large_magnitudes_do_not_overflow(dtype):
     assert out.min() > 1e3  # the pairs are far apart: large KL
 
 
+def test_float32_probabilities_in_the_subnormal_range_flush_to_zero_harmlessly():
+    # Distances of a few hundred: most shifted logits of a row lie below -87.3, where float32
+    # exp(logit) is subnormal; the CPU kernel flushes those probabilities to 0 (see the semantics
+    # page). Values and gradients still match the float64 reference, in the parallel kernel too.
+    x1, x2 = _pair(200, 8, np.float32, scale=4.0)
+    assert sdml_host.PARALLEL_CELLS <= 200 * 200  # the parallel kernel
+    d = ((x1[:, None, :].astype(np.float64) - x2[None, :, :]) ** 2).sum(-1)
+    shifted = d.min(axis=1, keepdims=True) - d
+    assert ((shifted < -87.4) & (shifted > -103.0)).mean() > 0.01  # the subnormal window is populated
+    g = RNG.uniform(0.5, 1.5, 200)
+    _check(nl.SDMLLoss(), x1, x2, g, dtype=np.float32)
+
+
 @pytest.mark.parametrize("off", [1e3, 1e4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_common_offset_is_harmless(dtype, off):
