@@ -169,6 +169,30 @@ def test_float32_probabilities_below_the_normal_range_are_zero_in_the_gradient(c
             np.testing.assert_allclose(dx[~normal], want[~normal], rtol=1e-12, atol=1e-320)
 
 
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("label_rows", [2, 1])  # 2: the fused pass; 1 (broadcast label): the three passes
+def test_kldiv_float32_probabilities_below_the_normal_range_are_zero_in_the_gradient(axis, label_rows):
+    """The same flush in KLDivLoss(from_logits=False): where the label is 0 the gradient is p * sum(y)
+    (scaled), 0 in float32 when p is below 2**-126.5, the subnormal value in float64."""
+    x = np.array([[0.0, -1.0, -90.0, -100.0, 2.0, -1e30], [1.0, 0.5, -95.0, -200.0, 0.0, -300.0]])
+    y = np.array([[0.5, 0.3, 0.0, 0.0, 0.2, 0.0], [0.1, 0.6, 0.0, 0.0, 0.3, 0.0]])[:label_rows]
+    if axis == 1:  # class axis 1 of (N, C, 3): the tiled kernels; three equal positions per sample
+        x, y = np.repeat(x[:, :, None], 3, axis=2), np.repeat(y[:, :, None], 3, axis=2)
+    ref, rdx = ref_kldiv_softmax(x, np.broadcast_to(y, x.shape), axis=axis)
+    far = np.zeros(x.shape, bool)
+    far[:, [2, 3, 5]] = True
+    assert (np.abs(rdx[far]) < 2.0**-126.5).all() and (rdx[far] != 0).any()
+    for dtype in (np.float32, np.float64):
+        out, (dx,) = nl.KLDivLoss(from_logits=False, axis=axis).forward_backward(x.astype(dtype), y.astype(dtype))
+        # the second row's KL is small (6e-4) and cancels: float32 keeps about 5 digits of it
+        np.testing.assert_allclose(out, ref, rtol=1e-4 if dtype == np.float32 else 1e-10)
+        np.testing.assert_allclose(dx[~far], rdx[~far], rtol=1e-5)
+        if dtype == np.float32:
+            assert (dx[far] == 0).all()
+        else:
+            np.testing.assert_allclose(dx[far], rdx[far], rtol=1e-10, atol=1e-320)
+
+
 def test_long_rows_many_blocks():
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((3, 5000)) * 20).astype(np.float32)

@@ -47,7 +47,7 @@ from numba.extending import register_jitable
 from .._options import CHUNK, HELPER
 from ..scalar import kldiv_label_term
 from ..softmax_math import pick_float, pick_int, smoothing
-from ..vmath import like, vexp_nonpos, vexp_nonpos_ftz, vlog
+from ..vmath import like, vexp_nonpos_ftz, vlog
 from .compile import cache_key, compile_kernel
 from .fmax import maxnum, range_max
 from .reduce import block_sum, range_sum
@@ -610,7 +610,7 @@ def build_log_softmax_backward_kernel(contiguous, parallel):
                 sc = like(ur[0], s)
                 for k_ in range(n_classes):
                     k = np.uint64(k_)
-                    ur[k] = ur[k] - vexp_nonpos(lr[k]) * sc  # lr <= 0 or NaN
+                    ur[k] = ur[k] - vexp_nonpos_ftz(lr[k]) * sc  # lr <= 0 or NaN; float32: 0 below 2**-126.5
 
     twin = functools.partial(build_log_softmax_backward_kernel, True, False)
     return compile_kernel(log_softmax_backward_kernel, "log_softmax_backward", parallel, serial=twin)
@@ -640,7 +640,8 @@ def _build_tiled_log_softmax_backward_kernel(parallel):
             for c in range(n_classes):
                 for k_ in range(w):
                     k = np.uint64(k_)
-                    u[o, c, ui0 + k] = u[o, c, ui0 + k] - vexp_nonpos(lp[o, c, ui0 + k]) * sc[k]  # lp <= 0 or NaN
+                    p = vexp_nonpos_ftz(lp[o, c, ui0 + k])  # lp <= 0 or NaN; float32: 0 below 2**-126.5
+                    u[o, c, ui0 + k] = u[o, c, ui0 + k] - p * sc[k]
 
     twin = functools.partial(build_log_softmax_backward_kernel, False, False)
     return compile_kernel(log_softmax_backward_tiled_kernel, "log_softmax_backward_tiled", parallel, serial=twin)
