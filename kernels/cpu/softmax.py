@@ -470,27 +470,29 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                 k = np.uint64(k_)
                 lsum = 0.0 if from_logits else vlog(s[k])  # s = 0 -> -inf; NaN stays NaN
                 skip = sparse and jj[k] < 0
-                if sparse:
-                    syx[k] = np.float64(xj[k] - m[k])
-                    sy[k] = 1.0
-                val = -(q1 * (syx[k] - lsum * sy[k]))  # kl: no smoothing, q1 = 1
+                if sparse:  # the one-hot target: sum(y (x - m)) is the picked logit's, sum(y) is 1
+                    syk, sk = np.float64(xj[k] - m[k]), 1.0
+                else:
+                    syk, sk = syx[k], sy[k]
+                val = -(q1 * (syk - lsum * sk))  # kl: no smoothing, q1 = 1
                 if smooth and eps != 0.0:
                     val -= q0 * (sx[k] - n_classes * lsum)
                 loss[np.uint64(base) + k] = 0.0 if skip else val
                 if want_grad:
                     scale[k] = like(one, 1.0 / s[k])  # the softmax scale (0 -> inf, NaN stays NaN)
-                    qsum[k] = like(one, q1 * sy[k] + eps)  # the sum of the smoothed target
+                    qsum[k] = like(one, q1 * sk + eps)  # the sum of the smoothed target
                     cw[k] = like(one, 0.0) if skip else coef[np.uint64(base) + k]
             if not want_grad:
                 continue
             for c in range(n_classes):
+                cc = np.int32(c)  # compared with the int32 class ids in lanes of their width
                 for k_ in range(w):
                     k = np.uint64(k_)
                     ii = ui0 + k
                     if dense:
                         tk = y[o, c, ii]
                     else:
-                        tk = one if c == jj[k] else like(one, 0.0)
+                        tk = one if cc == jj[k] else like(one, 0.0)
                     if from_logits:
                         g = -cw[k] * (c1 * tk + c0)
                     else:
