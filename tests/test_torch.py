@@ -591,6 +591,29 @@ def test_fused_backward_for_sum_mean_and_per_sample_head_gradients(n):
         x.grad = None
 
 
+def test_eager_node_has_one_output_and_keeps_one_gradient_per_input_that_requires_grad():
+    """The fused eager node returns the loss only; the gradients it keeps are not outputs of the graph."""
+    a, p, n = rnd(6, 4, grad=True), rnd(6, 4), rnd(6, 4, grad=True)
+    out = nlt.TripletLoss()(a, p, n)
+    node = out.grad_fn
+    assert isinstance(out, torch.Tensor) and out.shape == (6,)
+    assert [t is None for t in node.grads] == [False, False]  # a and n; p does not require grad
+    assert all(g.shape == (6, 4) for g in node.grads)
+    out.sum().backward()
+    _, (ga, _, gn) = nl.TripletLoss().forward_backward(a.detach().numpy(), p.numpy(), n.detach().numpy())
+    np.testing.assert_allclose(a.grad.numpy(), ga, rtol=1e-12)
+    np.testing.assert_allclose(n.grad.numpy(), gn, rtol=1e-12)
+    assert p.grad is None
+
+
+def test_a_result_sharing_an_input_s_memory_is_copied():
+    """A kernel result that views an input (possible for a user's loss) is handed out as a copy, never as the input."""
+    x = torch.arange(6.0, dtype=D).reshape(2, 3)
+    fresh = nlt._ops._fresh((x.numpy(), np.ones(2)), (x,))
+    assert fresh[0].data_ptr() != x.data_ptr() and torch.equal(fresh[0], x)
+    assert fresh[1].dtype == D and fresh[1].shape == (2,)
+
+
 def test_second_backward_after_an_in_place_scale_needs_unmodified_inputs():
     x = rnd(300, 1000, dtype=torch.float32, grad=True)
     y = torch.randint(0, 1000, (300,), generator=_GEN)

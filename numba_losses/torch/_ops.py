@@ -31,6 +31,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..ctc import CTCLoss
@@ -357,70 +358,126 @@ OPS = {family: _define(family) for family in FAMILIES}
 IN_PLACE_BYTES = 1 << 16
 
 
+@dataclass(frozen=True)
+class EagerPlan:
+    """What an eager call does, fixed by its key, shapes, dtypes and which inputs require grad (cached).
+
+    ``fused``: the forward runs the fused kernel and the node keeps gradient ``diff[i]`` for every ``i``
+    in ``kept`` (the differentiable inputs that require grad); ``views[k]`` is the shape ``grad_output``
+    takes to scale ``kept[k]``'s gradient; ``in_place``: those gradients are scaled in place (at least
+    :data:`IN_PLACE_BYTES` each); ``dtype``: the gradients' torch dtype.
+    """
+
+    info: Info
+    fused: bool
+    kept: tuple[int, ...]
+    views: tuple[tuple[int, ...], ...]
+    in_place: bool
+    dtype: torch.dtype | None
+    scalars: bool
+
+
+@functools.lru_cache(maxsize=4096)
+def _eager_plan(key: int, sig: tuple[Any, ...], requires: tuple[bool, ...]) -> EagerPlan:
+    info = _INFO[key]
+    p = _plan(key, sig, True)
+    kept = tuple(i for i, j in enumerate(info.diff) if requires[j]) if p.fused else ()
+    sizes = []
+    for i in kept:
+        shape, dtype = p.grads[i]
+        n = dtype.itemsize
+        for d in shape:
+            n *= d
+        sizes.append(n)
+    return EagerPlan(
+        info=info,
+        fused=p.fused,
+        kept=kept,
+        views=tuple(p.views[i] for i in kept),
+        in_place=any(n >= IN_PLACE_BYTES for n in sizes),
+        dtype=p.grads[0][1] if p.grads else None,
+        scalars=bool(inner(_LOSSES[key])._scalar_inputs),
+    )
+
+
+def _fresh(results: Any, inputs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor]:
+    """NumPy results as tensors (shared memory), copied only where one shares an input's memory."""
+    ptrs = {x.data_ptr() for x in inputs if x is not None and x.numel()}
+    out = []
+    for a in results:
+        t = torch.from_numpy(a) if type(a) is np.ndarray else torch.as_tensor(a)
+        out.append(t.clone() if t.data_ptr() in ptrs else t)
+    return out
+
+
 class EagerFunction(torch.autograd.Function):
     """The forward operator's implementation and autograd rule without the dispatcher, for eager calls.
 
-    ``EagerFunction.apply(key, want_grad, *inputs)`` (the loss's inputs only, not the operator's padded
-    slots). Same kernels and plan as the operators, called directly: a custom operator's dispatch costs
-    tens of microseconds per call, as much as a small loss. Under ``torch.compile`` the modules call
-    the registered operators instead.
+    ``EagerFunction.apply(key, requires, *inputs)`` (the loss's inputs only, not the operator's padded
+    slots; ``requires``: per input, whether it requires grad, at least one of the differentiable ones)
+    returns the loss output. Same kernels and plan as the operators, called directly: a custom
+    operator's dispatch costs tens of microseconds per call, as much as a small loss. Under
+    ``torch.compile`` the modules call the registered operators instead. Everything that depends on
+    shapes, dtypes and ``requires`` only is planned once per combination (:class:`EagerPlan`).
 
-    The fused backward (the forward computed the gradients for a head gradient of ones) gives autograd:
+    Where the plan is fused, the forward runs the fused kernel and the node keeps the gradients for a
+    head gradient of ones (one per input that requires grad; they are not outputs of the node). The
+    backward gives autograd:
 
     * the kept gradient itself when ``grad_output`` is ones broadcast (``loss.sum()``): no
       multiplication; below :data:`IN_PLACE_BYTES` the node keeps it too (autograd copies a gradient
       that something else references before it accumulates into it);
     * below :data:`IN_PLACE_BYTES`, ``kept * grad_output`` in a new tensor;
     * from :data:`IN_PLACE_BYTES` on, the kept gradient scaled **in place** and handed over: it
-      was allocated by the forward for this node alone (an output marked non-differentiable that
-      the module drops), so nothing else reads it, and no gradient-sized tensor is allocated and
-      faulted in per step (a large part of a big SoftmaxCE step; autograd then stores it as the
-      leaf's ``.grad`` without a copy). A ``grad_output`` that is one number broadcast
-      (``loss.mean()``: zero strides) is one ``mul_`` by a 0-d view of it. The node drops the
-      gradient as it hands it over, so a second backward through the graph (``retain_graph=True``)
-      cannot read a scaled tensor: it runs the backward kernel on the inputs instead, which the
-      node holds weakly for the differentiable ones (a fused forward keeps no large input alive, as
-      before), and raises ``RuntimeError`` if one was freed or modified in place since.
+      was allocated by the forward for this node alone, so nothing else reads it, and no
+      gradient-sized tensor is allocated and faulted in per step (a large part of a big SoftmaxCE
+      step; autograd then stores it as the leaf's ``.grad`` without a copy). A ``grad_output`` that
+      is one number broadcast (``loss.mean()``: zero strides) is one ``mul_`` by a 0-d view of it.
+      The node drops the gradient as it hands it over, so a second backward through the graph
+      (``retain_graph=True``) cannot read a scaled tensor: it runs the backward kernel on the
+      inputs instead, which the node holds weakly for the differentiable ones (a fused forward
+      keeps no large input alive, as before), and raises ``RuntimeError`` if one was freed or
+      modified in place since.
+
+    Elsewhere the node saves the inputs and its backward runs the backward kernel with
+    ``grad_output``.
     """
 
     @staticmethod
-    def forward(ctx: Any, key: int, want_grad: bool, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # noqa: D102
-        inputs = list(inputs)
-        p = _plan(key, _signature(inputs), want_grad)
-        fused = want_grad and p.fused
-        output = _run(key, inputs, fused)
-        info = _INFO[key]
-        ctx.loss, ctx.info, ctx.fused = _LOSSES[key], info, fused  # the loss: a temporary module may be gone
-        if fused:
-            ctx.mark_non_differentiable(*output[1:])
-            # No zeros for the gradients' own (unused) grad_outputs: autograd would fill one
-            # gradient-sized tensor per step (100 ms at SoftmaxCE (2048, 32000)).
-            ctx.set_materialize_grads(False)
-            kept = [i for i, j in enumerate(info.diff) if inputs[j] is not None and inputs[j].requires_grad]
-            ctx.kept = kept
-            ctx.views = [p.views[i] for i in kept]
-            grads = [output[1 + i] for i in kept]
-            ctx.grads = grads  # not save_for_backward: may be scaled in place, then released
-            ctx.dtype = output[1].dtype  # every gradient has the result dtype
-            ctx.in_place = any(grad.nbytes >= IN_PLACE_BYTES for grad in grads)
-            if ctx.in_place:  # what a second backward reruns the kernel on
-                ctx.inputs = [None if j in info.diff else t for j, t in enumerate(inputs)]  # labels, weights: small
-                ctx.weak = [(j, weakref.ref(inputs[j]), inputs[j]._version) for j in info.diff if inputs[j] is not None]
-        else:
+    def forward(ctx: Any, key: int, requires: tuple[bool, ...], *inputs: torch.Tensor | None) -> torch.Tensor:  # noqa: D102
+        plan = _eager_plan(key, _signature(inputs), requires)
+        loss = _LOSSES[key]
+        ctx.loss, ctx.plan = loss, plan  # the loss: a temporary module may be gone by the backward
+        if not plan.fused:
             ctx.save_for_backward(*inputs)
-        return tuple(output)
+            return _run(key, list(inputs), False)[0]
+        if inputs[0].is_cpu:
+            if plan.scalars:
+                arrays = _args(loss, list(inputs), fake=False)
+            else:
+                arrays = [t if t is None else t.numpy(force=True) if t.requires_grad else t.numpy() for t in inputs]
+            out, grads = loss.forward_backward(*arrays)
+            out, *grads = _fresh((out, *grads), inputs)
+        else:
+            out, *grads = _run(key, list(inputs), True)
+        ctx.grads = [grads[i] for i in plan.kept]  # not save_for_backward: may be scaled in place, then released
+        if plan.in_place:  # what a second backward reruns the kernel on
+            diff = plan.info.diff
+            ctx.inputs = [None if j in diff else t for j, t in enumerate(inputs)]  # labels, weights: small
+            ctx.weak = [(j, weakref.ref(inputs[j]), inputs[j]._version) for j in diff if inputs[j] is not None]
+        return out
 
     @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+    def backward(ctx: Any, g: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
         if torch.is_grad_enabled():  # create_graph=True: the kernels give first derivatives only
             raise RuntimeError(
                 "numba_losses: double backward (create_graph=True) is not supported; the kernels compute first "
                 "derivatives only"
             )
-        g = grads[0]
-        info = ctx.info
+        plan = ctx.plan
+        info = plan.info
         result: list[torch.Tensor | None] = [None] * info.n_inputs
-        if not ctx.fused:
+        if not plan.fused:
             if g is not None and any(ctx.needs_input_grad[2 + i] for i in info.diff):
                 inputs = list(ctx.saved_tensors)
                 for i, dx in zip(info.diff, _backward_of(ctx.loss, inputs, g), strict=True):
@@ -430,20 +487,20 @@ class EagerFunction(torch.autograd.Function):
         if kept is None:  # scaled in place by an earlier backward: the gradients again, from the inputs
             return (None, None, *_recompute(ctx, g))
         if info.makeloss:  # MXNet's MakeLoss ignores grad_output
-            for i, grad in zip(ctx.kept, kept, strict=True):
+            for i, grad in zip(plan.kept, kept, strict=True):
                 result[info.diff[i]] = grad
             return (None, None, *result)
         if g is None:
             return (None, None, *result)
         # One number broadcast (zero strides): a 0-d view of it, in the gradients' dtype so the
         # product rounds as the broadcast one would.
-        uniform = g.dtype == ctx.dtype and g.dim() > 0 and not any(g.stride())
+        uniform = g.dtype == plan.dtype and g.dim() > 0 and not any(g.stride())
         scale = g.as_strided((), ()) if uniform else None
         ones = uniform and g.is_cpu and scale.item() == 1.0  # loss.sum(): the gradient for ones is the gradient
-        in_place = ctx.in_place
+        in_place = plan.in_place
         if in_place:  # released as it is handed over (like a saved tensor without retain_graph): no copy
             ctx.grads = None
-        for i, view, grad in zip(ctx.kept, ctx.views, kept, strict=True):
+        for i, view, grad in zip(plan.kept, plan.views, kept, strict=True):
             if not ones:
                 factor = scale if uniform else g.reshape(view)
                 grad = grad.mul_(factor) if in_place else grad * factor
@@ -453,7 +510,8 @@ class EagerFunction(torch.autograd.Function):
 
 def _recompute(ctx: Any, g: torch.Tensor | None) -> list[torch.Tensor | None]:
     """The fused node's gradients for a further backward: the backward kernel on the inputs."""
-    info = ctx.info
+    plan = ctx.plan
+    info = plan.info
     result: list[torch.Tensor | None] = [None] * info.n_inputs
     inputs = list(ctx.inputs)
     for j, ref, version in ctx.weak:
@@ -470,6 +528,6 @@ def _recompute(ctx: Any, g: torch.Tensor | None) -> list[torch.Tensor | None]:
     loss = ctx.loss
     grads = loss.backward(*_args(loss, inputs, fake=False), out_grad=to_array(g))
     device = _device(inputs)
-    for i in ctx.kept:
+    for i in plan.kept:
         result[info.diff[i]] = _own(to_tensor(grads[i], device), inputs)
     return result

@@ -87,23 +87,21 @@ class Module(torch.nn.Module):
             else self._tensor(name, v, pred)
             for name, v in zip(self.names, values, strict=True)
         ]  # plain tensors as they are; the others converted (and checked) by _tensor
-        grad_mode = torch.is_grad_enabled()
-        want_grad = False
-        if grad_mode:
-            for i, t in enumerate(tensors):
-                if t is not None and t.requires_grad:
-                    if i not in self.differentiable:
-                        raise NotImplementedError(
-                            f"{self.names[i]} requires grad, but {type(inner(self.loss)).__name__} is not "
-                            f"differentiated with respect to {self.names[i]} (only "
-                            f"{', '.join(self.names[j] for j in self.differentiable)}); detach it"
-                        )
-                    want_grad = True
+        requires = tuple(t is not None and t.requires_grad for t in tensors) if torch.is_grad_enabled() else ()
+        want_grad = any(requires)
+        if want_grad:
+            for i, r in enumerate(requires):
+                if r and i not in self.differentiable:
+                    raise NotImplementedError(
+                        f"{self.names[i]} requires grad, but {type(inner(self.loss)).__name__} is not "
+                        f"differentiated with respect to {self.names[i]} (only "
+                        f"{', '.join(self.names[j] for j in self.differentiable)}); detach it"
+                    )
         if torch.compiler.is_compiling():
             slots = tensors + [None] * (N_SLOTS - len(tensors))
             out = OPS[self.family][0](self.key, *slots, want_grad)[0]
         elif want_grad:  # the operator's implementation and autograd rule, without its dispatch cost
-            out = EagerFunction.apply(self.key, want_grad, *tensors)[0]
+            out = EagerFunction.apply(self.key, requires, *tensors)
         else:
             out = run_forward(self.key, tensors, False)[0]
         return out.to(pred.dtype) if low else out
