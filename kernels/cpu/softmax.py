@@ -259,7 +259,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 if dense:
                     syx, sy = _row_label_sums(xr, yr, m, buf, kl)
                 else:
-                    syx = float(xr[target]) - float(m)
+                    syx = np.float64(xr[target]) - np.float64(m)  # exact (float() keeps float32)
                     sy = 1.0
                 val = -(q1 * (syx - lsum * sy))  # kl: no smoothing, q1 = 1
                 if smooth and eps != 0.0:
@@ -285,7 +285,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     qs = like(cc, qsum)
                     # p_k = e_k * exp(bmax[b] - m - lsum), e_k = exp(x_k - bmax[b]) stored in dr
                     for b in range(n_blocks):
-                        f = like(cc, math.exp(float(bmax[b]) - float(m) - lsum))
+                        f = like(cc, math.exp(np.float64(bmax[b]) - np.float64(m) - lsum))  # exact difference
                         k1 = b * BLOCK + BLOCK
                         for k_ in range(b * BLOCK, k1 if k1 < n_classes else n_classes):
                             k = np.uint64(k_)
