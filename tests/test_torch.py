@@ -606,6 +606,19 @@ def test_eager_node_has_one_output_and_keeps_one_gradient_per_input_that_require
     assert p.grad is None
 
 
+@pytest.mark.parametrize("head", ["sum", "mean"])
+def test_a_large_kept_gradient_becomes_the_leaf_grad_without_a_copy(head):
+    """From IN_PLACE_BYTES on, the node's kept gradient (scaled in place for mean) is stored as ``.grad`` itself."""
+    x = rnd(300, 1000, dtype=torch.float32, grad=True)
+    y = torch.randint(0, 1000, (300,), generator=_GEN)
+    out = nlt.SoftmaxCELoss()(x, y)
+    kept = out.grad_fn.grads[0].data_ptr()
+    getattr(out, head)().backward()
+    assert x.grad.data_ptr() == kept
+    (expected,) = torch.autograd.grad(getattr(F.cross_entropy(x, y, reduction="none"), head)(), x)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_a_result_sharing_an_input_s_memory_is_copied():
     """A kernel result that views an input (possible for a user's loss) is handed out as a copy, never as the input."""
     x = torch.arange(6.0, dtype=D).reshape(2, 3)
