@@ -87,6 +87,11 @@ def _replacements(rng, a):
     yield "reversed strides", np.flip(np.flip(a).copy()), native
     yield "fortran order", np.asfortranarray(a), native
     yield "read-only", _read_only(a), native
+    if a.size:
+        mask = np.zeros(a.shape, bool)
+        mask.flat[0] = True
+        yield "masked", np.ma.masked_array(a, mask=mask), None  # the value under the mask must not be read
+    yield "masked, nothing masked", np.ma.masked_array(a), native
     offset = np.empty(a.size + 1)[1:].reshape(a.shape)  # unaligned to its allocation, still valid
     offset[...] = a
     yield "offset view", offset, native
@@ -146,6 +151,7 @@ BAD_HEADS = [
     ("wrong shape", np.ones(7)),
     ("33-dims", np.ones((1,) * 33)),
     ("longdouble", np.ones(4, np.longdouble)),
+    ("masked", np.ma.masked_array(np.ones(4), mask=[True, False, False, False])),
 ]
 
 
@@ -162,6 +168,7 @@ def test_bad_head_gradients_and_buffers_are_named(case):
         ("read-only", _read_only(out)),
         ("big-endian", out.astype(">f8")),
         ("list", out.tolist()),
+        ("masked", np.ma.masked_array(np.empty_like(out))),
     ]:
         _check(loss, "__call__", {**inputs, "out": buf}, "out", kind, None)
     for kind, buf in [("wrong dtype", grads[0].astype(np.float32)), ("read-only", _read_only(grads[0]))]:
@@ -236,3 +243,18 @@ def test_makeloss_parameters(kwargs, error):
         nl.MakeLoss(nl.L1Loss(), **kwargs)
     with pytest.raises(error, match=next(iter(kwargs))):
         nl.make_loss(np.ones(3), **kwargs)
+
+
+@pytest.mark.parametrize("case", sorted(_cases(np.random.default_rng(0))))
+def test_masked_inputs_are_refused_when_an_element_is_masked(case):
+    """A masked array's mask would be ignored by the kernels (the values under it read): a named TypeError."""
+    rng = np.random.default_rng(sum(map(ord, case)))
+    loss, inputs = _cases(rng)[case]
+    for name, value in inputs.items():
+        a = np.asarray(value)
+        if not a.size:
+            continue
+        mask = np.zeros(a.shape, bool)
+        mask.flat[-1] = True
+        with pytest.raises(TypeError, match=rf"{name}: masked arrays with masked elements are not supported"):
+            loss(**{**inputs, name: np.ma.masked_array(a, mask=mask)})

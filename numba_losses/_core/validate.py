@@ -21,11 +21,30 @@ def as_host_array(name: str, a: Any) -> np.ndarray:
     """``np.asarray(a)``, checked by :func:`host_input`."""
     if type(a) is np.ndarray and not needs_host_check(a):
         return a
+    if isinstance(a, np.ma.MaskedArray):
+        a = unmasked(name, a)
     try:
         arr = np.asarray(a)
     except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
         raise TypeError(f"{name}: cannot be converted to an array ({exc})") from exc
     return host_input(name, arr)
+
+
+def unmasked(name: str, a: np.ma.MaskedArray) -> np.ndarray:
+    """The data of masked array ``a`` when no element is masked.
+
+    Raises
+    ------
+    TypeError
+        Some element is masked: the kernels would read the values under the
+        mask, a silently different loss from what the masked array means.
+    """
+    if np.ma.getmaskarray(a).any():
+        raise TypeError(
+            f"{name}: masked arrays with masked elements are not supported (the values under the mask would be "
+            f"read); fill them ({name}.filled(value)) or leave those positions out"
+        )
+    return a.data
 
 
 def needs_host_check(arr: np.ndarray) -> bool:
@@ -183,7 +202,7 @@ def check_buffer(
     written); with ``taken`` (the buffers checked so far in this call), with
     none of those either, and it is appended to ``taken``.
     """
-    if not isinstance(buf, np.ndarray):
+    if not isinstance(buf, np.ndarray) or isinstance(buf, np.ma.MaskedArray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(buf).__name__}")
     if buf.shape != tuple(shape):
         raise ValueError(f"{name} has shape {buf.shape}, expected {tuple(shape)}")
