@@ -619,6 +619,15 @@ def test_a_large_kept_gradient_becomes_the_leaf_grad_without_a_copy(head):
     torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-7)
 
 
+def test_a_masked_numpy_sample_weight_is_refused_when_an_element_is_masked():
+    x, y = rnd(4, 3, grad=True), rnd(4, 3)
+    masked = np.ma.masked_array(np.ones((4, 1)), mask=[[True], [False], [False], [False]])
+    with pytest.raises(TypeError, match="sample_weight: masked arrays with masked elements"):
+        nlt.L2Loss()(x, y, masked)
+    full = nlt.L2Loss()(x, y, np.ma.masked_array(np.full((4, 1), 2.0)))  # nothing masked: its data
+    torch.testing.assert_close(full, nlt.L2Loss()(x, y, torch.full((4, 1), 2.0, dtype=D)))
+
+
 def test_a_result_sharing_an_input_s_memory_is_copied():
     """A kernel result that views an input (possible for a user's loss) is handed out as a copy, never as the input."""
     x = torch.arange(6.0, dtype=D).reshape(2, 3)

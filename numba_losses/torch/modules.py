@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import ctc, elementwise, pairwise, sdml, softmax
+from .._core.validate import unmasked
 from ..loss import Loss
 from ..makeloss import MakeLoss
 from ._bridge import LOW_PRECISION
@@ -141,6 +142,8 @@ class Module(torch.nn.Module):
                 raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
             return torch.tensor(float(v), dtype=torch.float64)
         if isinstance(v, np.ndarray):
+            if isinstance(v, np.ma.MaskedArray):
+                v = unmasked(name, v)
             v = torch.from_numpy(v).to(pred.device)
         elif isinstance(v, (numbers.Real, np.generic)):
             v = torch.tensor(v, device=pred.device)
