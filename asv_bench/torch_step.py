@@ -15,6 +15,9 @@ Cases (float32, CPU):
 * the adapter's overhead at (64, 10): ``nlt.L2Loss()`` / ``nlt.SoftmaxCELoss()`` forward+backward
   against the NumPy call ``loss.forward_backward`` on the same memory.
 
+The header names Numba's threading layer: run it once more with ``NUMBA_THREADING_LAYER=omp`` to
+time the loss kernels on PyTorch's own OpenMP threads (see the PyTorch page of the docs).
+
 Each step clears the input's ``.grad`` first; the time is the median of ``--repeats`` steps after
 two warm-up steps (kernels compiled, caches warm); the large SoftmaxCE case takes five warm-up steps
 and at least five timed ones, as the first steps of a process map fresh memory for its
@@ -131,6 +134,14 @@ def overhead_case(repeats: int) -> dict[str, float]:
     }
 
 
+def _layer() -> str:
+    """Numba's threading layer in use (``NUMBA_THREADING_LAYER=omp`` shares PyTorch's OpenMP threads)."""
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel ran in this process
+        return f"not started ({numba.config.THREADING_LAYER} requested)"
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Run the cases and print a table; returns ``{case: {name: ms}}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -159,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         "overhead (64, 10)": overhead_case(args.repeats * 20),
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, numba threads: ", end="")
-    print(numba.config.NUMBA_NUM_THREADS)
+    print(f"{numba.config.NUMBA_NUM_THREADS}, numba threading layer: {_layer()}")
     for case, row in results.items():
         print(f"\n{case}")
         for name, ms in row.items():
