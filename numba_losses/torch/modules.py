@@ -155,6 +155,11 @@ class Module(torch.nn.Module):
         return v.float() if v.dtype in LOW_PRECISION else v
 
 
+#: The innermost ``torch.func`` transform, or ``None`` outside any (PyTorch's own test; absent in builds
+#: without functorch, where no transform can be active).
+_functorch_level = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", lambda: None)
+
+
 def _refuse_transforms(owner: str, tensors: list[torch.Tensor | None]) -> None:
     """``NotImplementedError`` inside a ``torch.func`` transform or for dual tensors of forward-mode AD.
 
@@ -162,7 +167,7 @@ def _refuse_transforms(owner: str, tensors: list[torch.Tensor | None]) -> None:
     have none, and a dual tensor's tangent would be dropped (an output with no tangent, which
     forward-mode AD reads as zero) instead of raising.
     """
-    if torch._C._functorch.peek_interpreter_stack() is not None:
+    if _functorch_level() is not None:
         raise NotImplementedError(
             f"{owner}: torch.func transforms (grad, vmap, jacrev, jacfwd, jvp, ...) are not supported; use "
             "loss.backward() or torch.autograd.grad, and the loss's own batch axis instead of vmap"
