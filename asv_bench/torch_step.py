@@ -2,7 +2,7 @@
 
 Usage::
 
-    NUMBA_NUM_THREADS=2 python asv_bench/torch_step.py [--threads 2] [--full] [--repeats N] [--smoke]
+    NUMBA_NUM_THREADS=2 python asv_bench/torch_step.py [--threads 2] [--full] [--repeats N] [--layers N] [--smoke]
 
 Cases (float32, CPU):
 
@@ -15,8 +15,10 @@ Cases (float32, CPU):
 * the adapter's overhead at (64, 10): ``nlt.L2Loss()`` / ``nlt.SoftmaxCELoss()`` forward+backward
   against the NumPy call ``loss.forward_backward`` on the same memory.
 
-The header names Numba's threading layer: run it once more with ``NUMBA_THREADING_LAYER=omp`` to
-time the loss kernels on PyTorch's own OpenMP threads (see the PyTorch page of the docs).
+The header names Numba's threading layer. ``--layers N`` runs the cases in N alternating pairs of
+fresh processes, Numba's default layer then ``NUMBA_THREADING_LAYER=omp`` (the loss kernels on
+PyTorch's own OpenMP threads, see the PyTorch page of the docs), and prints each step's median over
+the processes of each layer.
 
 Each step clears the input's ``.grad`` first; the time is the median of ``--repeats`` steps after
 two warm-up steps (kernels compiled, caches warm); the large SoftmaxCE case takes five warm-up steps
@@ -28,7 +30,11 @@ suite uses it).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -142,6 +148,32 @@ def _layer() -> str:
         return f"not started ({numba.config.THREADING_LAYER} requested)"
 
 
+def compare_layers(pairs: int, child_args: list[str]) -> dict[str, dict[str, float]]:
+    """Run the cases in ``pairs`` alternating pairs of fresh processes, Numba's default threading layer then
+    ``omp``, and print each step's median over the processes of each layer; returns ``{layer: {step: ms}}``.
+
+    Numba chooses its layer once per process, at the first parallel kernel, hence the processes.
+    """
+    runs: dict[str, dict[str, list[float]]] = {}
+    for _ in range(pairs):
+        for requested in ("default", "omp"):
+            env = dict(os.environ, NUMBA_THREADING_LAYER=requested)
+            proc = subprocess.run(
+                [sys.executable, __file__, *child_args, "--json"], env=env, capture_output=True, text=True, check=True
+            )
+            child = json.loads(proc.stdout.strip().splitlines()[-1])
+            steps = runs.setdefault(child["layer"], {})
+            for case, row in child["results"].items():
+                for name, ms in row.items():
+                    steps.setdefault(f"{case}: {name}", []).append(ms)
+    medians = {layer: {k: statistics.median(v) for k, v in steps.items()} for layer, steps in runs.items()}
+    layers = list(medians)
+    print(f"medians over {pairs} processes per layer, ms; layers: {', '.join(layers)}")
+    for step in medians[layers[0]]:
+        print(f"  {step:68s}" + "".join(f" {medians[lay].get(step, float('nan')):10.3f}" for lay in layers))
+    return medians
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Run the cases and print a table; returns ``{case: {name: ms}}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -149,7 +181,20 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--full", action="store_true", help="SoftmaxCE at (8192, 32000) instead of (2048, 32000)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="every case once on tiny shapes; prints 'ok'")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N alternating pairs of child processes, Numba's default threading layer and OpenMP; medians",
+    )
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child's results, for --layers
     args = parser.parse_args(argv)
+    if args.layers:
+        child = ["--repeats", str(args.repeats)]
+        child += ["--full"] * args.full + ["--smoke"] * args.smoke
+        child += ["--threads", str(args.threads)] if args.threads else []
+        return compare_layers(args.layers, child)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.smoke:
@@ -158,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             "ctc": ctc_case(6, 2, 5, 2, 1),
             "overhead": overhead_case(1),
         }
-        print("ok")
+        print(json.dumps({"layer": _layer(), "results": results}) if args.json else "ok")
         return results
     big = 8192 if args.full else 2048
     results = {
@@ -169,6 +214,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         "CTC T=200 N=32 C=40 L=50": ctc_case(200, 32, 40, 50, args.repeats),
         "overhead (64, 10)": overhead_case(args.repeats * 20),
     }
+    if args.json:
+        print(json.dumps({"layer": _layer(), "results": results}))
+        return results
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, numba threads: ", end="")
     print(f"{numba.config.NUMBA_NUM_THREADS}, numba threading layer: {_layer()}")
     for case, row in results.items():
@@ -179,4 +227,4 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

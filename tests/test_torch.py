@@ -506,6 +506,9 @@ def test_benchmark_script_runs_every_case(capsys):
     results = torch_step.main(["--smoke"])
     assert capsys.readouterr().out.strip() == "ok"
     assert all(ms > 0 for row in results.values() for ms in row.values())
+    layers = torch_step.main(["--smoke", "--layers", "1"])  # a child process on each threading layer
+    assert len(layers) == 2 and any("omp" in layer for layer in layers)  # smoke shapes start no pool
+    assert all(ms > 0 for steps in layers.values() for ms in steps.values())
 
 
 def test_a_copied_module_outlives_the_original():
