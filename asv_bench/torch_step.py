@@ -12,6 +12,9 @@ Cases (float32, CPU):
 * CTC T=200, N=32, C=40, L=50 on raw activations: ``F.ctc_loss(F.log_softmax(x))`` against
   ``nlt.CTCLoss(layout='TNC')(x, ...)`` (the library applies the log-softmax itself) and
   ``nlf.ctc_loss(F.log_softmax(x), ...)`` (the drop-in function on log-probabilities);
+* a training step of a small model plus the loss (gradients zeroed, forward, loss, backward; no
+  optimizer step): an MLP 256 -> 512 -> 1000 on a batch of 256 with SoftmaxCE, and a linear layer
+  64 -> 40 applied per frame of (T=200, N=32) with CTC (L=50);
 * the adapter's overhead at (64, 10): ``nlt.L2Loss()`` / ``nlt.SoftmaxCELoss()`` forward+backward
   against the NumPy call ``loss.forward_backward`` on the same memory.
 
@@ -100,6 +103,48 @@ def ctc_case(t: int, n: int, c: int, length: int, repeats: int) -> dict[str, flo
             _backward_step(x, lambda: nlf.ctc_loss(F.log_softmax(x, 2), labels, in_len, tg_len)), repeats
         ),
     }
+
+
+def model_softmax_case(n: int, features: int, hidden: int, c: int, repeats: int) -> dict[str, float]:
+    """``{name: ms}`` for one training step of a small MLP ``features -> hidden -> c`` plus SoftmaxCE:
+    zero the gradients, forward, loss, backward (no optimizer step), batch ``n``."""
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, c))
+    x = torch.randn(n, features, generator=g)
+    y = torch.randint(0, c, (n,), generator=g)
+    module = nlt.SoftmaxCELoss()
+    losses = {
+        "torch F.cross_entropy": lambda logits: F.cross_entropy(logits, y),
+        "nlt.SoftmaxCELoss().mean()": lambda logits: module(logits, y).mean(),
+        "nlf.cross_entropy": lambda logits: nlf.cross_entropy(logits, y),
+    }
+    return {name: _median_ms(_model_step(model, x, loss), repeats) for name, loss in losses.items()}
+
+
+def model_ctc_case(t: int, n: int, features: int, c: int, length: int, repeats: int) -> dict[str, float]:
+    """``{name: ms}`` for one training step of a per-frame linear layer ``features -> c`` plus CTC over
+    (T, N) frames, labels of ``length``."""
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Linear(features, c)
+    x = torch.randn(t, n, features, generator=g)
+    labels = torch.randint(1, c, (n, length), generator=g)
+    in_len, tg_len = torch.full((n,), t), torch.full((n,), length)
+    module = nlt.CTCLoss(layout="TNC", blank_label="first")
+    losses = {
+        "torch F.ctc_loss(log_softmax)": lambda a: F.ctc_loss(F.log_softmax(a, 2), labels, in_len, tg_len),
+        "nlt.CTCLoss('TNC').mean()": lambda a: module(a, labels, in_len, tg_len).mean(),
+    }
+    return {name: _median_ms(_model_step(model, x, loss), repeats) for name, loss in losses.items()}
+
+
+def _model_step(
+    model: torch.nn.Module, x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[], None]:
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        loss(model(x)).backward()
+
+    return step
 
 
 class _EmptyLoss(torch.autograd.Function):
@@ -202,6 +247,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             "softmax": softmax_case(4, 7, 1),
             "ctc": ctc_case(6, 2, 5, 2, 1),
             "overhead": overhead_case(1),
+            "model softmax": model_softmax_case(4, 3, 5, 7, 1),
+            "model ctc": model_ctc_case(6, 2, 3, 5, 2, 1),
         }
         print(json.dumps({"layer": _layer(), "results": results}) if args.json else "ok")
         return results
@@ -212,6 +259,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         f"SoftmaxCE ({big}, 32000)": softmax_case(big, 32000, max(5, args.repeats // 2), warmup=5),
         "SoftmaxCE (256, 1000)": softmax_case(256, 1000, args.repeats * 5),
         "CTC T=200 N=32 C=40 L=50": ctc_case(200, 32, 40, 50, args.repeats),
+        "MLP 256-512-1000 + SoftmaxCE, batch 256": model_softmax_case(256, 256, 512, 1000, args.repeats * 5),
+        "Linear 64-40 per frame + CTC, T=200 N=32 L=50": model_ctc_case(200, 32, 64, 40, 50, args.repeats),
         "overhead (64, 10)": overhead_case(args.repeats * 20),
     }
     if args.json:
