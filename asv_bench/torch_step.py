@@ -70,44 +70,38 @@ def _backward_step(x: torch.Tensor, loss: Callable[[], torch.Tensor]) -> Callabl
     return step
 
 
-def softmax_case(n: int, c: int, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """``{name: ms}`` for one SoftmaxCE step at (n, c)."""
+def softmax_steps(n: int, c: int) -> dict[str, Callable[[], None]]:
+    """``{name: step}``: one SoftmaxCE step at (n, c), PyTorch's loss and the library's."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, c, generator=g).requires_grad_()
     y = torch.randint(0, c, (n,), generator=g)
     module = nlt.SoftmaxCELoss()
-    steps = {
+    losses = {
         "torch F.cross_entropy": lambda: F.cross_entropy(x, y),
         "nlt.SoftmaxCELoss().mean()": lambda: module(x, y).mean(),
         "nlf.cross_entropy": lambda: nlf.cross_entropy(x, y),
     }
-    return {name: _median_ms(_backward_step(x, loss), repeats, warmup) for name, loss in steps.items()}
+    return {name: _backward_step(x, loss) for name, loss in losses.items()}
 
 
-def ctc_case(t: int, n: int, c: int, length: int, repeats: int) -> dict[str, float]:
-    """``{name: ms}`` for one CTC step on raw activations (T, N, C), labels of ``length``."""
+def ctc_steps(t: int, n: int, c: int, length: int) -> dict[str, Callable[[], None]]:
+    """``{name: step}``: one CTC step on raw activations (T, N, C), labels of ``length``."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(t, n, c, generator=g).requires_grad_()
     labels = torch.randint(1, c, (n, length), generator=g)
-    in_len = torch.full((n,), t)
-    tg_len = torch.full((n,), length)
+    in_len, tg_len = torch.full((n,), t), torch.full((n,), length)
     module = nlt.CTCLoss(layout="TNC", blank_label="first")
-    return {
-        "torch F.ctc_loss(log_softmax)": _median_ms(
-            _backward_step(x, lambda: F.ctc_loss(F.log_softmax(x, 2), labels, in_len, tg_len)), repeats
-        ),
-        "nlt.CTCLoss('TNC').mean()": _median_ms(
-            _backward_step(x, lambda: module(x, labels, in_len, tg_len).mean()), repeats
-        ),
-        "nlf.ctc_loss(log_softmax)": _median_ms(
-            _backward_step(x, lambda: nlf.ctc_loss(F.log_softmax(x, 2), labels, in_len, tg_len)), repeats
-        ),
+    losses = {
+        "torch F.ctc_loss(log_softmax)": lambda: F.ctc_loss(F.log_softmax(x, 2), labels, in_len, tg_len),
+        "nlt.CTCLoss('TNC').mean()": lambda: module(x, labels, in_len, tg_len).mean(),
+        "nlf.ctc_loss(log_softmax)": lambda: nlf.ctc_loss(F.log_softmax(x, 2), labels, in_len, tg_len),
     }
+    return {name: _backward_step(x, loss) for name, loss in losses.items()}
 
 
-def model_softmax_case(n: int, features: int, hidden: int, c: int, repeats: int) -> dict[str, float]:
-    """``{name: ms}`` for one training step of a small MLP ``features -> hidden -> c`` plus SoftmaxCE:
-    zero the gradients, forward, loss, backward (no optimizer step), batch ``n``."""
+def model_softmax_steps(n: int, features: int, hidden: int, c: int) -> dict[str, Callable[[], None]]:
+    """``{name: step}``: one training step of a small MLP ``features -> hidden -> c`` plus SoftmaxCE (zero
+    the gradients, forward, loss, backward; no optimizer step), batch ``n``."""
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, c))
     x = torch.randn(n, features, generator=g)
@@ -118,12 +112,12 @@ def model_softmax_case(n: int, features: int, hidden: int, c: int, repeats: int)
         "nlt.SoftmaxCELoss().mean()": lambda logits: module(logits, y).mean(),
         "nlf.cross_entropy": lambda logits: nlf.cross_entropy(logits, y),
     }
-    return {name: _median_ms(_model_step(model, x, loss), repeats) for name, loss in losses.items()}
+    return {name: _model_step(model, x, loss) for name, loss in losses.items()}
 
 
-def model_ctc_case(t: int, n: int, features: int, c: int, length: int, repeats: int) -> dict[str, float]:
-    """``{name: ms}`` for one training step of a per-frame linear layer ``features -> c`` plus CTC over
-    (T, N) frames, labels of ``length``."""
+def model_ctc_steps(t: int, n: int, features: int, c: int, length: int) -> dict[str, Callable[[], None]]:
+    """``{name: step}``: one training step of a linear layer ``features -> c`` applied per frame of
+    (T, N) plus CTC, labels of ``length``."""
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Linear(features, c)
     x = torch.randn(t, n, features, generator=g)
@@ -134,7 +128,7 @@ def model_ctc_case(t: int, n: int, features: int, c: int, length: int, repeats: 
         "torch F.ctc_loss(log_softmax)": lambda a: F.ctc_loss(F.log_softmax(a, 2), labels, in_len, tg_len),
         "nlt.CTCLoss('TNC').mean()": lambda a: module(a, labels, in_len, tg_len).mean(),
     }
-    return {name: _median_ms(_model_step(model, x, loss), repeats) for name, loss in losses.items()}
+    return {name: _model_step(model, x, loss) for name, loss in losses.items()}
 
 
 def _model_step(
@@ -145,6 +139,10 @@ def _model_step(
         loss(model(x)).backward()
 
     return step
+
+
+def _timed(steps: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    return {name: _median_ms(step, repeats, warmup) for name, step in steps.items()}
 
 
 class _EmptyLoss(torch.autograd.Function):
@@ -244,11 +242,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         torch.set_num_threads(args.threads)
     if args.smoke:
         results = {
-            "softmax": softmax_case(4, 7, 1),
-            "ctc": ctc_case(6, 2, 5, 2, 1),
+            "softmax": _timed(softmax_steps(4, 7), 1),
+            "ctc": _timed(ctc_steps(6, 2, 5, 2), 1),
             "overhead": overhead_case(1),
-            "model softmax": model_softmax_case(4, 3, 5, 7, 1),
-            "model ctc": model_ctc_case(6, 2, 3, 5, 2, 1),
+            "model softmax": _timed(model_softmax_steps(4, 3, 5, 7), 1),
+            "model ctc": _timed(model_ctc_steps(6, 2, 3, 5, 2), 1),
         }
         print(json.dumps({"layer": _layer(), "results": results}) if args.json else "ok")
         return results
@@ -256,11 +254,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     results = {
         # Gradient-sized buffers of hundreds of MB: the first steps of a process map fresh memory
         # (huge pages compacted on the way, 5-10x a steady step here), so more warm-up steps.
-        f"SoftmaxCE ({big}, 32000)": softmax_case(big, 32000, max(5, args.repeats // 2), warmup=5),
-        "SoftmaxCE (256, 1000)": softmax_case(256, 1000, args.repeats * 5),
-        "CTC T=200 N=32 C=40 L=50": ctc_case(200, 32, 40, 50, args.repeats),
-        "MLP 256-512-1000 + SoftmaxCE, batch 256": model_softmax_case(256, 256, 512, 1000, args.repeats * 5),
-        "Linear 64-40 per frame + CTC, T=200 N=32 L=50": model_ctc_case(200, 32, 64, 40, 50, args.repeats),
+        f"SoftmaxCE ({big}, 32000)": _timed(softmax_steps(big, 32000), max(5, args.repeats // 2), warmup=5),
+        "SoftmaxCE (256, 1000)": _timed(softmax_steps(256, 1000), args.repeats * 5),
+        "CTC T=200 N=32 C=40 L=50": _timed(ctc_steps(200, 32, 40, 50), args.repeats),
+        "MLP 256-512-1000 + SoftmaxCE, batch 256": _timed(model_softmax_steps(256, 256, 512, 1000), args.repeats * 5),
+        "Linear 64-40 per frame + CTC, T=200 N=32 L=50": _timed(model_ctc_steps(200, 32, 64, 40, 50), args.repeats),
         "overhead (64, 10)": overhead_case(args.repeats * 20),
     }
     if args.json:

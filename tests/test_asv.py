@@ -99,3 +99,20 @@ def test_first_use_benchmark_measures_a_cold_first_call():
     assert 0.0 < seconds < 120.0
     process = FirstUse().track_cold_process("L2Loss", "small")
     assert 0.0 < process < 120.0
+
+
+def test_torch_training_step_benchmark_builds_and_runs_every_case():
+    """``bench_torch_step.py``: every case's step on both sides runs as asv runs it (setup, then the timed step)."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "asv_bench"))
+    try:
+        from benchmarks.bench_torch_step import TorchTrainingStep
+    finally:
+        sys.path.remove(str(ROOT / "asv_bench"))
+    cases, sides = TorchTrainingStep.params
+    assert sides == ["torch", "numba_losses"] and len(cases) == 4
+    for case in cases:
+        for side in sides:
+            bench = TorchTrainingStep()
+            bench.setup(case, side)
+            bench.time_step(case, side)
