@@ -29,12 +29,13 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "benchmark_chart",  # _ext/: charts of _data/benchmarks.json into _benchmarks/
+    "training_curves",  # _ext/: two PyTorch trainings, this library's loss against PyTorch's, into _training/
 ]
 benchmark_results = "_data/benchmarks.json"  # written by asv_bench/compare.py --save
 benchmark_charts_dir = "_benchmarks"
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "_gallery", "_benchmarks", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_gallery", "_benchmarks", "_training", "Thumbs.db", ".DS_Store"]
 autosummary_generate = True
 autosummary_imported_members = True
 autodoc_typehints = "none"  # numpydoc's Parameters sections carry the types
