@@ -641,6 +641,7 @@ def test_a_masked_numpy_sample_weight_is_refused_when_an_element_is_masked():
     ],
     ids=["grad", "vmap", "jacrev", "jvp"],
 )
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # PyTorch's own, in jvp
 def test_torch_func_transforms_raise_a_named_error(transform):
     module = nlt.L2Loss()
     with pytest.raises(NotImplementedError, match=r"L2Loss: torch\.func transforms .* are not supported"):
