@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..ctc import CTCLoss
@@ -374,7 +374,6 @@ class EagerPlan:
     views: tuple[tuple[int, ...], ...]
     in_place: bool
     dtype: torch.dtype | None
-    scalars: bool
 
 
 @functools.lru_cache(maxsize=4096)
@@ -382,32 +381,15 @@ def _eager_plan(key: int, sig: tuple[Any, ...], requires: tuple[bool, ...]) -> E
     info = _INFO[key]
     p = _plan(key, sig, True)
     kept = tuple(i for i, j in enumerate(info.diff) if requires[j]) if p.fused else ()
-    sizes = []
-    for i in kept:
-        shape, dtype = p.grads[i]
-        n = dtype.itemsize
-        for d in shape:
-            n *= d
-        sizes.append(n)
+    nbytes = [p.grads[i][1].itemsize * math.prod(p.grads[i][0]) for i in kept]
     return EagerPlan(
         info=info,
         fused=p.fused,
         kept=kept,
         views=tuple(p.views[i] for i in kept),
-        in_place=any(n >= IN_PLACE_BYTES for n in sizes),
+        in_place=any(n >= IN_PLACE_BYTES for n in nbytes),
         dtype=p.grads[0][1] if p.grads else None,
-        scalars=bool(inner(_LOSSES[key])._scalar_inputs),
     )
-
-
-def _fresh(results: Any, inputs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor]:
-    """NumPy results as tensors (shared memory), copied only where one shares an input's memory."""
-    ptrs = {x.data_ptr() for x in inputs if x is not None and x.numel()}
-    out = []
-    for a in results:
-        t = torch.from_numpy(a) if type(a) is np.ndarray else torch.as_tensor(a)
-        out.append(t.clone() if t.data_ptr() in ptrs else t)
-    return out
 
 
 class EagerFunction(torch.autograd.Function):
@@ -451,15 +433,7 @@ class EagerFunction(torch.autograd.Function):
         if not plan.fused:
             ctx.save_for_backward(*inputs)
             return _run(key, list(inputs), False)[0]
-        if inputs[0].is_cpu:
-            if plan.scalars:
-                arrays = _args(loss, list(inputs), fake=False)
-            else:
-                arrays = [t if t is None else t.numpy(force=True) if t.requires_grad else t.numpy() for t in inputs]
-            out, grads = loss.forward_backward(*arrays)
-            out, *grads = _fresh((out, *grads), inputs)
-        else:
-            out, *grads = _run(key, list(inputs), True)
+        out, *grads = _run(key, list(inputs), True)
         ctx.grads = [grads[i] for i in plan.kept]  # not save_for_backward: may be scaled in place, then released
         if plan.in_place:  # what a second backward reruns the kernel on
             diff = plan.info.diff

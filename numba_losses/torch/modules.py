@@ -11,7 +11,7 @@ import torch
 from torch.autograd import forward_ad
 
 from .. import ctc, elementwise, pairwise, sdml, softmax
-from .._core.validate import unmasked
+from .._core.validate import as_host_array
 from ..loss import Loss
 from ..makeloss import MakeLoss
 from ._bridge import LOW_PRECISION
@@ -144,10 +144,8 @@ class Module(torch.nn.Module):
             if not isinstance(v, numbers.Real):
                 raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
             return torch.tensor(float(v), dtype=torch.float64)
-        if isinstance(v, np.ndarray):
-            if isinstance(v, np.ma.MaskedArray):
-                v = unmasked(name, v)
-            v = torch.from_numpy(v).to(pred.device)
+        if isinstance(v, np.ndarray):  # checked as the NumPy API checks it (dtype, byte order, mask)
+            v = torch.from_numpy(as_host_array(name, v)).to(pred.device)
         elif isinstance(v, (numbers.Real, np.generic)):
             v = torch.tensor(v, device=pred.device)
         elif not isinstance(v, torch.Tensor):
