@@ -33,6 +33,7 @@ suite uses it).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -70,33 +71,42 @@ def _backward_step(x: torch.Tensor, loss: Callable[[], torch.Tensor]) -> Callabl
     return step
 
 
+def _softmax_losses(y: torch.Tensor) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """``{name: loss of the logits}`` for class ids ``y``: PyTorch's, the module's mean, the drop-in function."""
+    module = nlt.SoftmaxCELoss()
+    return {
+        "torch F.cross_entropy": lambda z: F.cross_entropy(z, y),
+        "nlt.SoftmaxCELoss().mean()": lambda z: module(z, y).mean(),
+        "nlf.cross_entropy": lambda z: nlf.cross_entropy(z, y),
+    }
+
+
+def _ctc_losses(labels: torch.Tensor, t: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """``{name: loss of the raw (T, N, C) activations}`` for ``labels`` (N, L), every sample T frames long."""
+    n, length = labels.shape
+    in_len, tg_len = torch.full((n,), t), torch.full((n,), length)
+    module = nlt.CTCLoss(layout="TNC", blank_label="first")
+    return {
+        "torch F.ctc_loss(log_softmax)": lambda a: F.ctc_loss(F.log_softmax(a, 2), labels, in_len, tg_len),
+        "nlt.CTCLoss('TNC').mean()": lambda a: module(a, labels, in_len, tg_len).mean(),
+        "nlf.ctc_loss(log_softmax)": lambda a: nlf.ctc_loss(F.log_softmax(a, 2), labels, in_len, tg_len),
+    }
+
+
 def softmax_steps(n: int, c: int) -> dict[str, Callable[[], None]]:
     """``{name: step}``: one SoftmaxCE step at (n, c), PyTorch's loss and the library's."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, c, generator=g).requires_grad_()
-    y = torch.randint(0, c, (n,), generator=g)
-    module = nlt.SoftmaxCELoss()
-    losses = {
-        "torch F.cross_entropy": lambda: F.cross_entropy(x, y),
-        "nlt.SoftmaxCELoss().mean()": lambda: module(x, y).mean(),
-        "nlf.cross_entropy": lambda: nlf.cross_entropy(x, y),
-    }
-    return {name: _backward_step(x, loss) for name, loss in losses.items()}
+    losses = _softmax_losses(torch.randint(0, c, (n,), generator=g))
+    return {name: _backward_step(x, functools.partial(loss, x)) for name, loss in losses.items()}
 
 
 def ctc_steps(t: int, n: int, c: int, length: int) -> dict[str, Callable[[], None]]:
     """``{name: step}``: one CTC step on raw activations (T, N, C), labels of ``length``."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(t, n, c, generator=g).requires_grad_()
-    labels = torch.randint(1, c, (n, length), generator=g)
-    in_len, tg_len = torch.full((n,), t), torch.full((n,), length)
-    module = nlt.CTCLoss(layout="TNC", blank_label="first")
-    losses = {
-        "torch F.ctc_loss(log_softmax)": lambda: F.ctc_loss(F.log_softmax(x, 2), labels, in_len, tg_len),
-        "nlt.CTCLoss('TNC').mean()": lambda: module(x, labels, in_len, tg_len).mean(),
-        "nlf.ctc_loss(log_softmax)": lambda: nlf.ctc_loss(F.log_softmax(x, 2), labels, in_len, tg_len),
-    }
-    return {name: _backward_step(x, loss) for name, loss in losses.items()}
+    losses = _ctc_losses(torch.randint(1, c, (n, length), generator=g), t)
+    return {name: _backward_step(x, functools.partial(loss, x)) for name, loss in losses.items()}
 
 
 def model_softmax_steps(n: int, features: int, hidden: int, c: int) -> dict[str, Callable[[], None]]:
@@ -105,13 +115,7 @@ def model_softmax_steps(n: int, features: int, hidden: int, c: int) -> dict[str,
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, c))
     x = torch.randn(n, features, generator=g)
-    y = torch.randint(0, c, (n,), generator=g)
-    module = nlt.SoftmaxCELoss()
-    losses = {
-        "torch F.cross_entropy": lambda logits: F.cross_entropy(logits, y),
-        "nlt.SoftmaxCELoss().mean()": lambda logits: module(logits, y).mean(),
-        "nlf.cross_entropy": lambda logits: nlf.cross_entropy(logits, y),
-    }
+    losses = _softmax_losses(torch.randint(0, c, (n,), generator=g))
     return {name: _model_step(model, x, loss) for name, loss in losses.items()}
 
 
@@ -121,13 +125,7 @@ def model_ctc_steps(t: int, n: int, features: int, c: int, length: int) -> dict[
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Linear(features, c)
     x = torch.randn(t, n, features, generator=g)
-    labels = torch.randint(1, c, (n, length), generator=g)
-    in_len, tg_len = torch.full((n,), t), torch.full((n,), length)
-    module = nlt.CTCLoss(layout="TNC", blank_label="first")
-    losses = {
-        "torch F.ctc_loss(log_softmax)": lambda a: F.ctc_loss(F.log_softmax(a, 2), labels, in_len, tg_len),
-        "nlt.CTCLoss('TNC').mean()": lambda a: module(a, labels, in_len, tg_len).mean(),
-    }
+    losses = _ctc_losses(torch.randint(1, c, (n, length), generator=g), t)
     return {name: _model_step(model, x, loss) for name, loss in losses.items()}
 
 
@@ -248,10 +246,20 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             "model softmax": _timed(model_softmax_steps(4, 3, 5, 7), 1),
             "model ctc": _timed(model_ctc_steps(6, 2, 3, 5, 2), 1),
         }
-        print(json.dumps({"layer": _layer(), "results": results}) if args.json else "ok")
-        return results
+    else:
+        results = _full_results(args)
+    if args.json:
+        print(json.dumps({"layer": _layer(), "results": results}))
+    elif args.smoke:
+        print("ok")
+    else:
+        _print_table(results)
+    return results
+
+
+def _full_results(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     big = 8192 if args.full else 2048
-    results = {
+    return {
         # Gradient-sized buffers of hundreds of MB: the first steps of a process map fresh memory
         # (huge pages compacted on the way, 5-10x a steady step here), so more warm-up steps.
         f"SoftmaxCE ({big}, 32000)": _timed(softmax_steps(big, 32000), max(5, args.repeats // 2), warmup=5),
@@ -261,16 +269,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         "Linear 64-40 per frame + CTC, T=200 N=32 L=50": _timed(model_ctc_steps(200, 32, 64, 40, 50), args.repeats),
         "overhead (64, 10)": overhead_case(args.repeats * 20),
     }
-    if args.json:
-        print(json.dumps({"layer": _layer(), "results": results}))
-        return results
+
+
+def _print_table(results: dict[str, dict[str, float]]) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, numba threads: ", end="")
     print(f"{numba.config.NUMBA_NUM_THREADS}, numba threading layer: {_layer()}")
     for case, row in results.items():
         print(f"\n{case}")
         for name, ms in row.items():
             print(f"  {name:36s} {ms:10.3f} ms")
-    return results
 
 
 if __name__ == "__main__":
