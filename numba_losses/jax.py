@@ -32,11 +32,12 @@ instead would make the mapped axis the batch axis (or reduce it away).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from . import _jax_ffi
 from ._core.request import Call, is_scalar
 from ._core.validate import layout_of, normalize_axis
 from .loss import Loss
@@ -146,32 +147,40 @@ def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[st
     def named(arrays: tuple[Any, ...]) -> dict[str, Any]:
         return {**static, **dict(zip(dynamic, arrays, strict=True))}
 
-    def plan(arrays: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], str]:
+    def plan(arrays: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], str, tuple[bool, ...]]:
         return _plan(loss, base, named(arrays))
 
     @jax.custom_vjp
     def f(*arrays: Any) -> Any:
-        out_sds, _, _ = plan(arrays)
-        run = _host(lambda kw: (loss(**kw),), named, arrays, (out_sds,))
-        return jax.pure_callback(run, (out_sds,), *arrays, vmap_method=VMAP_METHOD)[0]
+        out_sds, _, _, native = plan(arrays)
+        run = _host(lambda kw, bufs: (loss(**kw, out=bufs[0]),), named, arrays, (out_sds,), native[:1])
+        return _on_host(run, (out_sds,), arrays)[0]
 
     def fwd(*arrays: Any) -> tuple[Any, dict[str, Any]]:
-        out_sds, grad_sds, rule = plan(arrays)
+        out_sds, grad_sds, rule, native = plan(arrays)
         if rule == "callback":  # the backward rule runs loss.backward: keep the inputs
             return f(*arrays), {"callback": arrays}
-        run = _host(lambda kw: _flat(loss.forward_backward(**kw)), named, arrays, (out_sds, *grad_sds))
-        out, *grads = jax.pure_callback(run, (out_sds, *grad_sds), *arrays, vmap_method=VMAP_METHOD)
+
+        def both(kw: dict[str, Any], bufs: list[Any]) -> tuple[Any, ...]:
+            return _flat(loss.forward_backward(**kw, out=bufs[0], grad_out=tuple(bufs[1:])))
+
+        run = _host(both, named, arrays, (out_sds, *grad_sds), native)
+        out, *grads = _on_host(run, (out_sds, *grad_sds), arrays)
         return out, {rule: (tuple(grads), arrays)}
 
     def bwd(res: dict[str, Any], ct: Any) -> tuple[Any, ...]:
         ((rule, saved),) = res.items()
         if rule == "callback":
             arrays = saved
-            _, grad_sds, _ = plan(arrays)
+            _, grad_sds, _, native = plan(arrays)
             run = _host(
-                lambda kw: loss.backward(**kw), lambda a: {**named(a[:-1]), "out_grad": a[-1]}, (*arrays, ct), grad_sds
+                lambda kw, bufs: loss.backward(**kw, grad_out=tuple(bufs)),
+                lambda a: {**named(a[:-1]), "out_grad": a[-1]},
+                (*arrays, ct),
+                grad_sds,
+                native[1:],
             )
-            grads = jax.pure_callback(run, grad_sds, *arrays, ct, vmap_method=VMAP_METHOD)
+            grads = _on_host(run, grad_sds, (*arrays, ct))
         else:
             grads, arrays = saved
             grads = tuple(_scale(g, ct, rule, base) for g in grads)
@@ -220,8 +229,12 @@ def _batch_axis(base: Loss, ndim: int) -> int:
     return normalize_axis(base._batch_axis, ndim)
 
 
-def _plan(loss: Any, base: Loss, inputs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], str]:
+def _plan(loss: Any, base: Loss, inputs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], str, tuple[bool, ...]]:
     """Result shapes (``jax.ShapeDtypeStruct``) and the backward rule, from shapes and dtypes only.
+
+    The last entry says, for the output and each gradient, whether JAX keeps the
+    library's dtype (float64 results become float32 unless ``jax_enable_x64``):
+    where it does the kernels write straight into JAX's result buffers.
 
     The rule is ``"makeloss"``, ``"scalar"`` (one output element), ``"batch"``
     (one output element per position of the batch axis), ``"rows"``
@@ -239,7 +252,8 @@ def _plan(loss: Any, base: Loss, inputs: dict[str, Any]) -> tuple[Any, tuple[Any
     canon = jax.dtypes.canonicalize_dtype
     out_sds = jax.ShapeDtypeStruct(out.shape, canon(out.dtype))
     grad_sds = tuple(jax.ShapeDtypeStruct(g.shape, canon(g.dtype)) for g in grads)
-    return out_sds, grad_sds, _rule(loss, base, shapes, out.shape)
+    native = tuple(np.dtype(s.dtype) == np.dtype(canon(s.dtype)) for s in (out, *grads))
+    return out_sds, grad_sds, _rule(loss, base, shapes, out.shape), native
 
 
 def _rule(loss: Any, base: Loss, shapes: dict[str, Any], out_shape: tuple[int, ...]) -> str:
@@ -274,13 +288,18 @@ def _flat(result: tuple[Any, tuple[Any, ...]]) -> tuple[Any, ...]:
 
 
 def _host(
-    run: Callable[[dict[str, Any]], tuple[Any, ...]],
+    run: Callable[[dict[str, Any], list[Any]], tuple[Any, ...]],
     named: Callable[[tuple[Any, ...]], dict[str, Any]],
     traced: tuple[Any, ...],
     result_sds: tuple[Any, ...],
-) -> Callable[..., tuple[np.ndarray, ...]]:
-    """The host callback: ``run`` on NumPy views, once per element of any ``vmap``-ped leading axes.
+    native: tuple[bool, ...],
+) -> Callable[[Sequence[np.ndarray], list[np.ndarray] | None], list[np.ndarray]]:
+    """The host function: ``run`` on NumPy views, once per element of any ``vmap``-ped leading axes.
 
+    ``run(inputs, buffers)`` computes the results, writing into ``buffers``
+    (``None`` entries: in the library's own dtype, converted after). The returned
+    ``fill(arrays, outs)`` writes the results into ``outs`` (JAX's result
+    buffers on the FFI path; allocated when ``None``) and returns them.
     ``traced`` are the arguments as traced (per-example shapes); with
     ``vmap_method="expand_dims"`` each argument arrives with the same number
     of extra leading axes, of size 1 where it is not mapped.
@@ -288,24 +307,49 @@ def _host(
     ndims = [len(a.shape) for a in traced]
     dtypes = [np.dtype(s.dtype) for s in result_sds]
 
-    def one(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-        res = run(named(arrays))
-        return tuple(
-            r if type(r) is np.ndarray and r.dtype == d else np.asarray(r, dtype=d)
-            for r, d in zip(res, dtypes, strict=True)
-        )
+    def one(arrays: tuple[np.ndarray, ...], outs: list[np.ndarray]) -> None:
+        res = run(named(arrays), [o if n else None for o, n in zip(outs, native, strict=True)])
+        for r, o in zip(res, outs, strict=True):
+            if r is not o:
+                o[...] = r
 
-    def callback(*arrays: Any) -> tuple[np.ndarray, ...]:
-        arrays = tuple(np.asarray(a) for a in arrays)  # CPU jax.Arrays: read-only views, no copy
+    def fill(arrays: Sequence[np.ndarray], outs: list[np.ndarray] | None = None) -> list[np.ndarray]:
         lead = arrays[0].ndim - ndims[0]
+        batch = np.broadcast_shapes(*(a.shape[:lead] for a in arrays)) if lead else ()
+        if outs is None:
+            outs = [np.empty(batch + tuple(s.shape), d) for s, d in zip(result_sds, dtypes, strict=True)]
         if lead == 0:
-            return one(arrays)
-        batch = np.broadcast_shapes(*(a.shape[:lead] for a in arrays))
+            one(tuple(arrays), outs)
+            return outs
         arrays = tuple(np.broadcast_to(a, batch + a.shape[lead:]) for a in arrays)
-        results = tuple(np.empty(batch + tuple(s.shape), d) for s, d in zip(result_sds, dtypes, strict=True))
         for idx in np.ndindex(*batch):
-            for r, v in zip(results, one(tuple(a[idx] for a in arrays)), strict=True):
-                r[idx] = v
-        return results
+            at = (*idx, Ellipsis)  # a view, also of a 0-d remainder
+            one(tuple(a[at] for a in arrays), [o[at] for o in outs])
+        return outs
 
-    return callback
+    return fill
+
+
+def _on_host(fill: Callable[..., list[np.ndarray]], result_sds: tuple[Any, ...], arrays: tuple[Any, ...]) -> Any:
+    """The results of ``fill`` run on the host: an XLA FFI call on the CPU, a callback elsewhere.
+
+    On the CPU backend the compiled program calls the library directly (see
+    :mod:`numba_losses._jax_ffi`, about a microsecond a call); on other
+    backends, or a JAX without ``jax.ffi``, :func:`jax.pure_callback` copies the
+    arguments to the host and the results back.
+    """
+    import jax
+
+    def by_callback(*a: Any) -> tuple[Any, ...]:
+        def callback(*host: Any) -> tuple[np.ndarray, ...]:
+            return tuple(fill([np.asarray(h) for h in host]))  # CPU jax.Arrays: read-only views, no copy
+
+        return tuple(jax.pure_callback(callback, result_sds, *a, vmap_method=VMAP_METHOD))
+
+    if not _jax_ffi.available():
+        return by_callback(*arrays)
+
+    def by_ffi(*a: Any) -> tuple[Any, ...]:
+        return tuple(_jax_ffi.call(fill, result_sds, *a, vmap_method=VMAP_METHOD))
+
+    return jax.lax.platform_dependent(*arrays, cpu=by_ffi, default=by_callback)
