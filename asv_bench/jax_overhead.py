@@ -1,7 +1,9 @@
 """What numba_losses.jax.function and DLPack inputs cost over a direct NumPy call (best of 7 repeats).
 
 Run from the repository root: ``NUMBA_NUM_THREADS=2 python asv_bench/jax_overhead.py``.
-Prints microseconds per call for L2Loss at (64, 10) (fixed costs) and for
+Prints microseconds per call for L2Loss at (64, 10) (fixed costs, with two
+floors: a jitted ``jax.pure_callback`` and a jitted FFI host call, each around a
+function doing nothing) and for
 ``jax.jit(jax.value_and_grad(...))`` of SoftmaxCELoss at (256, 1000) against a
 ``jax.numpy`` formulation under ``jit``. On a shared machine the figures are noisy.
 """
@@ -16,6 +18,7 @@ import numpy as np
 
 import numba_losses as nl
 import numba_losses.jax as nlj
+from numba_losses import _jax_ffi
 
 
 def best_us(fn, number: int, repeat: int = 7) -> float:
@@ -46,6 +49,9 @@ def main() -> None:
         ("L2 (64,10) jit(jax.numpy formulation)", lambda: jl2(xj, yj).block_until_ready(), 2000),
         ("floor: jit(bare pure_callback returning (64,))", lambda: floor(xj, yj).block_until_ready(), 2000),
     ]
+    if _jax_ffi.available():  # the host call jax.function makes on the CPU, around a function doing nothing
+        bare = jax.jit(lambda a, b: _jax_ffi.call(lambda i, o: None, (sds,), a, b, vmap_method="expand_dims")[0])
+        rows.append(("floor: jit(bare FFI host call, no work)", lambda: bare(xj, yj).block_until_ready(), 2000))
     logits = jnp.asarray(rng.standard_normal((256, 1000)).astype(np.float32))
     classes = jnp.asarray(rng.integers(0, 1000, 256).astype(np.int32))
     ce = nlj.function(nl.SoftmaxCELoss())
