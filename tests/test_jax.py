@@ -468,6 +468,32 @@ def test_the_callback_path_gives_the_same_results(name, monkeypatch):
         close(g, w, "float32")
 
 
+@pytest.mark.skipif(not _jax_ffi.available(), reason="this JAX has no typed FFI")
+def test_the_ffi_call_reads_and_writes_xla_buffers_in_place(monkeypatch):
+    """The kernels read the jitted program's argument buffers and write its result buffers: no copies."""
+    seen = []
+    real_call = _jax_ffi.call
+
+    def spy(fn, sds, *args, vmap_method):
+        def recorded(inputs, outputs):
+            seen.append(([a.ctypes.data for a in inputs], [o.ctypes.data for o in outputs]))
+            assert not any(a.flags.writeable for a in inputs)
+            fn(inputs, outputs)
+
+        return real_call(recorded, sds, *args, vmap_method=vmap_method)
+
+    monkeypatch.setattr(_jax_ffi, "call", spy)
+    f = nlj.function(nl.SoftmaxCELoss())
+    rng = np.random.default_rng(13)
+    x = jnp.asarray(rng.standard_normal((64, 100)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 100, 64).astype(np.int32))
+    out = jax.jit(f)(x, y)
+    (inputs, outputs) = seen[-1]
+    assert inputs == [x.unsafe_buffer_pointer(), y.unsafe_buffer_pointer()]
+    assert outputs == [out.unsafe_buffer_pointer()]
+    close(out, ref_softmax_sparse(x, y), "float32")
+
+
 def test_results_in_a_dtype_jax_narrows():
     """Integer inputs give float64 results in the library; JAX without x64 gets them as float32."""
     f = nlj.function(nl.L2Loss())
