@@ -175,7 +175,8 @@ def _scale_views(loss: Loss | MakeLoss, shapes: list[tuple[int, ...] | None], ou
     Exact when every element of an input's gradient comes from one output element: a one-element output,
     or a per-sample output ``(n,)`` whose sample ``b`` reads only slice ``b`` of each differentiable input
     along the batch axis (the element- and row-wise families, CTC and Triplet when no broadcast input adds
-    axes in front of ``pred``'s).
+    axes in front of ``pred``'s), or CosineEmbeddingLoss's ``(rows, 1)`` output, one per row (last axis)
+    of its two inputs of one shape.
     """
     names = inner(loss)._inputs
     diff = [names.index(n) for n in inner(loss)._differentiable]
@@ -186,6 +187,11 @@ def _scale_views(loss: Loss | MakeLoss, shapes: list[tuple[int, ...] | None], ou
         n_out *= n
     if n_out == 1:
         return tuple((1,) * len(shapes[i]) if shapes[i] is not None else None for i in diff)
+    if isinstance(loss, CosineEmbeddingLoss):  # one output row per row (last axis) of both inputs
+        first = shapes[diff[0]]
+        if not first or any(shapes[i] != first for i in diff) or out != (math.prod(first[:-1]), 1):
+            return None
+        return tuple(first[:-1] + (1,) for _ in diff)
     if family_of(loss) not in ("elementwise", "softmax", "ctc") and not isinstance(loss, TripletLoss):
         return None
     pred = shapes[0]
