@@ -631,39 +631,6 @@ def test_a_masked_numpy_sample_weight_is_refused_when_an_element_is_masked():
     torch.testing.assert_close(full, nlt.L2Loss()(x, y, torch.full((4, 1), 2.0, dtype=D)))
 
 
-@pytest.mark.parametrize(
-    "transform",
-    [
-        lambda f, x: torch.func.grad(lambda a: f(a).sum())(x),
-        lambda f, x: torch.func.vmap(f)(x[:, None]),
-        lambda f, x: torch.func.jacrev(f)(x),
-        lambda f, x: torch.func.jvp(f, (x,), (torch.ones_like(x),)),
-    ],
-    ids=["grad", "vmap", "jacrev", "jvp"],
-)
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # PyTorch's own, in jvp
-def test_torch_func_transforms_raise_a_named_error(transform):
-    module = nlt.L2Loss()
-    with pytest.raises(NotImplementedError, match=r"L2Loss: torch\.func transforms .* are not supported"):
-        transform(lambda a: module(a, torch.zeros_like(a)), rnd(4, 3))
-
-
-@pytest.mark.parametrize("requires_grad", [False, True])
-def test_forward_mode_dual_tensors_raise_instead_of_dropping_the_tangent(requires_grad):
-    """A dual tensor's tangent must not vanish: an output without one reads as a zero directional derivative."""
-    from torch.autograd import forward_ad
-
-    x, y = rnd(4, 5, grad=requires_grad), torch.randint(0, 5, (4,), generator=_GEN)
-    with forward_ad.dual_level():
-        dual = forward_ad.make_dual(x, torch.ones_like(x))
-        with pytest.raises(NotImplementedError, match="SoftmaxCrossEntropyLoss: forward-mode AD is not supported"):
-            nlt.SoftmaxCELoss()(dual, y)
-        plain = nlt.SoftmaxCELoss()(x, y)  # tensors without a tangent are fine inside the context
-    torch.testing.assert_close(plain.detach(), F.cross_entropy(x.detach(), y, reduction="none"))
-    jac = torch.autograd.functional.jacobian(lambda a: nlt.SoftmaxCELoss()(a, y), x.detach())  # reverse mode
-    assert jac.shape == (4, 4, 5)
-
-
 def test_a_result_sharing_an_input_s_memory_is_copied():
     """A kernel result that views an input (possible for a user's loss) is handed out as a copy, never as the input."""
     x = torch.arange(6.0, dtype=D).reshape(2, 3)

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.autograd import forward_ad
 
 from .. import ctc, elementwise, pairwise, sdml, softmax
 from .._core.validate import as_host_array
@@ -17,6 +16,7 @@ from ..makeloss import MakeLoss
 from ._bridge import LOW_PRECISION
 from ._ops import N_SLOTS, OPS, EagerFunction, family_of, inner, register
 from ._ops import _run as run_forward
+from ._transforms import in_transform, transform_forward
 
 __all__ = ["Module"]
 
@@ -103,8 +103,9 @@ class Module(torch.nn.Module):
             slots = tensors + [None] * (N_SLOTS - len(tensors))
             out = OPS[self.family][0](self.key, *slots, want_grad)[0]
             return out.to(pred.dtype) if low else out
-        _refuse_transforms(type(inner(self.loss)).__name__, tensors)
-        if want_grad:  # the operator's implementation and autograd rule, without its dispatch cost
+        if in_transform(tensors):  # torch.func transforms, forward-mode AD
+            out = transform_forward(self.key, type(inner(self.loss)).__name__, tensors)
+        elif want_grad:  # the operator's implementation and autograd rule, without its dispatch cost
             out = EagerFunction.apply(self.key, requires, *tensors)
         else:
             out = run_forward(self.key, tensors, False)[0]
@@ -151,32 +152,6 @@ class Module(torch.nn.Module):
         elif not isinstance(v, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, a NumPy array or a number, got {type(v).__name__}")
         return v.float() if v.dtype in LOW_PRECISION else v
-
-
-#: The innermost ``torch.func`` transform, or ``None`` outside any (PyTorch's own test; absent in builds
-#: without functorch, where no transform can be active).
-_functorch_level = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", lambda: None)
-
-
-def _refuse_transforms(owner: str, tensors: list[torch.Tensor | None]) -> None:
-    """``NotImplementedError`` inside a ``torch.func`` transform or for dual tensors of forward-mode AD.
-
-    The kernels read the tensors' memory outside PyTorch's dispatcher: a transform's wrapped tensors
-    have none, and a dual tensor's tangent would be dropped (an output with no tangent, which
-    forward-mode AD reads as zero) instead of raising.
-    """
-    if _functorch_level() is not None:
-        raise NotImplementedError(
-            f"{owner}: torch.func transforms (grad, vmap, jacrev, jacfwd, jvp, ...) are not supported; use "
-            "loss.backward() or torch.autograd.grad, and the loss's own batch axis instead of vmap"
-        )
-    if getattr(forward_ad, "_current_level", 0) >= 0:  # inside forward_ad.dual_level()
-        for t in tensors:
-            if t is not None and forward_ad.unpack_dual(t).tangent is not None:
-                raise NotImplementedError(
-                    f"{owner}: forward-mode AD is not supported (the output would carry no tangent); "
-                    "use reverse mode (backward, torch.autograd.grad)"
-                )
 
 
 def _module_class(loss_cls: type[Loss], name: str) -> type[Module]:

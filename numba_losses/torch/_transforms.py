@@ -1,0 +1,174 @@
+"""The losses inside ``torch.func`` transforms and with forward-mode AD (dual tensors).
+
+The eager node (:class:`~._ops.EagerFunction`) writes its context in ``forward``, which the
+``torch.func`` transforms do not accept, and reads tensors' memory, which a transform's wrapped
+tensors do not have. :class:`TransformFunction` is the same fused kernel in the form the transforms
+need: ``forward`` without a context (``torch.func`` hands it the plain tensors under its wrappers),
+``setup_context``, a ``backward`` and a ``jvp`` built from the gradients the forward computed, and a
+``vmap`` rule. So ``torch.func.grad``, ``vjp``, ``jacrev``, ``jvp``, ``jacfwd``, ``vmap`` (over all
+of these) and ``torch.autograd.forward_ad`` work, for the calls whose gradient for a head gradient
+scales sample by sample (:func:`~._ops.plan`'s ``fused``: every element of a differentiable input
+reaches one output element).
+
+For such a call, with the kept gradient :math:`g = \\partial \\sum_j o_j / \\partial x` and
+:math:`b(k)` the output element that input element :math:`k` reaches,
+
+.. math::
+
+    \\bar x_k = g_k\\, \\bar o_{b(k)} \\quad (\\text{backward}), \\qquad
+    \\dot o_b = \\sum_{k:\\, b(k) = b} g_k\\, \\dot x_k \\quad (\\text{jvp}).
+
+MakeLoss's backward is its gradient whatever the head gradient (MXNet's rule); it has no
+forward-mode derivative. Second derivatives (``hessian``, ``grad`` of ``grad``, ``jvp`` of ``grad``)
+raise: the kernels give first derivatives, and an outer transform would read the saved gradients as
+constants (a Hessian of zeros).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.autograd import forward_ad
+
+from ._ops import _INFO, _LOSSES, _run, inner, plan
+
+try:  # PyTorch's own record of the active transforms (absent in builds without functorch)
+    from torch._functorch.pyfunctorch import TransformType, retrieve_all_functorch_interpreters
+except ImportError:  # pragma: no cover - every supported PyTorch has it
+    retrieve_all_functorch_interpreters = None
+
+
+def _active_transforms() -> list[Any]:
+    """The ``torch.func`` interpreters on the stack, outermost first (empty outside every transform)."""
+    return list(retrieve_all_functorch_interpreters()) if retrieve_all_functorch_interpreters else []
+
+
+def _differentiating(transforms: list[Any]) -> int:
+    """How many of ``transforms`` take derivatives (``grad`` / ``vjp`` / ``jvp`` levels; ``vmap`` does not)."""
+    return sum(t.key() in (TransformType.Grad, TransformType.Jvp) for t in transforms)
+
+
+def in_transform(tensors: list[torch.Tensor | None]) -> bool:
+    """Whether a call runs inside a ``torch.func`` transform or has a dual tensor of forward-mode AD."""
+    if _active_transforms():
+        return True
+    if getattr(forward_ad, "_current_level", -1) >= 0:  # inside forward_ad.dual_level()
+        return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+    return False
+
+
+def transform_forward(key: int, owner: str, tensors: list[torch.Tensor | None]) -> torch.Tensor:
+    """The loss of a call inside a transform (see :func:`in_transform`), through :class:`TransformFunction`."""
+    if not plan(key, tensors, True).fused:
+        raise NotImplementedError(
+            f"{owner}: inside torch.func transforms and with forward-mode AD only losses whose gradient scales "
+            "sample by sample are supported (not SDMLLoss, an output grown by sample_weight, an input broadcast "
+            "along the batch axis, or a softmax over the batch axis); use loss.backward() or torch.autograd.grad"
+        )
+    return TransformFunction.apply(key, *tensors)[0]
+
+
+def _second_order(owner: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{owner}: second derivatives (hessian, grad of grad, jvp of grad, ...) are not supported; the kernels "
+        "compute first derivatives only"
+    )
+
+
+class TransformFunction(torch.autograd.Function):
+    """The fused loss as ``torch.func`` transforms and forward-mode AD need it (see the module docstring).
+
+    ``TransformFunction.apply(key, *inputs)`` returns ``(out, *grads)``: the loss and, for every
+    differentiable input, its gradient for a head gradient of ones (not differentiable; callers
+    use ``out``). Only for calls whose :func:`~._ops.plan` is fused.
+    """
+
+    @staticmethod
+    def forward(key: int, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        return tuple(_run(key, list(inputs), True))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:  # noqa: D102
+        key, *xs = inputs
+        _, *grads = output
+        ctx.mark_non_differentiable(*grads)
+        ctx.set_materialize_grads(False)  # absent tangents stay None (not zeros): a constant label is no error
+        ctx.save_for_backward(*grads)
+        ctx.save_for_forward(*grads)
+        ctx.info = _INFO[key]
+        ctx.plan = plan(key, xs, True)
+        loss = inner(_LOSSES[key])
+        ctx.owner, ctx.names = type(loss).__name__, loss._inputs
+        ctx.transforms = len(_active_transforms())
+        if _differentiating(_active_transforms()) > 1:
+            raise _second_order(ctx.owner)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        if not ctx.transforms and torch.is_grad_enabled():  # plain autograd with create_graph=True
+            raise _second_order(ctx.owner)
+        info = ctx.info
+        for j, needed in enumerate(ctx.needs_input_grad[1:]):
+            if needed and j not in info.diff:
+                raise _not_differentiated(ctx, j)
+        result: list[torch.Tensor | None] = [None] * info.n_inputs
+        for k, (i, grad) in enumerate(zip(info.diff, ctx.saved_tensors, strict=True)):
+            if info.makeloss:  # MXNet's MakeLoss ignores the head gradient
+                result[i] = grad
+            elif g is not None:
+                result[i] = grad * g.reshape(ctx.plan.views[k])
+        return (None, *result)
+
+    @staticmethod
+    def jvp(ctx: Any, _key: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        info = ctx.info
+        if info.makeloss:
+            raise NotImplementedError(
+                f"MakeLoss({ctx.owner}): forward-mode AD is not supported (MakeLoss replaces the head gradient, "
+                "a rule of the backward pass only)"
+            )
+        for j, t in enumerate(tangents):
+            if t is not None and j not in info.diff:
+                raise _not_differentiated(ctx, j)
+        out_shape = ctx.plan.out[0]
+        total = None
+        for k, (i, grad) in enumerate(zip(info.diff, ctx.saved_tensors, strict=True)):
+            t = tangents[i]
+            if t is None:
+                continue
+            term = grad * t
+            dims = [d for d, v in enumerate(ctx.plan.views[k]) if v == 1]
+            term = (term.sum(dims) if dims else term).reshape(out_shape)  # sum([]) would sum everything
+            total = term if total is None else total + term
+        if total is None:
+            total = torch.zeros(out_shape, dtype=ctx.plan.out[1], device=ctx.saved_tensors[0].device)
+        return (total, *(None for _ in info.diff))
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], key: int, *inputs: Any) -> tuple[Any, Any]:  # noqa: D102
+        # One call per mapped element, stacked: the mapped axis must not become the loss's batch axis.
+        dims = in_dims[1:]
+        moved = [x if d is None else x.movedim(d, 0) for x, d in zip(inputs, dims, strict=True)]
+        n = info.batch_size
+        if n == 0:
+            each = [x if d is None else x.new_empty(x.shape[1:]) for x, d in zip(moved, dims, strict=True)]
+            p = plan(key, each, True)
+            device = next(x for x in inputs if x is not None).device
+            shapes = [p.out, *p.grads]
+            results = tuple(torch.empty((0, *s), dtype=t, device=device) for s, t in shapes)
+        else:
+            calls = [
+                TransformFunction.apply(key, *(x if d is None else x[b] for x, d in zip(moved, dims, strict=True)))
+                for b in range(n)
+            ]
+            results = tuple(torch.stack(parts) for parts in zip(*calls, strict=True))
+        return results, (0,) * len(results)
+
+
+def _not_differentiated(ctx: Any, j: int) -> NotImplementedError:
+    names = ctx.names
+    return NotImplementedError(
+        f"{ctx.owner}: a transform differentiates {names[j]}, but the loss is not differentiated with respect to "
+        f"it (only {', '.join(names[i] for i in ctx.info.diff)}); treat it as a constant"
+    )
