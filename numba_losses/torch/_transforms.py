@@ -38,6 +38,9 @@ try:  # PyTorch's own record of the active transforms (absent in builds without 
 except ImportError:  # pragma: no cover - every supported PyTorch has it
     retrieve_all_functorch_interpreters = None
 
+#: The innermost transform or ``None``: a cheap first test (a tenth of a microsecond) for every eager call.
+_innermost = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", lambda: None)
+
 
 def _active_transforms() -> list[Any]:
     """The ``torch.func`` interpreters on the stack, outermost first (empty outside every transform)."""
@@ -51,7 +54,7 @@ def _differentiating(transforms: list[Any]) -> int:
 
 def in_transform(tensors: list[torch.Tensor | None]) -> bool:
     """Whether a call runs inside a ``torch.func`` transform or has a dual tensor of forward-mode AD."""
-    if _active_transforms():
+    if _innermost() is not None:
         return True
     if getattr(forward_ad, "_current_level", -1) >= 0:  # inside forward_ad.dual_level()
         return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
