@@ -1,17 +1,20 @@
-r"""JAX adapter: any loss of this library as a JAX function that ``jit``, ``grad`` and ``vmap`` accept.
+"""JAX adapter: any loss of this library as a JAX function that ``jit``, ``grad``, ``jvp`` and ``vmap`` accept.
 
 :func:`function` wraps a loss object (built-in, made with
 :func:`~numba_losses.elementwise_loss`, or :class:`~numba_losses.MakeLoss`) in a
-:func:`jax.custom_vjp` function whose kernels run on the host through
-:func:`jax.pure_callback`:
+function whose kernels run on the host (an XLA FFI call on the CPU backend,
+:func:`jax.pure_callback` elsewhere; see :func:`_on_host`):
 
 * a call that is not differentiated runs the plain forward pass (``loss(...)``);
-* under differentiation the forward rule runs the fused
-  ``loss.forward_backward(...)`` once and keeps the gradients; the backward rule
-  multiplies them by the cotangent :math:`\bar o` per sample,
-  :math:`\partial\,\textstyle\sum_i \bar o_i o_i / \partial x_i = \bar o_i\,\partial o_i / \partial x_i`,
-  where that is exact (below), and otherwise runs ``loss.backward(...,
-  out_grad=`` :math:`\bar o` ``)`` through a second callback.
+* under differentiation the fused ``loss.forward_backward(...)`` runs once and
+  gives the saved gradients :math:`g`. Where every sample of every
+  differentiable input reaches one output element only (below) the function
+  is a :func:`jax.custom_jvp` whose tangent is :math:`g` contracted with the
+  inputs' tangents over each sample; JAX transposes that linear map for
+  reverse mode, which multiplies :math:`g` by the cotangent sample by sample.
+  Elsewhere it is a :func:`jax.custom_vjp` whose backward rule runs
+  ``loss.backward(..., out_grad=`` :math:`\bar o` ``)`` in a second host call
+  (reverse mode only).
 
 Scaling is exact when every sample of every differentiable input reaches one
 output element only: the elementwise, softmax (class axis not the batch axis),
@@ -19,12 +22,12 @@ CTC and Triplet losses with a one-dimensional output of the batch size and
 inputs not broadcast along the batch axis, CosineEmbeddingLoss with its
 ``(M, 1)`` rows, and any loss whose output has one element. SDMLLoss (each row
 sees the whole batch), outputs grown by ``sample_weight`` and broadcast inputs
-take the second callback. :class:`~numba_losses.MakeLoss` ignores the
-cotangent, as MXNet's ``MakeLoss`` ignores its head gradient.
+take the second host call. :class:`~numba_losses.MakeLoss` ignores the
+cotangent, as MXNet's ``MakeLoss`` ignores its head gradient (a ``custom_vjp``).
 
-Under :func:`jax.vmap` the callbacks use ``vmap_method="expand_dims"``: every
+Under :func:`jax.vmap` the host calls use ``vmap_method="expand_dims"``: every
 argument arrives with the mapped axes in front (size 1 where it is not mapped)
-and the callback loops over them in Python, one kernel call per mapped element
+and the host function loops over them in Python, one kernel call per mapped element
 with exactly the per-example shapes. Handing the stacked arrays to the loss
 instead would make the mapped axis the batch axis (or reduce it away).
 """
@@ -105,7 +108,7 @@ def function(loss: Loss | MakeLoss) -> Callable[..., Any]:
 
 
 class _Function:
-    """The callable :func:`function` returns (one custom_vjp function per set of static inputs)."""
+    """The callable :func:`function` returns (one jitted function per set of static inputs)."""
 
     def __init__(self, loss: Loss | MakeLoss, base: Loss) -> None:
         self.loss = loss
@@ -135,13 +138,73 @@ class _Function:
         key = (dynamic, static)
         fn = self._cache.get(key)
         if fn is None:  # jit: an eager call reuses the compiled callbacks instead of tracing them again
-            fn = self._cache[key] = jax.jit(_custom_vjp(self.loss, self._base, dynamic, dict(static)))
+            fn = self._cache[key] = jax.jit(_with_derivatives(self.loss, self._base, dynamic, dict(static)))
         arrays = [bound[n] for n in dynamic]  # jax.Arrays and tracers as they are; the rest converted
         return fn(*(a if isinstance(a, jax.Array) else jnp.asarray(a) for a in arrays))
 
 
-def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[str, Any]) -> Callable[..., Any]:
-    """The ``jax.custom_vjp`` function of the arrays ``dynamic`` (``static`` holds the rest)."""
+def _with_derivatives(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[str, Any]) -> Callable[..., Any]:
+    """The function of the arrays ``dynamic`` (``static`` holds the rest), with its derivative rule.
+
+    Where the saved gradient scales sample by sample (rules ``"batch"``, ``"rows"``,
+    ``"scalar"``) a :func:`jax.custom_jvp`: the tangent of the output is the saved gradient
+    contracted with the inputs' tangents over each sample, linear in them, so JAX transposes it
+    for reverse mode (the same multiplication as a backward rule) and ``jvp`` / ``jacfwd`` work
+    too. Elsewhere (MakeLoss, and the calls whose backward needs the cotangent in the kernel) a
+    :func:`jax.custom_vjp`. The rule is chosen from the shapes while tracing.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.custom_derivatives import SymbolicZero
+
+    by_vjp = _custom_vjp(loss, base, dynamic, static)
+    primal, fused, plan = by_vjp.primal, by_vjp.fused, by_vjp.plan
+    diff = type(base)._differentiable
+
+    @jax.custom_jvp
+    def by_jvp(*arrays: Any) -> Any:
+        return primal(*arrays)
+
+    def jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+        out_sds, grad_sds, rule, native = plan(primals)
+        out, *grads = fused(primals, out_sds, grad_sds, native)
+        total = None
+        for name, g in zip(diff, grads, strict=True):
+            t = tangents[dynamic.index(name)] if name in dynamic else None
+            if t is None or isinstance(t, SymbolicZero):  # not differentiated: a zero tangent
+                continue
+            term = _contract(g, t.astype(g.dtype), rule, base, out.shape).astype(out.dtype)
+            total = term if total is None else total + term
+        if total is None:  # no differentiable input differentiated (labels only)
+            total = jnp.zeros(out.shape, out.dtype)
+        return out, total
+
+    by_jvp.defjvp(jvp, symbolic_zeros=True)
+
+    def call(*arrays: Any) -> Any:
+        rule = plan(arrays)[2]
+        return (by_jvp if rule in ("batch", "rows", "scalar") else by_vjp)(*arrays)
+
+    return call
+
+
+def _contract(g: Any, t: Any, rule: str, base: Loss, out_shape: tuple[int, ...]) -> Any:
+    """``sum(g * t)`` over the elements of each output element (the transpose of :func:`_scale`)."""
+    gt = g * t
+    if rule == "scalar":
+        return gt.sum().reshape(out_shape)
+    if rule == "rows":  # CosineEmbedding: one output row per position of the leading axes
+        return gt.sum(-1).reshape(out_shape)
+    axis = _batch_axis(base, g.ndim)
+    return gt.sum(tuple(a for a in range(g.ndim) if a != axis)).reshape(out_shape)
+
+
+def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[str, Any]) -> Any:
+    """The ``jax.custom_vjp`` function of the arrays ``dynamic`` (``static`` holds the rest).
+
+    Its attributes ``primal`` (the plain forward), ``fused`` (loss and saved gradients in one
+    host call) and ``plan`` serve :func:`_with_derivatives`'s ``custom_jvp`` too.
+    """
     import jax
 
     def named(arrays: tuple[Any, ...]) -> dict[str, Any]:
@@ -150,22 +213,27 @@ def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[st
     def plan(arrays: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], str, tuple[bool, ...]]:
         return _plan(loss, base, named(arrays))
 
-    @jax.custom_vjp
-    def f(*arrays: Any) -> Any:
+    def primal(*arrays: Any) -> Any:
         out_sds, _, _, native = plan(arrays)
         run = _host(lambda kw, bufs: (loss(**kw, out=bufs[0]),), named, arrays, (out_sds,), native[:1])
         return _on_host(run, (out_sds,), arrays)[0]
+
+    def fused(arrays: tuple[Any, ...], out_sds: Any, grad_sds: tuple[Any, ...], native: tuple[bool, ...]) -> Any:
+        def both(kw: dict[str, Any], bufs: list[Any]) -> tuple[Any, ...]:
+            return _flat(loss.forward_backward(**kw, out=bufs[0], grad_out=tuple(bufs[1:])))
+
+        run = _host(both, named, arrays, (out_sds, *grad_sds), native)
+        return _on_host(run, (out_sds, *grad_sds), arrays)
+
+    @jax.custom_vjp
+    def f(*arrays: Any) -> Any:
+        return primal(*arrays)
 
     def fwd(*arrays: Any) -> tuple[Any, dict[str, Any]]:
         out_sds, grad_sds, rule, native = plan(arrays)
         if rule == "callback":  # the backward rule runs loss.backward: keep the inputs
             return f(*arrays), {"callback": arrays}
-
-        def both(kw: dict[str, Any], bufs: list[Any]) -> tuple[Any, ...]:
-            return _flat(loss.forward_backward(**kw, out=bufs[0], grad_out=tuple(bufs[1:])))
-
-        run = _host(both, named, arrays, (out_sds, *grad_sds), native)
-        out, *grads = _on_host(run, (out_sds, *grad_sds), arrays)
+        out, *grads = fused(arrays, out_sds, grad_sds, native)
         return out, {rule: (tuple(grads), arrays)}
 
     def bwd(res: dict[str, Any], ct: Any) -> tuple[Any, ...]:
@@ -187,6 +255,7 @@ def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[st
         return _cotangents(base, dynamic, arrays, grads)
 
     f.defvjp(fwd, bwd)
+    f.primal, f.fused, f.plan = primal, fused, plan
     return f
 
 

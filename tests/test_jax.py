@@ -282,6 +282,42 @@ def test_makeloss_gradient_ignores_the_cotangent(normalization):
     close(jax.grad(lambda x: 5.0 * (f(x, y) * jnp.arange(6.0)).sum())(x), want, "float32")
 
 
+# ------------------------------------------------------------------ forward mode
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_jvp_and_jacfwd_match_jax_numpy(name):
+    """Forward mode through the custom_jvp rule; the calls whose backward needs the cotangent raise."""
+    make, ref, k = CASES[name]
+    f = nlj.function(make())
+    rng = np.random.default_rng(14)
+    args = tuple(jnp.asarray(h) for h in _inputs(name, np.dtype(np.float32), rng))
+    tangents = tuple(jnp.asarray(rng.standard_normal(a.shape).astype(np.float32)) for a in args[:k])
+
+    def of(fn):
+        return lambda *d: fn(*d, *args[k:])
+
+    if name == "sdml":  # each row's softmax runs over the whole batch: reverse mode only
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jvp(of(f), args[:k], tangents)
+        return
+    value, tangent = jax.jvp(of(f), args[:k], tangents)
+    want_value, want_tangent = jax.jvp(of(ref), args[:k], tangents)
+    close(value, want_value, "float32")
+    close(tangent, want_tangent, "float32")
+    for got, want in zip(
+        jax.jacfwd(of(f), argnums=tuple(range(k)))(*args[:k]),
+        jax.jacfwd(of(ref), argnums=tuple(range(k)))(*args[:k]),
+        strict=True,
+    ):
+        close(got, want, "float32")
+
+
+def test_second_derivatives_raise():
+    f = nlj.function(nl.SoftmaxCELoss())
+    x, y = jnp.ones((3, 4)), jnp.array([0, 1, 2])
+    with pytest.raises(Exception, match="cannot be differentiated|not support JVP"):  # FFI call / callback
+        jax.hessian(lambda x: f(x, y).sum())(x)
+
+
 # ------------------------------------------------------------------ vmap
 VMAP_CASES = ["l2", "l2_sw", "softmax_sparse", "triplet", "cosine", "sdml"]
 
