@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -221,21 +222,24 @@ def _fill_metadata(frame: _CallFrame) -> None:
     Raises ``RuntimeError`` (an XLA error at compile time) where XLA's own API has another
     major version, whose structures this module cannot read.
     """
+    minor = _API_MINOR
     if frame.api:
-        major = _Api.from_address(frame.api).api_version.major_version
-        if major != _API_MAJOR:
+        version = _Api.from_address(frame.api).api_version
+        if version.major_version != _API_MAJOR:
             raise RuntimeError(
-                f"numba_losses.jax speaks XLA FFI API version {_API_MAJOR}.x, this jaxlib has {major}.x: "
-                "install a numba_losses release made for it"
+                f"numba_losses.jax speaks XLA FFI API version {_API_MAJOR}.x, this jaxlib has "
+                f"{version.major_version}.x: install a numba_losses release made for it"
             )
+        minor = min(minor, version.minor_version)  # the structures read here are those of every 0.x
     ext = ctypes.cast(frame.extension_start, ctypes.POINTER(_MetadataExtension)).contents
     meta = ext.metadata.contents
     meta.api_version.struct_size = ctypes.sizeof(_ApiVersion)
     meta.api_version.extension_start = None
     meta.api_version.major_version = _API_MAJOR
-    meta.api_version.minor_version = _API_MINOR
+    meta.api_version.minor_version = minor
     meta.traits = 0
-    meta.state_type_id = 0  # XLA_FFI_UNKNOWN_TYPE_ID: no state
+    if meta.struct_size >= _Metadata.state_type_id.offset + ctypes.sizeof(ctypes.c_int64):  # newer field
+        meta.state_type_id = 0  # XLA_FFI_UNKNOWN_TYPE_ID: no state
 
 
 def _handle(frame_ptr: Any) -> int | None:
@@ -270,7 +274,15 @@ def available() -> bool:
         return False
     if not hasattr(jax.ffi, "ffi_call") or not hasattr(jax.ffi, "register_ffi_target"):
         return False
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(_HANDLER), platform="cpu", api_version=1)
+    try:
+        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(_HANDLER), platform="cpu", api_version=1)
+    except Exception as exc:  # a jaxlib that refuses typed FFI handlers: the callbacks still work
+        warnings.warn(
+            f"numba_losses.jax: XLA FFI registration failed ({exc}); using jax.pure_callback (slower)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
     return True
 
 
