@@ -175,3 +175,23 @@ def test_outside_transforms_the_eager_node_is_used():
     assert type(out.grad_fn).__name__ == "EagerFunctionBackward"
     jac = torch.autograd.functional.jacobian(lambda a: nlt.L2Loss()(a, torch.zeros(4, 3, dtype=D)), x.detach())
     torch.testing.assert_close(jac, numeric_jacobian(lambda a: nlt.L2Loss()(a, torch.zeros(4, 3, dtype=D)), x.detach()))
+
+
+def test_vmap_alone_runs_the_plain_forward(monkeypatch):
+    """Nothing differentiates a call under vmap alone: no gradient work; with grad inside, the fused kernel."""
+    from numba_losses.torch import _transforms
+
+    seen = []
+    real = _transforms._run
+
+    def spy(key, inputs, fused):
+        seen.append(fused)
+        return real(key, inputs, fused)
+
+    monkeypatch.setattr(_transforms, "_run", spy)
+    x, y = rnd(3, 4, 5), rnd(3, 4, 5)
+    torch.testing.assert_close(torch.func.vmap(nlt.L2Loss())(x, y), 0.5 * ((x - y) ** 2).mean(-1))
+    assert seen == [False] * 3
+    seen.clear()
+    torch.func.vmap(torch.func.grad(lambda a, b: nlt.L2Loss()(a, b).sum()))(x, y)
+    assert seen == [True] * 3

@@ -56,7 +56,12 @@ def in_transform(tensors: list[torch.Tensor | None]) -> bool:
     """Whether a call runs inside a ``torch.func`` transform or has a dual tensor of forward-mode AD."""
     if _innermost() is not None:
         return True
-    if getattr(forward_ad, "_current_level", -1) >= 0:  # inside forward_ad.dual_level()
+    return _has_tangent(tensors)
+
+
+def _has_tangent(tensors: list[torch.Tensor | None]) -> bool:
+    """Whether a tensor is a dual tensor of ``torch.autograd.forward_ad`` (inside ``dual_level()``)."""
+    if getattr(forward_ad, "_current_level", -1) >= 0:
         return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
     return False
 
@@ -69,7 +74,12 @@ def transform_forward(key: int, owner: str, tensors: list[torch.Tensor | None]) 
             "sample by sample are supported (not SDMLLoss, an output grown by sample_weight, an input broadcast "
             "along the batch axis, or a softmax over the batch axis); use loss.backward() or torch.autograd.grad"
         )
-    return TransformFunction.apply(key, *tensors)[0]
+    fused = (
+        _differentiating(_active_transforms()) > 0
+        or _has_tangent(tensors)
+        or (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+    )  # else (vmap alone) the plain forward: no gradient work
+    return TransformFunction.apply(key, fused, *tensors)[0]
 
 
 def _second_order(owner: str) -> NotImplementedError:
@@ -82,18 +92,19 @@ def _second_order(owner: str) -> NotImplementedError:
 class TransformFunction(torch.autograd.Function):
     """The fused loss as ``torch.func`` transforms and forward-mode AD need it (see the module docstring).
 
-    ``TransformFunction.apply(key, *inputs)`` returns ``(out, *grads)``: the loss and, for every
-    differentiable input, its gradient for a head gradient of ones (not differentiable; callers
-    use ``out``). Only for calls whose :func:`~._ops.plan` is fused.
+    ``TransformFunction.apply(key, fused, *inputs)`` returns ``(out, *grads)``: the loss and, when
+    ``fused``, for every differentiable input its gradient for a head gradient of ones (not
+    differentiable; callers use ``out``). Only for calls whose :func:`~._ops.plan` is fused;
+    ``fused`` false (nothing differentiates the call: ``vmap`` alone) runs the plain forward.
     """
 
     @staticmethod
-    def forward(key: int, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # noqa: D102
-        return tuple(_run(key, list(inputs), True))
+    def forward(key: int, fused: bool, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        return tuple(_run(key, list(inputs), fused))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:  # noqa: D102
-        key, *xs = inputs
+        key, ctx.fused, *xs = inputs
         _, *grads = output
         ctx.mark_non_differentiable(*grads)
         ctx.set_materialize_grads(False)  # absent tangents stay None (not zeros): a constant label is no error
@@ -112,19 +123,21 @@ class TransformFunction(torch.autograd.Function):
         if not ctx.transforms and torch.is_grad_enabled():  # plain autograd with create_graph=True
             raise _second_order(ctx.owner)
         info = ctx.info
-        for j, needed in enumerate(ctx.needs_input_grad[1:]):
+        for j, needed in enumerate(ctx.needs_input_grad[2:]):
             if needed and j not in info.diff:
                 raise _not_differentiated(ctx, j)
+        if not ctx.fused:  # pragma: no cover - fused whenever anything could differentiate the call
+            raise RuntimeError(f"{ctx.owner}: no gradient was computed for this call")
         result: list[torch.Tensor | None] = [None] * info.n_inputs
         for k, (i, grad) in enumerate(zip(info.diff, ctx.saved_tensors, strict=True)):
             if info.makeloss:  # MXNet's MakeLoss ignores the head gradient
                 result[i] = grad
             elif g is not None:
                 result[i] = grad * g.reshape(ctx.plan.views[k])
-        return (None, *result)
+        return (None, None, *result)
 
     @staticmethod
-    def jvp(ctx: Any, _key: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+    def jvp(ctx: Any, _key: Any, _fused: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
         info = ctx.info
         if info.makeloss:
             raise NotImplementedError(
@@ -134,6 +147,8 @@ class TransformFunction(torch.autograd.Function):
         for j, t in enumerate(tangents):
             if t is not None and j not in info.diff:
                 raise _not_differentiated(ctx, j)
+        if not ctx.fused:  # pragma: no cover - a tangent makes the call fused
+            raise RuntimeError(f"{ctx.owner}: no gradient was computed for this call")
         out_shape = ctx.plan.out[0]
         total = None
         for k, (i, grad) in enumerate(zip(info.diff, ctx.saved_tensors, strict=True)):
@@ -149,20 +164,22 @@ class TransformFunction(torch.autograd.Function):
         return (total, *(None for _ in info.diff))
 
     @staticmethod
-    def vmap(info: Any, in_dims: tuple[Any, ...], key: int, *inputs: Any) -> tuple[Any, Any]:  # noqa: D102
+    def vmap(info: Any, in_dims: tuple[Any, ...], key: int, fused: bool, *inputs: Any) -> tuple[Any, Any]:  # noqa: D102
         # One call per mapped element, stacked: the mapped axis must not become the loss's batch axis.
-        dims = in_dims[1:]
+        dims = in_dims[2:]
         moved = [x if d is None else x.movedim(d, 0) for x, d in zip(inputs, dims, strict=True)]
         n = info.batch_size
         if n == 0:
             each = [x if d is None else x.new_empty(x.shape[1:]) for x, d in zip(moved, dims, strict=True)]
             p = plan(key, each, True)
             device = next(x for x in inputs if x is not None).device
-            shapes = [p.out, *p.grads]
+            shapes = [p.out, *p.grads] if fused else [p.out]
             results = tuple(torch.empty((0, *s), dtype=t, device=device) for s, t in shapes)
         else:
             calls = [
-                TransformFunction.apply(key, *(x if d is None else x[b] for x, d in zip(moved, dims, strict=True)))
+                TransformFunction.apply(
+                    key, fused, *(x if d is None else x[b] for x, d in zip(moved, dims, strict=True))
+                )
                 for b in range(n)
             ]
             results = tuple(torch.stack(parts) for parts in zip(*calls, strict=True))
