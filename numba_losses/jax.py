@@ -189,7 +189,8 @@ def _with_derivatives(loss: Any, base: Loss, dynamic: tuple[str, ...], static: d
 
 
 def _contract(g: Any, t: Any, rule: str, base: Loss, out_shape: tuple[int, ...]) -> Any:
-    """``sum(g * t)`` over the elements of each output element (the transpose of :func:`_scale`)."""
+    """``sum(g * t)`` over the input elements of each output element (JAX's transpose of it scales
+    ``g`` by the cotangent sample by sample)."""
     gt = g * t
     if rule == "scalar":
         return gt.sum().reshape(out_shape)
@@ -200,7 +201,8 @@ def _contract(g: Any, t: Any, rule: str, base: Loss, out_shape: tuple[int, ...])
 
 
 def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[str, Any]) -> Any:
-    """The ``jax.custom_vjp`` function of the arrays ``dynamic`` (``static`` holds the rest).
+    """The ``jax.custom_vjp`` function of the arrays ``dynamic`` (``static`` holds the rest), for the
+    rules ``"callback"`` (the backward runs ``loss.backward`` with the cotangent) and ``"makeloss"``.
 
     Its attributes ``primal`` (the plain forward), ``fused`` (loss and saved gradients in one
     host call) and ``plan`` serve :func:`_with_derivatives`'s ``custom_jvp`` too.
@@ -249,9 +251,8 @@ def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[st
                 native[1:],
             )
             grads = _on_host(run, grad_sds, (*arrays, ct))
-        else:
+        else:  # "makeloss": MXNet's MakeLoss does not read the head gradient
             grads, arrays = saved
-            grads = tuple(_scale(g, ct, rule, base) for g in grads)
         return _cotangents(base, dynamic, arrays, grads)
 
     f.defvjp(fwd, bwd)
@@ -274,20 +275,6 @@ def _cotangents(base: Loss, dynamic: tuple[str, ...], arrays: tuple[Any, ...], g
         g = by_name.get(n)
         out.append(None if g is None or not jnp.issubdtype(a.dtype, jnp.inexact) else g.astype(a.dtype))
     return tuple(out)
-
-
-def _scale(g: Any, ct: Any, rule: str, base: Loss) -> Any:
-    """The saved gradient ``g`` (of ``sum(out)``) times the cotangent, sample by sample."""
-    if rule == "makeloss":  # MXNet's MakeLoss: the head gradient is not read
-        return g
-    if rule == "scalar":
-        return g * ct.reshape(()).astype(g.dtype)
-    if rule == "rows":  # CosineEmbedding: one output row per position of the leading axes
-        return g * ct.reshape(g.shape[:-1] + (1,)).astype(g.dtype)
-    axis = _batch_axis(base, g.ndim)
-    shape = [1] * g.ndim
-    shape[axis] = g.shape[axis]
-    return g * ct.reshape(shape).astype(g.dtype)
 
 
 def _batch_axis(base: Loss, ndim: int) -> int:
