@@ -585,3 +585,24 @@ def test_on_a_gpu_the_callback_runs_on_the_host_and_results_stay_on_the_gpu():
     out, (ref_grad,) = nl.SoftmaxCELoss().forward_backward(xh, yh)
     np.testing.assert_allclose(float(value), out.sum(dtype=np.float64), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(grad), ref_grad, rtol=1e-6, atol=1e-7)
+
+
+def test_a_training_loop_under_scan_and_checkpoint_matches_jax_numpy():
+    """The host calls inside lax.scan (a jitted training loop) and under jax.checkpoint."""
+    f = nlj.function(nl.SoftmaxCELoss())
+    rng = np.random.default_rng(15)
+    x = jnp.asarray(rng.standard_normal((8, 5)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 5, 8).astype(np.int32))
+
+    def train(loss):
+        def step(w, _):
+            value, g = jax.value_and_grad(lambda w: loss(x @ w, y).mean())(w)
+            return w - 0.1 * g, value
+
+        return jax.jit(lambda w: jax.lax.scan(step, w, None, length=20))(jnp.eye(5))
+
+    (w, curve), (w_ref, curve_ref) = train(f), train(ref_softmax_sparse)
+    close(curve, curve_ref, "float32")
+    close(w, w_ref, "float32")
+    got = jax.jit(jax.grad(jax.checkpoint(lambda x: f(x, y).sum())))(x)
+    close(got, jax.grad(lambda x: ref_softmax_sparse(x, y).sum())(x), "float32")
