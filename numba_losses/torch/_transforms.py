@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad
 
-from ._ops import _INFO, _LOSSES, _run, inner, plan
+from ._ops import _INFO, _LOSSES, _backward_of, _run, inner, plan
 
 try:  # PyTorch's own record of the active transforms (absent in builds without functorch)
     from torch._functorch.pyfunctorch import TransformType, retrieve_all_functorch_interpreters
@@ -68,12 +68,8 @@ def _has_tangent(tensors: list[torch.Tensor | None]) -> bool:
 
 def transform_forward(key: int, owner: str, tensors: list[torch.Tensor | None]) -> torch.Tensor:
     """The loss of a call inside a transform (see :func:`in_transform`), through :class:`TransformFunction`."""
-    if not plan(key, tensors, True).fused:
-        raise NotImplementedError(
-            f"{owner}: inside torch.func transforms and with forward-mode AD only losses whose gradient scales "
-            "sample by sample are supported (not SDMLLoss, an output grown by sample_weight, an input broadcast "
-            "along the batch axis, or a softmax over the batch axis); use loss.backward() or torch.autograd.grad"
-        )
+    if not plan(key, tensors, True).fused:  # reverse mode only: the backward kernel with the cotangent
+        return KernelBackwardFunction.apply(key, *tensors)
     fused = (
         _differentiating(_active_transforms()) > 0
         or _has_tangent(tensors)
@@ -184,6 +180,89 @@ class TransformFunction(torch.autograd.Function):
             ]
             results = tuple(torch.stack(parts) for parts in zip(*calls, strict=True))
         return results, (0,) * len(results)
+
+
+class KernelBackwardFunction(torch.autograd.Function):
+    """Reverse mode for the calls whose gradient does not scale per sample (SDMLLoss, grown outputs, ...).
+
+    ``KernelBackwardFunction.apply(key, *inputs)`` returns the loss; its backward runs the backward
+    kernel with the cotangent (:class:`_BackwardCall`, which ``vmap`` maps one element at a time,
+    as ``jacrev`` and per-sample gradients need). No forward-mode rule: ``jvp`` raises.
+    """
+
+    @staticmethod
+    def forward(key: int, *inputs: torch.Tensor | None) -> torch.Tensor:  # noqa: D102
+        return _run(key, list(inputs), False)[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:  # noqa: D102
+        key, *xs = inputs
+        ctx.loss = _LOSSES[key]  # the object: a temporary module (and its registry key) may be gone by the backward
+        ctx.save_for_backward(*xs)
+        loss = inner(ctx.loss)
+        ctx.owner, ctx.names, ctx.info = type(loss).__name__, loss._inputs, _INFO[key]
+        ctx.transforms = len(_active_transforms())
+        if _differentiating(_active_transforms()) > 1:
+            raise _second_order(ctx.owner)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
+        if not ctx.transforms and torch.is_grad_enabled():
+            raise _second_order(ctx.owner)
+        info = ctx.info
+        for j, needed in enumerate(ctx.needs_input_grad[1:]):
+            if needed and j not in info.diff:
+                raise _not_differentiated(ctx, j)
+        result: list[torch.Tensor | None] = [None] * info.n_inputs
+        if g is not None:
+            for i, dx in zip(info.diff, _BackwardCall.apply(ctx.loss, g, *ctx.saved_tensors), strict=True):
+                result[i] = dx
+        return (None, *result)
+
+    @staticmethod
+    def jvp(ctx: Any, *_: Any) -> Any:  # noqa: D102
+        raise NotImplementedError(
+            f"{ctx.owner}: forward-mode AD (jvp, jacfwd, dual tensors) is supported only for losses whose gradient "
+            "scales sample by sample (not SDMLLoss, an output grown by sample_weight, an input broadcast along the "
+            "batch axis, or a softmax over the batch axis); use reverse mode (grad, vjp, jacrev)"
+        )
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], key: int, *inputs: Any) -> tuple[Any, Any]:  # noqa: D102
+        return _map(info, in_dims[1:], inputs, lambda *xs: (KernelBackwardFunction.apply(key, *xs),))[0], 0
+
+
+class _BackwardCall(torch.autograd.Function):
+    """``_BackwardCall.apply(loss, out_grad, *inputs)``: the gradients of the differentiable inputs for
+    ``out_grad`` (the backward kernel), with a ``vmap`` rule. Not differentiable (first derivatives only)."""
+
+    @staticmethod
+    def forward(loss: Any, out_grad: torch.Tensor, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # noqa: D102
+        return tuple(_backward_of(loss, list(inputs), out_grad))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:  # noqa: D102
+        ctx.mark_non_differentiable(*output)
+
+    @staticmethod
+    def backward(ctx: Any, *_: Any) -> Any:  # noqa: D102
+        raise _second_order("numba_losses")
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], loss: Any, *args: Any) -> tuple[Any, Any]:  # noqa: D102
+        results = _map(info, in_dims[1:], args, lambda *a: _BackwardCall.apply(loss, *a))
+        return results, (0,) * len(results)
+
+
+def _map(info: Any, dims: tuple[Any, ...], args: tuple[Any, ...], fn: Any) -> tuple[torch.Tensor, ...]:
+    """``fn`` once per mapped element (``dims``: each argument's mapped axis or ``None``), results stacked."""
+    if info.batch_size == 0:
+        raise NotImplementedError(
+            "numba_losses: vmap over an empty batch of a loss whose gradient does not scale per sample"
+        )
+    moved = [a if d is None else a.movedim(d, 0) for a, d in zip(args, dims, strict=True)]
+    calls = [fn(*(a if d is None else a[b] for a, d in zip(moved, dims, strict=True))) for b in range(info.batch_size)]
+    return tuple(torch.stack(parts) for parts in zip(*calls, strict=True))
 
 
 def _not_differentiated(ctx: Any, j: int) -> NotImplementedError:
