@@ -199,3 +199,8 @@ def test_vmap_alone_runs_the_plain_forward(monkeypatch):
     seen.clear()
     torch.func.vmap(torch.func.grad(lambda a, b: nlt.L2Loss()(a, b).sum()))(x, y)
     assert seen == [True] * 3
+
+
+def test_vmap_over_an_empty_stack():
+    out = torch.func.vmap(nlt.L2Loss())(torch.zeros(0, 4, 3, dtype=D), torch.zeros(0, 4, 3, dtype=D))
+    assert out.shape == (0, 4) and out.dtype == D

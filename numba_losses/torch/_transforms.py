@@ -163,22 +163,17 @@ class TransformFunction(torch.autograd.Function):
     def vmap(info: Any, in_dims: tuple[Any, ...], key: int, fused: bool, *inputs: Any) -> tuple[Any, Any]:  # noqa: D102
         # One call per mapped element, stacked: the mapped axis must not become the loss's batch axis.
         dims = in_dims[2:]
-        moved = [x if d is None else x.movedim(d, 0) for x, d in zip(inputs, dims, strict=True)]
-        n = info.batch_size
-        if n == 0:
-            each = [x if d is None else x.new_empty(x.shape[1:]) for x, d in zip(moved, dims, strict=True)]
+        if info.batch_size:
+            results = _map(info, dims, inputs, lambda *xs: TransformFunction.apply(key, fused, *xs))
+        else:  # an empty stack: the shapes from the plan of one element
+            each = [
+                x if d is None else x.movedim(d, 0).new_empty(x.movedim(d, 0).shape[1:])
+                for x, d in zip(inputs, dims, strict=True)
+            ]
             p = plan(key, each, True)
             device = next(x for x in inputs if x is not None).device
             shapes = [p.out, *p.grads] if fused else [p.out]
             results = tuple(torch.empty((0, *s), dtype=t, device=device) for s, t in shapes)
-        else:
-            calls = [
-                TransformFunction.apply(
-                    key, fused, *(x if d is None else x[b] for x, d in zip(moved, dims, strict=True))
-                )
-                for b in range(n)
-            ]
-            results = tuple(torch.stack(parts) for parts in zip(*calls, strict=True))
         return results, (0,) * len(results)
 
 
