@@ -18,6 +18,10 @@ For such a call, with the kept gradient :math:`g = \\partial \\sum_j o_j / \\par
     \\bar x_k = g_k\\, \\bar o_{b(k)} \\quad (\\text{backward}), \\qquad
     \\dot o_b = \\sum_{k:\\, b(k) = b} g_k\\, \\dot x_k \\quad (\\text{jvp}).
 
+The other calls (SDMLLoss, an output grown by ``sample_weight``, a broadcast input) go through
+:class:`KernelBackwardFunction`: reverse mode only, its backward runs the backward kernel with the
+cotangent (mapped one element at a time under ``vmap``, as ``jacrev`` needs).
+
 MakeLoss's backward is its gradient whatever the head gradient (MXNet's rule); it has no
 forward-mode derivative. Second derivatives (``hessian``, ``grad`` of ``grad``, ``jvp`` of ``grad``)
 raise: the kernels give first derivatives, and an outer transform would read the saved gradients as
