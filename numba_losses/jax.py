@@ -157,8 +157,56 @@ def _with_derivatives(loss: Any, base: Loss, dynamic: tuple[str, ...], static: d
     import jax.numpy as jnp
     from jax.custom_derivatives import SymbolicZero
 
-    by_vjp = _custom_vjp(loss, base, dynamic, static)
-    primal, fused, plan = by_vjp.primal, by_vjp.fused, by_vjp.plan
+    def named(arrays: tuple[Any, ...]) -> dict[str, Any]:
+        return {**static, **dict(zip(dynamic, arrays, strict=True))}
+
+    def plan(arrays: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], str, tuple[bool, ...]]:
+        return _plan(loss, base, named(arrays))
+
+    def primal(*arrays: Any) -> Any:
+        out_sds, _, _, native = plan(arrays)
+        run = _host(lambda kw, bufs: (loss(**kw, out=bufs[0]),), named, arrays, (out_sds,), native[:1])
+        return _on_host(run, (out_sds,), arrays)[0]
+
+    def fused(arrays: tuple[Any, ...], out_sds: Any, grad_sds: tuple[Any, ...], native: tuple[bool, ...]) -> Any:
+        def both(kw: dict[str, Any], bufs: list[Any]) -> tuple[Any, ...]:
+            return _flat(loss.forward_backward(**kw, out=bufs[0], grad_out=tuple(bufs[1:])))
+
+        run = _host(both, named, arrays, (out_sds, *grad_sds), native)
+        return _on_host(run, (out_sds, *grad_sds), arrays)
+
+    # MakeLoss and the calls whose backward needs the cotangent in the kernel: a custom_vjp
+    @jax.custom_vjp
+    def by_vjp(*arrays: Any) -> Any:
+        return primal(*arrays)
+
+    def fwd(*arrays: Any) -> tuple[Any, dict[str, Any]]:
+        out_sds, grad_sds, rule, native = plan(arrays)
+        if rule == "callback":  # the backward rule runs loss.backward: keep the inputs
+            return by_vjp(*arrays), {"callback": arrays}
+        out, *grads = fused(arrays, out_sds, grad_sds, native)
+        return out, {rule: (tuple(grads), arrays)}
+
+    def bwd(res: dict[str, Any], ct: Any) -> tuple[Any, ...]:
+        ((rule, saved),) = res.items()
+        if rule == "callback":
+            arrays = saved
+            _, grad_sds, _, native = plan(arrays)
+            run = _host(
+                lambda kw, bufs: loss.backward(**kw, grad_out=tuple(bufs)),
+                lambda a: {**named(a[:-1]), "out_grad": a[-1]},
+                (*arrays, ct),
+                grad_sds,
+                native[1:],
+            )
+            grads = _on_host(run, grad_sds, (*arrays, ct))
+        else:  # "makeloss": MXNet's MakeLoss does not read the head gradient
+            grads, arrays = saved
+        return _cotangents(base, dynamic, arrays, grads)
+
+    by_vjp.defvjp(fwd, bwd)
+
+    # the calls whose gradient scales sample by sample: a custom_jvp (JAX transposes it for reverse mode)
     diff = type(base)._differentiable
 
     @jax.custom_jvp
@@ -198,66 +246,6 @@ def _contract(g: Any, t: Any, rule: str, base: Loss, out_shape: tuple[int, ...])
         return gt.sum(-1).reshape(out_shape)
     axis = _batch_axis(base, g.ndim)
     return gt.sum(tuple(a for a in range(g.ndim) if a != axis)).reshape(out_shape)
-
-
-def _custom_vjp(loss: Any, base: Loss, dynamic: tuple[str, ...], static: dict[str, Any]) -> Any:
-    """The ``jax.custom_vjp`` function of the arrays ``dynamic`` (``static`` holds the rest), for the
-    rules ``"callback"`` (the backward runs ``loss.backward`` with the cotangent) and ``"makeloss"``.
-
-    Its attributes ``primal`` (the plain forward), ``fused`` (loss and saved gradients in one
-    host call) and ``plan`` serve :func:`_with_derivatives`'s ``custom_jvp`` too.
-    """
-    import jax
-
-    def named(arrays: tuple[Any, ...]) -> dict[str, Any]:
-        return {**static, **dict(zip(dynamic, arrays, strict=True))}
-
-    def plan(arrays: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], str, tuple[bool, ...]]:
-        return _plan(loss, base, named(arrays))
-
-    def primal(*arrays: Any) -> Any:
-        out_sds, _, _, native = plan(arrays)
-        run = _host(lambda kw, bufs: (loss(**kw, out=bufs[0]),), named, arrays, (out_sds,), native[:1])
-        return _on_host(run, (out_sds,), arrays)[0]
-
-    def fused(arrays: tuple[Any, ...], out_sds: Any, grad_sds: tuple[Any, ...], native: tuple[bool, ...]) -> Any:
-        def both(kw: dict[str, Any], bufs: list[Any]) -> tuple[Any, ...]:
-            return _flat(loss.forward_backward(**kw, out=bufs[0], grad_out=tuple(bufs[1:])))
-
-        run = _host(both, named, arrays, (out_sds, *grad_sds), native)
-        return _on_host(run, (out_sds, *grad_sds), arrays)
-
-    @jax.custom_vjp
-    def f(*arrays: Any) -> Any:
-        return primal(*arrays)
-
-    def fwd(*arrays: Any) -> tuple[Any, dict[str, Any]]:
-        out_sds, grad_sds, rule, native = plan(arrays)
-        if rule == "callback":  # the backward rule runs loss.backward: keep the inputs
-            return f(*arrays), {"callback": arrays}
-        out, *grads = fused(arrays, out_sds, grad_sds, native)
-        return out, {rule: (tuple(grads), arrays)}
-
-    def bwd(res: dict[str, Any], ct: Any) -> tuple[Any, ...]:
-        ((rule, saved),) = res.items()
-        if rule == "callback":
-            arrays = saved
-            _, grad_sds, _, native = plan(arrays)
-            run = _host(
-                lambda kw, bufs: loss.backward(**kw, grad_out=tuple(bufs)),
-                lambda a: {**named(a[:-1]), "out_grad": a[-1]},
-                (*arrays, ct),
-                grad_sds,
-                native[1:],
-            )
-            grads = _on_host(run, grad_sds, (*arrays, ct))
-        else:  # "makeloss": MXNet's MakeLoss does not read the head gradient
-            grads, arrays = saved
-        return _cotangents(base, dynamic, arrays, grads)
-
-    f.defvjp(fwd, bwd)
-    f.primal, f.fused, f.plan = primal, fused, plan
-    return f
 
 
 def _differentiable(base: Loss, inputs: dict[str, Any]) -> tuple[Any, ...]:
