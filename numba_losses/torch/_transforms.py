@@ -110,22 +110,13 @@ class TransformFunction(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # absent tangents stay None (not zeros): a constant label is no error
         ctx.save_for_backward(*grads)
         ctx.save_for_forward(*grads)
-        ctx.info = _INFO[key]
         ctx.plan = plan(key, xs, True)
-        loss = inner(_LOSSES[key])
-        ctx.owner, ctx.names = type(loss).__name__, loss._inputs
-        ctx.transforms = len(_active_transforms())
-        if _differentiating(_active_transforms()) > 1:
-            raise _second_order(ctx.owner)
+        _record(ctx, key)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
-        if not ctx.transforms and torch.is_grad_enabled():  # plain autograd with create_graph=True
-            raise _second_order(ctx.owner)
+        _check_backward(ctx, ctx.needs_input_grad[2:])
         info = ctx.info
-        for j, needed in enumerate(ctx.needs_input_grad[2:]):
-            if needed and j not in info.diff:
-                raise _not_differentiated(ctx, j)
         if not ctx.fused:  # pragma: no cover - fused whenever anything could differentiate the call
             raise RuntimeError(f"{ctx.owner}: no gradient was computed for this call")
         result: list[torch.Tensor | None] = [None] * info.n_inputs
@@ -198,20 +189,12 @@ class KernelBackwardFunction(torch.autograd.Function):
         key, *xs = inputs
         ctx.loss = _LOSSES[key]  # the object: a temporary module (and its registry key) may be gone by the backward
         ctx.save_for_backward(*xs)
-        loss = inner(ctx.loss)
-        ctx.owner, ctx.names, ctx.info = type(loss).__name__, loss._inputs, _INFO[key]
-        ctx.transforms = len(_active_transforms())
-        if _differentiating(_active_transforms()) > 1:
-            raise _second_order(ctx.owner)
+        _record(ctx, key)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # noqa: D102
-        if not ctx.transforms and torch.is_grad_enabled():
-            raise _second_order(ctx.owner)
+        _check_backward(ctx, ctx.needs_input_grad[1:])
         info = ctx.info
-        for j, needed in enumerate(ctx.needs_input_grad[1:]):
-            if needed and j not in info.diff:
-                raise _not_differentiated(ctx, j)
         result: list[torch.Tensor | None] = [None] * info.n_inputs
         if g is not None:
             for i, dx in zip(info.diff, _BackwardCall.apply(ctx.loss, g, *ctx.saved_tensors), strict=True):
@@ -262,6 +245,30 @@ def _map(info: Any, dims: tuple[Any, ...], args: tuple[Any, ...], fn: Any) -> tu
     moved = [a if d is None else a.movedim(d, 0) for a, d in zip(args, dims, strict=True)]
     calls = [fn(*(a if d is None else a[b] for a, d in zip(moved, dims, strict=True))) for b in range(info.batch_size)]
     return tuple(torch.stack(parts) for parts in zip(*calls, strict=True))
+
+
+def _record(ctx: Any, key: int) -> None:
+    """What both rules' backward and jvp read, and the refusal of second derivatives at the forward.
+
+    An outer differentiating transform (``grad`` / ``jvp`` level) besides the one differentiating this
+    call would differentiate the backward, reading the saved gradients as constants.
+    """
+    loss = inner(_LOSSES[key])
+    ctx.info, ctx.owner, ctx.names = _INFO[key], type(loss).__name__, loss._inputs
+    transforms = _active_transforms()
+    ctx.in_transform = bool(transforms)
+    if _differentiating(transforms) > 1:
+        raise _second_order(ctx.owner)
+
+
+def _check_backward(ctx: Any, needs_input_grad: tuple[bool, ...]) -> None:
+    """Refuse a differentiated backward (plain autograd's ``create_graph=True``) and gradients for inputs
+    the loss does not differentiate."""
+    if not ctx.in_transform and torch.is_grad_enabled():
+        raise _second_order(ctx.owner)
+    for j, needed in enumerate(needs_input_grad):
+        if needed and j not in ctx.info.diff:
+            raise _not_differentiated(ctx, j)
 
 
 def _not_differentiated(ctx: Any, j: int) -> NotImplementedError:
