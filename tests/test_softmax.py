@@ -227,6 +227,31 @@ def test_label_smoothing_matches_reference(sparse, from_logits):
     _check(out, dx, *ref, np.float64)
 
 
+def test_label_smoothing_on_wide_and_extreme_class_last_rows():
+    """The smoothing term's sum over a row, in float32 on rows of 32000 classes (large offsets, a wide
+    spread, -inf logits) and on the edge rows, against the float64 reference formula."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((6, 32000)).astype(np.float32)
+    x[1] += 1e4  # a large offset, small spread
+    x[2] *= 1e3  # a wide spread
+    x[3, ::7] = -np.inf  # masked classes: the uniform part of the target meets -inf, the loss is +inf
+    x[4] = -1e30  # all equal and huge: log C shifted exactly
+    x[5, :100] = 3e4  # ties at a far maximum
+    lab = rng.integers(0, 32000, 6)
+    lab[3] = 1  # not a masked class
+    loss = nl.SoftmaxCELoss(label_smoothing=0.1)
+    out, (dx,) = loss.forward_backward(x, lab)
+    ref, rdx = ref_softmax_ce(x.astype(np.float64), lab, eps=0.1)
+    assert out[3] == np.inf and np.isfinite(out[[0, 1, 2, 4, 5]]).all()
+    keep = [0, 1, 2, 4, 5]
+    np.testing.assert_allclose(out[keep], ref[keep], rtol=1e-6)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(out[4], np.log(32000), rtol=1e-6)  # every log-probability is -log C
+    # an all -inf row is NaN, with or without smoothing (MXNet's x - max)
+    edge = np.full((1, 5), -np.inf, np.float32)
+    assert np.isnan(loss(edge, np.array([2]))).all()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed")
 def test_extensions_agree_with_torch_cross_entropy():
     import torch

@@ -57,18 +57,16 @@ BLOCK = 256
 
 
 def scratch_shapes(n_classes):
-    """``(shape, shape64)`` of the per-thread scratch arrays of the class-last kernels.
+    """The shape of the per-thread scratch array of the class-last kernels.
 
     A task of :func:`build_softmax_ce_kernel`, :func:`build_log_softmax_kernel` or
     :func:`build_log_softmax_backward_kernel` (contiguous variants) works in the row of the
     thread running it (``numba.get_thread_id()``, below ``NUMBA_NUM_THREADS``) of a
     compute-dtype array (a block of values, then the per-block maxima of a row of
-    ``n_classes``) and of a float64 array (the smoothing sum's block). The caller allocates
-    them: an ``np.empty`` in a kernel compiles three more functions at a process's first call
-    (about 0.1 s).
+    ``n_classes``). The caller allocates it: an ``np.empty`` in a kernel compiles three more
+    functions at a process's first call (about 0.1 s).
     """
-    rows = config.NUMBA_NUM_THREADS
-    return (rows, BLOCK + (n_classes + BLOCK - 1) // BLOCK), (rows, BLOCK)
+    return config.NUMBA_NUM_THREADS, BLOCK + (n_classes + BLOCK - 1) // BLOCK
 
 
 @register_jitable(**HELPER)
@@ -154,17 +152,16 @@ def _row_label_sums(xr, yr, m, buf, kl):
 
 
 @register_jitable(**HELPER)
-def _row_shift_sum(xr, m, buf64):
-    """``sum(x - m)`` of one row in float64 (label smoothing's uniform part; exact differences)."""
+def _shift_sum(xr, m):
+    """``sum(x - m)`` of one row in float64 (label smoothing's uniform part), as ``sum(x) - n m``.
+
+    One vectorised float64 sum of the row (in cache after the exponential pass) instead of a
+    pass over the differences: float32 values and ``n m`` are exact in float64, so the two
+    forms differ only by the sum's own rounding, relative to the row's largest magnitudes.
+    An all ``-inf`` row gives ``-inf - (-inf) = NaN``, as its differences do.
+    """
     n = xr.shape[0]
-    mf = np.float64(m)  # float() would keep a float32 (Numba's float of float32 is float32)
-    sx = 0.0
-    for j0 in range(0, n, BLOCK):
-        j1 = j0 + BLOCK if j0 + BLOCK < n else n
-        for j in range(j0, j1):
-            buf64[np.uint64(j - j0)] = np.float64(xr[np.uint64(j)]) - mf
-        sx += block_sum(buf64, j1 - j0)
-    return sx
+    return range_sum(xr, 0, n) - n * np.float64(m)  # float64(m): Numba's float() keeps float32
 
 
 @functools.cache
@@ -196,13 +193,13 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     Returns
     -------
     numba dispatcher
-        ``kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scratch, scratch64)``:
+        ``kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scratch)``:
         ``x``, ``y`` (dense labels in the compute dtype and ``x``'s layout;
         ``x`` itself for sparse labels) and ``dx`` in the row layout;
         ``label`` the sparse labels, one per row (any real dtype); ``coef`` the
         gradient scale per row (compute dtype); ``ignore`` (float64) the label
         value whose rows get loss and gradient 0 when ``has_ignore``; ``eps``
-        the label smoothing; ``scratch`` / ``scratch64`` the per-thread rows of
+        the label smoothing; ``scratch`` the per-thread rows of
         :func:`scratch_shapes` (read by the contiguous variant only). Writes ``loss``
         (one per row, compute dtype).
     """
@@ -214,7 +211,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
     dense = not sparse
     key = cache_key(parallel)  # see .compile
 
-    def softmax_ce_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scratch, scratch64):
+    def softmax_ce_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scratch):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         n_rows = loss.shape[0]
@@ -228,7 +225,6 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 tid = get_thread_id()
             buf = scratch[tid, :BLOCK]
             bmax = scratch[tid, BLOCK : BLOCK + n_blocks]
-            buf64 = scratch64[tid]
             t1 = task * per + per
             for t in range(task * per, t1 if t1 < n_rows else n_rows):
                 xr = x[t]
@@ -263,7 +259,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     sy = 1.0
                 val = -(q1 * (syx - lsum * sy))  # kl: no smoothing, q1 = 1
                 if smooth and eps != 0.0:
-                    val -= q0 * (_row_shift_sum(xr, m, buf64) - n_classes * lsum)
+                    val -= q0 * (_shift_sum(xr, m) - n_classes * lsum)
                 qsum = q1 * sy + eps  # sum of the smoothed target
                 loss[t] = val
                 if not want_grad:
@@ -392,7 +388,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
     dense = not sparse
     key = cache_key(parallel)  # see .compile
 
-    def softmax_ce_tiled_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scratch, scratch64):
+    def softmax_ce_tiled_kernel(x, label, y, coef, ignore, has_ignore, eps, inner, loss, dx, scratch):
         if key < 0:  # never true: ties the on-disk cache entry to the sources and the variant
             return
         outer, n_classes, _ = x.shape

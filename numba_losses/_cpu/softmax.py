@@ -135,10 +135,10 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         spec.sparse, spec.from_logits, int_labels, call.want_grad, contiguous, x.size >= SERIAL_BELOW, kl, spec.eps != 0
     )
     if n_rows and lay.n_classes:
-        scratch, scratch64 = _scratch(lay.n_classes, contiguous, cdt)
+        scratch = _scratch(lay.n_classes, contiguous, cdt)
         kernel(
             x_rows, lab, y_rows, coef, spec.ignore, spec.has_ignore, spec.eps, lay.inner, loss_rows, dx_rows,
-            scratch, scratch64,
+            scratch,
         )  # fmt: skip
 
     value = None
@@ -149,16 +149,16 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
     return value, ((host_result(dx, grad_buf, rdt),) if call.want_grad else None)
 
 
-def _scratch(n_classes: int, contiguous: bool, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """The per-thread scratch arrays of the class-last kernels (``scratch_shapes``); tiny dummies for the tiled ones.
+def _scratch(n_classes: int, contiguous: bool, cdt: np.dtype) -> np.ndarray:
+    """The per-thread scratch array of the class-last kernels (``scratch_shapes``); a tiny dummy for the tiled ones.
 
     Kept with their key per thread (:func:`.._core.buffers.last_kept`): one lookup when the next
     call has the same class count, as in a training loop.
     """
 
-    def make() -> tuple[tuple[np.ndarray, np.ndarray], bool]:
-        shape, shape64 = scratch_shapes(n_classes) if contiguous else ((1, 1), (1, 1))
-        return (host_scratch("softmax.rows", shape, cdt), host_scratch("softmax.rows64", shape64, np.float64)), True
+    def make() -> tuple[np.ndarray, bool]:
+        shape = scratch_shapes(n_classes) if contiguous else (1, 1)
+        return host_scratch("softmax.rows", shape, cdt), True
 
     return last_kept("softmax", (n_classes, contiguous, cdt), make)
 
@@ -185,7 +185,7 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     if lay.n_rows and lay.n_classes:
         build_log_softmax_kernel(contiguous, parallel)(
             _rows(xc, lay, contiguous), lay.inner, lay.n_rows, _rows(lp, lay, contiguous),
-            _scratch(lay.n_classes, contiguous, cdt)[0],
+            _scratch(lay.n_classes, contiguous, cdt),
         )  # fmt: skip
     term, inner_call = family.kldiv_term_call(spec, call, lp, rdt == cdt)
     value, grads = elementwise.run(term, inner_call)
@@ -198,7 +198,7 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     if lay.n_rows and lay.n_classes:  # lp and u are C-contiguous arrays of pred's shape
         build_log_softmax_backward_kernel(contiguous, parallel)(
             _rows(lp, lay, contiguous), lay.inner, lay.n_rows, _rows(u, lay, contiguous),
-            _scratch(lay.n_classes, contiguous, cdt)[0],
+            _scratch(lay.n_classes, contiguous, cdt),
         )  # fmt: skip
     if rdt != cdt:
         grad_buf = check_buffer("grad_out", call.grad_out[0], x.shape, rdt) if call.grad_out[0] is not None else None
