@@ -237,6 +237,7 @@ def test_label_smoothing_on_wide_and_extreme_class_last_rows():
     x[3, ::7] = -np.inf  # masked classes: the uniform part of the target meets -inf, the loss is +inf
     x[4] = -1e30  # all equal and huge: log C shifted exactly
     x[5, :100] = 3e4  # ties at a far maximum
+    x[0, 5] = 1e30  # a maximum 100 binades above the rest: the row's float64 sum rounds
     lab = rng.integers(0, 32000, 6)
     lab[3] = 1  # not a masked class
     loss = nl.SoftmaxCELoss(label_smoothing=0.1)
