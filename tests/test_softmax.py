@@ -227,29 +227,35 @@ def test_label_smoothing_matches_reference(sparse, from_logits):
     _check(out, dx, *ref, np.float64)
 
 
-def test_label_smoothing_on_wide_and_extreme_class_last_rows():
-    """The smoothing term's sum over a row, in float32 on rows of 32000 classes (large offsets, a wide
-    spread, -inf logits) and on the edge rows, against the float64 reference formula."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_label_smoothing_on_wide_and_extreme_class_last_rows(dtype):
+    """The smoothing term's sum over a row on rows of 32000 classes (large offsets, a wide spread, a far
+    maximum, -inf logits, huge equal logits, logits near the largest float), against the float64
+    reference formula: float32 rows take it as one float64 sum, float64 rows by differences."""
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((6, 32000)).astype(np.float32)
+    x = rng.standard_normal((7, 32000)).astype(dtype)
+    x[0, 5] = 1e30  # a maximum 100 binades above the rest: the row's float64 sum rounds
     x[1] += 1e4  # a large offset, small spread
     x[2] *= 1e3  # a wide spread
     x[3, ::7] = -np.inf  # masked classes: the uniform part of the target meets -inf, the loss is +inf
     x[4] = -1e30  # all equal and huge: log C shifted exactly
     x[5, :100] = 3e4  # ties at a far maximum
-    x[0, 5] = 1e30  # a maximum 100 binades above the rest: the row's float64 sum rounds
-    lab = rng.integers(0, 32000, 6)
+    x[6, 10:14] = np.finfo(dtype).max / 2  # far above the rest: float64 data's sum of differences overflows
+    lab = rng.integers(15, 32000, 7)
     lab[3] = 1  # not a masked class
     loss = nl.SoftmaxCELoss(label_smoothing=0.1)
     out, (dx,) = loss.forward_backward(x, lab)
     ref, rdx = ref_softmax_ce(x.astype(np.float64), lab, eps=0.1)
-    assert out[3] == np.inf and np.isfinite(out[[0, 1, 2, 4, 5]]).all()
-    keep = [0, 1, 2, 4, 5]
-    np.testing.assert_allclose(out[keep], ref[keep], rtol=1e-6)
-    np.testing.assert_allclose(dx, rdx, rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(out[4], np.log(32000), rtol=1e-6)  # every log-probability is -log C
+    assert out[3] == np.inf
+    rtol, gtol, atol = (1e-6, 1e-5, 1e-9) if dtype == np.float32 else (1e-12, 1e-9, 1e-15)
+    if dtype == np.float64:  # sum(x - m) is -inf (the reference multiplies by eps / C first): +inf, as before
+        assert out[6] == np.inf
+        out[6] = ref[6]
+    np.testing.assert_allclose(out, ref.astype(dtype), rtol=rtol)
+    np.testing.assert_allclose(dx, rdx, rtol=gtol, atol=atol)
+    np.testing.assert_allclose(out[4], np.log(32000), rtol=rtol)  # every log-probability is -log C
     # an all -inf row is NaN, with or without smoothing (MXNet's x - max)
-    edge = np.full((1, 5), -np.inf, np.float32)
+    edge = np.full((1, 5), -np.inf, dtype)
     assert np.isnan(loss(edge, np.array([2]))).all()
 
 

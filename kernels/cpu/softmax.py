@@ -152,16 +152,28 @@ def _row_label_sums(xr, yr, m, buf, kl):
 
 
 @register_jitable(**HELPER)
-def _shift_sum(xr, m):
-    """``sum(x - m)`` of one row in float64 (label smoothing's uniform part), as ``sum(x) - n m``.
+def _shift_sum(xr, m, buf):
+    """``sum(x - m)`` of one row in float64 (label smoothing's uniform part).
 
-    One vectorised float64 sum of the row (in cache after the exponential pass) instead of a
-    pass over the differences: float32 values and ``n m`` are exact in float64, so the two
-    forms differ only by the sum's own rounding, relative to the row's largest magnitudes.
-    An all ``-inf`` row gives ``-inf - (-inf) = NaN``, as its differences do.
+    float32 rows: ``sum(x) - n m``, one vectorised float64 sum of the row (in cache after the
+    exponential pass) instead of a pass over the differences. The float32 values, their sums
+    while the exponents of the row span fewer than ``29 - log2(n)`` binades, and ``n m`` are exact
+    in float64, so a row of equal logits gives exactly 0 and a wider row rounds relative to its
+    largest magnitudes, which its differences from ``m`` reach; nothing overflows. float64 rows
+    (neither holds: ``n`` equal values need more bits, and ``n`` values near the largest float
+    overflow): the differences, rounded one by one in the ``BLOCK``-element scratch ``buf`` of the
+    row's dtype and summed. An all ``-inf`` row gives NaN either way, as ``x - m`` does.
     """
     n = xr.shape[0]
-    return range_sum(xr, 0, n) - n * np.float64(m)  # float64(m): Numba's float() keeps float32
+    if xr.itemsize == 4:  # a compile-time constant: one branch is compiled
+        return range_sum(xr, 0, n) - n * np.float64(m)  # float64(m): Numba's float() keeps float32
+    s = 0.0
+    for j0 in range(0, n, BLOCK):
+        j1 = j0 + BLOCK if j0 + BLOCK < n else n
+        for j in range(j0, j1):
+            buf[np.uint64(j - j0)] = xr[np.uint64(j)] - m
+        s += block_sum(buf, j1 - j0)
+    return s
 
 
 @functools.cache
@@ -259,7 +271,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                     sy = 1.0
                 val = -(q1 * (syx - lsum * sy))  # kl: no smoothing, q1 = 1
                 if smooth and eps != 0.0:
-                    val -= q0 * (_shift_sum(xr, m) - n_classes * lsum)
+                    val -= q0 * (_shift_sum(xr, m, buf) - n_classes * lsum)
                 qsum = q1 * sy + eps  # sum of the smoothed target
                 loss[t] = val
                 if not want_grad:
