@@ -152,7 +152,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
 def _scratch(n_classes: int, contiguous: bool, cdt: np.dtype) -> np.ndarray:
     """The per-thread scratch array of the class-last kernels (``scratch_shapes``); a tiny dummy for the tiled ones.
 
-    Kept with their key per thread (:func:`.._core.buffers.last_kept`): one lookup when the next
+    Kept with its key per thread (:func:`.._core.buffers.last_kept`): one lookup when the next
     call has the same class count, as in a training loop.
     """
 
