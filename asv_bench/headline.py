@@ -2,7 +2,8 @@
 
 Usage::
 
-    NUMBA_NUM_THREADS=2 python asv_bench/headline.py [--repeats N] [--spread] [--torch-only] [--smoke]
+    NUMBA_NUM_THREADS=2 python asv_bench/headline.py [--repeats N] [--spread] [--smoke]
+    NUMBA_NUM_THREADS=1 python asv_bench/headline.py --cpu-time [--repeats N]
 
 Rows (float32, CPU): SoftmaxCELoss at (8192, 32000), (256, 1000) and (64, 10) with integer labels,
 at (256, 1000) with dense (probability) labels and with ``label_smoothing=0.1``, at
@@ -21,6 +22,18 @@ triad's bandwidth (4 bytes per logit forward, 8 forward+backward).
 (fresh outputs each call: the page-fault cost shows as spread). To time an older checkout, install it
 with ``pip install --no-deps --target /tmp/nl-old /old/checkout`` and run this script with
 ``PYTHONPATH=/tmp/nl-old``.
+
+``--cpu-time`` (one thread only) times every call by the CPU time of the calling thread and reports
+the minimum over the calls instead of the median of wall-clock times. On a shared or virtual machine
+the wall clock of one call can vary by half or more from one process to the next (other tenants,
+stolen cycles); the CPU time the thread itself spends leaves those out (on a 2-core virtual machine
+the same call's minimum still varied by 15-25% between processes, as the cores share their execution
+units with work the thread cannot see). With one thread every side runs on the calling thread
+(Numba's kernels, PyTorch's operators, the triad), so the clock sees all the work; with more threads
+it would not, and the option refuses them. It also turns off the library's background compile of
+parallel kernels (``NUMBA_LOSSES_BACKGROUND_COMPILE=0``): a compile still running on the other core
+slowed the calls timed meanwhile by up to 2x there (a version whose kernels were not in the on-disk
+cache yet looked that much slower).
 """
 
 from __future__ import annotations
@@ -37,20 +50,24 @@ from collections.abc import Callable
 import numpy as np
 
 THREADS = int(os.environ.get("NUMBA_NUM_THREADS", "2"))
+#: The clock of every timing and the statistic of a row (``--cpu-time``: the calling thread's CPU time, minimum).
+_CLOCK: Callable[[], float] = time.perf_counter
+_STAT: Callable[[list[float]], float] = statistics.median
 
 
 def _times(step: Callable[[], object], repeats: int) -> list[float]:
     step()
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = _CLOCK()
         step()
-        out.append(time.perf_counter() - t0)
+        out.append(_CLOCK() - t0)
     return out
 
 
 def _median_ms(step: Callable[[], object], repeats: int) -> float:
-    return 1e3 * statistics.median(_times(step, repeats))
+    """Milliseconds of ``step``: the median of ``repeats`` calls (the minimum with ``--cpu-time``)."""
+    return 1e3 * _STAT(_times(step, repeats))
 
 
 def _softmax_inputs(n: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -254,8 +271,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--spread", action="store_true", help="min / median / max of the elementwise rows")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, every path once")
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="time by the calling thread's CPU time, minimum (one thread only)"
+    )
     parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.cpu_time:
+        if THREADS != 1:
+            parser.error("--cpu-time times the calling thread only: run it with NUMBA_NUM_THREADS=1")
+        global _CLOCK, _STAT
+        _CLOCK, _STAT = time.thread_time, min
+        os.environ["NUMBA_LOSSES_BACKGROUND_COMPILE"] = "0"  # before numba_losses is imported; see above
     rows = cases(opts.smoke)
     repeats = 1 if opts.smoke else opts.repeats
     if opts.torch_only:
@@ -266,14 +292,16 @@ def main() -> None:
         return
     bw = triad_gbs()
     mine = run(rows, repeats, _library_steps)
-    cmd = [sys.executable, __file__, "--torch-only", "--repeats", str(repeats)] + (["--smoke"] if opts.smoke else [])
+    cmd = [sys.executable, __file__, "--torch-only", "--repeats", str(repeats)]
+    cmd += (["--smoke"] if opts.smoke else []) + (["--cpu-time"] if opts.cpu_time else [])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         theirs = json.loads(proc.stdout.strip().splitlines()[-1])
     except (subprocess.CalledProcessError, ImportError) as exc:  # PyTorch missing: library only
         print(f"(PyTorch side skipped: {exc})", file=sys.stderr)
         theirs = {}
-    print(f"triad {bw / 1e9:.1f} GB/s, NUMBA_NUM_THREADS={THREADS}")
+    clock = "CPU time of the calling thread, minimum" if opts.cpu_time else "wall clock, median"
+    print(f"triad {bw / 1e9:.1f} GB/s, NUMBA_NUM_THREADS={THREADS}, {clock} of {repeats} calls")
     head = ["case", "this library fwd / fwd+bwd ms", "PyTorch fwd / fwd+bwd ms", "x PyTorch fwd / fwd+bwd", "floor ms"]
     print("| " + " | ".join(head) + " |")
     print("|---|---:|---:|---:|---:|")

@@ -52,24 +52,39 @@ def test_the_documented_asv_command_runs_one_benchmark(tmp_path):
     assert len(rows) == 1 and re.search(r"\d[\d.]*±[\d.]+\s*[μmn]?s", rows[0]), proc.stdout[-3000:]
 
 
-def test_headline_script_prints_every_row():
+@pytest.mark.parametrize("threads, flags", [("2", []), ("1", ["--cpu-time"])])
+def test_headline_script_prints_every_row(threads, flags):
     """``asv_bench/headline.py --smoke``: every structured row against PyTorch (when installed) and the
-    elementwise rows, on tiny shapes."""
+    elementwise rows, on tiny shapes; timed by the wall clock, or by the thread's CPU time."""
     pytest.importorskip("torch")
-    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    env = {**os.environ, "NUMBA_NUM_THREADS": threads}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "asv_bench" / "headline.py"), "--smoke", "--spread"],
+        [sys.executable, str(ROOT / "asv_bench" / "headline.py"), "--smoke", "--spread", *flags],
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ("CPU time of the calling thread, minimum" in proc.stdout) == bool(flags), proc.stdout[:500]
     rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
     for name in ("SoftmaxCE 16x10", "CTC T=6 N=2 C=5 L=2", "SDML 8x4", "SigmoidBCE", "Logistic", "L2"):
         assert name in rows, proc.stdout
     ratios = rows["SoftmaxCE 16x10"].split("|")[4]  # "x PyTorch fwd / fwd+bwd": measured on both sides
     assert all(float(r) > 0 for r in ratios.split("/")), ratios
+
+
+def test_headline_cpu_time_refuses_more_than_one_thread():
+    """The calling thread's CPU time misses the work of other threads: ``--cpu-time`` needs one thread."""
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "asv_bench" / "headline.py"), "--cpu-time"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "NUMBA_NUM_THREADS=1" in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.distributed
