@@ -65,7 +65,7 @@ def _times(step: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
-def _median_ms(step: Callable[[], object], repeats: int) -> float:
+def _row_ms(step: Callable[[], object], repeats: int) -> float:
     """Milliseconds of ``step``: the median of ``repeats`` calls (the minimum with ``--cpu-time``)."""
     return 1e3 * _STAT(_times(step, repeats))
 
@@ -220,7 +220,7 @@ def run(rows, repeats: int, steps) -> dict[str, tuple[float, float]]:
     for name, kind, shape in rows:
         fwd, fb = steps(kind, shape)
         r = 3 if int(np.prod(shape)) >= 1 << 26 else repeats
-        res[name] = (_median_ms(fwd, r), _median_ms(fb, r))
+        res[name] = (_row_ms(fwd, r), _row_ms(fb, r))
     return res
 
 

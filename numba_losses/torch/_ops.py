@@ -249,13 +249,18 @@ def _own(t: torch.Tensor, inputs: list[torch.Tensor | None]) -> torch.Tensor:
     return t
 
 
+def planned_empty(
+    shapes: list[tuple[Any, torch.dtype]], device: torch.device, lead: tuple[int, ...] = ()
+) -> list[torch.Tensor]:
+    """Uninitialised tensors of a plan's ``(shape, dtype)`` pairs, with the axes ``lead`` in front."""
+    return [torch.empty((*lead, *s), dtype=d, device=device) for s, d in shapes]
+
+
 def _forward_fake(key: int, *args: Any) -> list[torch.Tensor]:
     *xs, want_grad = args
     inputs = _slots(key, xs)
     p = plan(key, inputs, want_grad)
-    device = _device(inputs)
-    shapes = [p.out, *p.grads] if p.fused else [p.out]
-    return [torch.empty(s, dtype=d, device=device) for s, d in shapes]
+    return planned_empty([p.out, *p.grads] if p.fused else [p.out], _device(inputs))
 
 
 def _backward_impl(key: int, inputs: list[torch.Tensor | None], out_grad: torch.Tensor) -> list[torch.Tensor]:
@@ -271,9 +276,7 @@ def _backward_of(
 
 
 def _backward_fake(key: int, inputs: list[torch.Tensor | None], out_grad: torch.Tensor) -> list[torch.Tensor]:
-    p = plan(key, inputs, False)
-    device = _device(inputs)
-    return [torch.empty(s, dtype=d, device=device) for s, d in p.grads]
+    return planned_empty(list(plan(key, inputs, False).grads), _device(inputs))
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: list[torch.Tensor]) -> None:

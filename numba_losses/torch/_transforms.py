@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad
 
-from ._ops import _INFO, _LOSSES, _backward_of, _run, inner, plan
+from ._ops import _INFO, _LOSSES, _backward_of, _run, inner, plan, planned_empty
 
 try:  # PyTorch's own record of the active transforms (absent in builds without functorch)
     from torch._functorch.pyfunctorch import TransformType, retrieve_all_functorch_interpreters
@@ -162,13 +162,11 @@ class TransformFunction(torch.autograd.Function):
             results = _map(info, dims, inputs, lambda *xs: TransformFunction.apply(key, fused, *xs))
         else:  # an empty stack: the shapes from the plan of one element
             each = [
-                x if d is None else x.movedim(d, 0).new_empty(x.movedim(d, 0).shape[1:])
-                for x, d in zip(inputs, dims, strict=True)
+                x if d is None else x.new_empty(x.movedim(d, 0).shape[1:]) for x, d in zip(inputs, dims, strict=True)
             ]
             p = plan(key, each, True)
             device = next(x for x in inputs if x is not None).device
-            shapes = [p.out, *p.grads] if fused else [p.out]
-            results = tuple(torch.empty((0, *s), dtype=t, device=device) for s, t in shapes)
+            results = tuple(planned_empty([p.out, *p.grads] if fused else [p.out], device, lead=(0,)))
         return results, (0,) * len(results)
 
 
