@@ -40,7 +40,7 @@ from numba_losses.kernels._options import SERIAL_BELOW
 from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes, task_layout
 from numba_losses.kernels.registry import COMPUTED
 
-from .buffers import SCRATCH_KEEP_BELOW, host_full, host_scratch, last_kept
+from .buffers import SCRATCH_KEEP_BELOW, host_full, host_ones, host_scratch, last_kept
 from .device import DeviceArray, DeviceContext, broadcast_view, device_view, sum_to
 from .launch import launch
 from .validate import broadcast_shape, normalize_axis
@@ -111,6 +111,15 @@ def _row_shape(full: tuple[int, ...], batch_axis: int, reduce: str) -> tuple[int
 def one_per_row(rows: Rows) -> bool:
     """Whether every row of ``rows`` holds one loss position and the weight is per row (a plain map)."""
     return rows.shape3[0] == 1 and rows.shape3[2] == 1 and not rows.elementwise
+
+
+def unweighted(rows: Rows, n_positions: int) -> bool:
+    """Whether the weighting leaves ``n_positions`` losses as they are: one per row, scale 1, no weight.
+
+    The row kernel's ``loss * 1.0`` (a float64 product rounded back to the compute dtype) gives
+    every loss back exactly, NaN and signed zeros included, so the caller can skip it.
+    """
+    return rows.row_weight is None and rows.scale == 1.0 and one_per_row(rows) and n_positions == rows.n_rows
 
 
 def product_shape(loss_shape: tuple[int, ...], sw_shape: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -225,6 +234,8 @@ def coef_rows_host(
     """The gradient scale of every loss position (``loss_shape``, compute dtype): d(sum(out * out_grad)) / d loss."""
     if one_per_row(rows) and rows.full == tuple(loss_shape):
         # One position per row: the row scales are the positions' scales (no broadcast copy).
+        if out_grad is None and unweighted(rows, rows.n_rows):
+            return host_ones(rows.n_rows, cdt).reshape(loss_shape)  # kept, never written
         fscale = _fscale(rows)
         coef = fscale if out_grad is None else fscale * out_grad.astype(np.float64)
         if not np.ndim(coef):

@@ -32,7 +32,7 @@ from numba_losses.kernels.cpu.softmax import (
 from .._core.buffers import host_empty, host_out_grad, host_result, host_scratch, last_kept
 from .._core.request import Call
 from .._core.validate import as_host_array, check_buffer, reshape_like
-from .._core.weighting import coef_rows_host, weigh_rows_host
+from .._core.weighting import coef_rows_host, unweighted, weigh_rows_host
 from .._plan import softmax as family
 from .._plan.softmax import KLDivSpec, SoftmaxSpec
 from . import elementwise
@@ -143,8 +143,11 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
 
     value = None
     if call.want_value:
-        out_c = out_buf if (out_buf is not None and rdt == cdt) else np.empty(rows.out_shape, dtype=cdt)
-        weigh_rows_host(rows, loss_rows.reshape(lay.keep_shape), sw, out_c)
+        if out_buf is None and unweighted(rows, n_rows):
+            out_c = loss_rows  # the output itself: (n_rows,) losses, one per sample
+        else:
+            out_c = out_buf if (out_buf is not None and rdt == cdt) else np.empty(rows.out_shape, dtype=cdt)
+            weigh_rows_host(rows, loss_rows.reshape(lay.keep_shape), sw, out_c)
         value = host_result(out_c, out_buf, rdt)
     return value, ((host_result(dx, grad_buf, rdt),) if call.want_grad else None)
 
