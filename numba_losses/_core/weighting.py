@@ -171,14 +171,29 @@ def _fscale(rows: Rows) -> Any:
 def row_scales_host(rows: Rows, out_grad: np.ndarray | None, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """``(fscale, coef)``: the float64 forward row scale and the gradient row scale (compute dtype).
 
-    ``out_grad`` is the head gradient already broadcast to ``(n_rows,)`` (or None).
+    ``out_grad`` is the head gradient already broadcast to ``(n_rows,)`` (or None). Both are
+    read-only to the caller (they may be kept arrays).
     """
+    scale = rows.scale
+    if rows.row_weight is None and out_grad is None and rows.n_rows <= _KEEP_SCALES_UP_TO and scale == scale != 0:
+        return _constant_scales(rows.n_rows, scale, cdt)  # NaN and signed zeros are not kept
     fscale = np.empty(rows.n_rows, dtype=np.float64)
     fscale.fill(rows.scale)
     if rows.row_weight is not None:
         fscale *= rows.row_weight
     coef = fscale if out_grad is None else fscale * out_grad.astype(np.float64)
     return fscale, coef.astype(cdt, copy=False)  # the gradient is scaled in the compute dtype
+
+
+#: Row counts whose constant scales (no sample weight, no head gradient) are kept between calls.
+_KEEP_SCALES_UP_TO = 4096
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_scales(n_rows: int, scale: float, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`row_scales_host` of ``n_rows`` rows of one ``scale``, kept (never written: kernels read them)."""
+    fscale = host_full((n_rows,), scale, np.float64)
+    return fscale, fscale.astype(cdt, copy=False)
 
 
 def _row_scratch(shape3: tuple[int, int, int], rowwise: bool, cdt: np.dtype) -> tuple[Any, ...]:
