@@ -249,8 +249,11 @@ def coef_rows_host(
     """The gradient scale of every loss position (``loss_shape``, compute dtype): d(sum(out * out_grad)) / d loss."""
     if one_per_row(rows) and rows.full == tuple(loss_shape):
         # One position per row: the row scales are the positions' scales (no broadcast copy).
-        if out_grad is None and unweighted(rows, rows.n_rows):
-            return host_ones(rows.n_rows, cdt).reshape(loss_shape)  # kept, never written
+        if unweighted(rows, rows.n_rows):
+            if out_grad is None:
+                return host_ones(rows.n_rows, cdt).reshape(loss_shape)  # kept, never written
+            if out_grad.dtype.kind == "f":  # 1.0 * g in float64, rounded to cdt: g rounded once
+                return out_grad.astype(cdt).reshape(loss_shape)
         fscale = _fscale(rows)
         coef = fscale if out_grad is None else fscale * out_grad.astype(np.float64)
         if not np.ndim(coef):

@@ -119,7 +119,9 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
         y_rows = _rows(yd, lay, contiguous)
         lab = _DUMMY[cdt]
 
-    loss_rows = np.empty(n_rows, dtype=cdt)
+    direct = unweighted(rows, n_rows)  # the kernel's per-sample losses are the output itself
+    write_out = direct and out_buf is not None and rdt == cdt
+    loss_rows = out_buf if write_out else np.empty(n_rows, dtype=cdt)
     coef = _DUMMY[cdt]
     dx = dx_rows = x_rows  # dummies of the right type when no gradient is written
     if call.want_grad:
@@ -143,8 +145,8 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
 
     value = None
     if call.want_value:
-        if out_buf is None and unweighted(rows, n_rows):
-            out_c = loss_rows  # the output itself: (n_rows,) losses, one per sample
+        if direct:
+            out_c = loss_rows
         else:
             out_c = out_buf if (out_buf is not None and rdt == cdt) else np.empty(rows.out_shape, dtype=cdt)
             weigh_rows_host(rows, loss_rows.reshape(lay.keep_shape), sw, out_c)
