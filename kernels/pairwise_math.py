@@ -36,6 +36,7 @@ from numba.extending import register_jitable
 
 from ._options import HELPER
 from .primitives import relu, relu_grad
+from .rounded import rounded_mul
 from .vmath import like
 
 _ZERO = np.float32(0.0)
@@ -50,7 +51,7 @@ def triplet_term(x, p, n):
     r"""Element term :math:`(p - x)^2 - (n - x)^2` (squares first, as MXNet)."""
     u = p - x
     v = n - x
-    return u * u - v * v
+    return rounded_mul(u, u) - rounded_mul(v, v)  # p == n gives exactly 0, as MXNet
 
 
 @register_jitable(**HELPER)

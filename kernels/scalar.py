@@ -24,7 +24,9 @@ Precision follows the arguments: float32 inputs are computed in float32 (8 SIMD
 lanes on AVX2), float64 in float64. Exact constants are float32 literals
 (``_ONE``...), which promote exactly where the data is float64; inexact ones
 (``1e-12``, ``2 pi``) are rounded to the data's precision with
-:func:`.vmath.like`, as MXNet does for float32 data.
+:func:`.vmath.like`, as MXNet does for float32 data. A product that the formula
+then adds to something is rounded on its own (:func:`.rounded.rounded_mul`), as in
+MXNet: never fused into a multiply-add, which would move kinks and overflows.
 """
 
 import numpy as np
@@ -32,6 +34,7 @@ from numba.extending import register_jitable
 
 from ._options import HELPER
 from .primitives import relu, relu_grad, sign, step
+from .rounded import rounded_mul
 from .vmath import like, sigmoid_neg_abs, softplus_neg, vexp, vlog
 
 _EPS_LOG = 1e-12  # MXNet's epsilon inside log() of BCE(from_sigmoid) and KLDiv
@@ -95,20 +98,20 @@ def huber_grad(x, y, a, p0, p1):
 @register_jitable(**HELPER)
 def hinge_value(x, y, a, p0, p1):
     r""":math:`\ell = \mathrm{relu}(m - x y)`; ``p0 = margin``."""
-    return relu(p0 - x * y)
+    return relu(p0 - rounded_mul(x, y))  # rounded: x y == m exactly is the kink, as in MXNet
 
 
 @register_jitable(**HELPER)
 def hinge_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = -y\,[m - x y > 0]` (0 at the kink)."""
     yv = y
-    return -yv * relu_grad(relu(p0 - x * yv))
+    return -yv * relu_grad(relu(p0 - rounded_mul(x, yv)))
 
 
 @register_jitable(**HELPER)
 def squared_hinge_value(x, y, a, p0, p1):
     r""":math:`\ell = \mathrm{relu}(m - x y)^2`; ``p0 = margin``."""
-    r = relu(p0 - x * y)
+    r = relu(p0 - rounded_mul(x, y))
     return r * r
 
 
@@ -116,7 +119,7 @@ def squared_hinge_value(x, y, a, p0, p1):
 def squared_hinge_grad(x, y, a, p0, p1):
     r""":math:`\partial\ell/\partial x = -2 y\,\mathrm{relu}(m - x y)`."""
     yv = y
-    return -_TWO * yv * relu(p0 - x * yv)
+    return -_TWO * yv * relu(p0 - rounded_mul(x, yv))
 
 
 # ---------------------------------------------------------------- sigmoid BCE / logistic
@@ -130,7 +133,7 @@ def bce_logit_value(x, y, a, p0, p1):
     z = y
     if p0 != 0:
         z = (y + _ONE) * _HALF
-    return relu(x) - x * z + softplus_neg(abs(x))
+    return relu(x) - rounded_mul(x, z) + softplus_neg(abs(x))
 
 
 @register_jitable(**HELPER)
@@ -152,8 +155,8 @@ def bce_logit_pw_value(x, y, a, p0, p1):
     :math:`l_w = 1 + (p_w - 1) z`, ``a = pos_weight``."""
     xv = x
     z = y
-    lw = _ONE + (a - _ONE) * z
-    return xv - xv * z + lw * (softplus_neg(abs(xv)) + relu(-xv))
+    lw = _ONE + rounded_mul(a - _ONE, z)
+    return xv - rounded_mul(xv, z) + rounded_mul(lw, softplus_neg(abs(xv)) + relu(-xv))
 
 
 @register_jitable(**HELPER)
@@ -161,8 +164,8 @@ def bce_logit_pw_grad(x, y, a, p0, p1):
     r""":math:`1 - z - l_w \sigma(-x)`, exactly :math:`1 - z` at :math:`x = 0`."""
     xv = x
     z = y
-    lw = _ONE + (a - _ONE) * z
-    return _ONE - z + lw * (-sign(xv) * sigmoid_neg_abs(xv) - step(-xv))
+    lw = _ONE + rounded_mul(a - _ONE, z)
+    return _ONE - z + rounded_mul(lw, -sign(xv) * sigmoid_neg_abs(xv) - step(-xv))
 
 
 @register_jitable(**HELPER)
@@ -172,7 +175,7 @@ def bce_prob_value(x, y, a, p0, p1):
     xv = x
     z = y
     eps = like(xv, _EPS_LOG)
-    return -(vlog(xv + eps) * z * a + vlog((_ONE - xv) + eps) * (_ONE - z))
+    return -(rounded_mul(rounded_mul(vlog(xv + eps), z), a) + rounded_mul(vlog((_ONE - xv) + eps), _ONE - z))
 
 
 @register_jitable(**HELPER)
@@ -188,7 +191,7 @@ def bce_prob_grad(x, y, a, p0, p1):
 @register_jitable(**HELPER)
 def _stirling(t):
     # (t log t - t + 0.5 log(2 pi t)) * [t > 1], a product: NaN at t == 0 and t < 0 as in MXNet
-    s = t * vlog(t) - t + _HALF * vlog(_TWO * t * like(t, np.pi))
+    s = rounded_mul(t, vlog(t)) - t + _HALF * vlog(_TWO * t * like(t, np.pi))
     return s * step(t - _ONE)
 
 
@@ -196,7 +199,7 @@ def _stirling(t):
 def poisson_logits_value(x, y, a, p0, p1):
     r""":math:`\ell = e^x - t x`."""
     xv = x
-    return vexp(xv) - y * xv
+    return vexp(xv) - rounded_mul(y, xv)
 
 
 @register_jitable(**HELPER)
@@ -215,7 +218,7 @@ def poisson_logits_full_value(x, y, a, p0, p1):
 def poisson_prob_value(x, y, a, p0, p1):
     r""":math:`\ell = x - t \log(x + \epsilon)`; ``p0 = epsilon``."""
     xv = x
-    return xv - y * vlog(xv + p0)
+    return xv - rounded_mul(y, vlog(xv + p0))
 
 
 @register_jitable(**HELPER)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -637,3 +638,27 @@ def test_reference_self_check():
     np.testing.assert_allclose(dx, [[0.5, 1.0], [0.0, 4.0]])
     # the unbroadcast sums over grown and leading axes
     np.testing.assert_array_equal(_unbroadcast(np.ones((2, 3, 4)), (3, 1)), np.full((3, 1), 8.0))
+
+
+@pytest.mark.parametrize(("dtype", "k"), [(np.float64, 3), (np.float32, 25)])
+def test_hinge_kink_of_a_rounded_product(dtype, k):
+    """MXNet rounds ``pred * label`` before subtracting it from the margin: with ``fl(x y) == 1`` the
+    loss and the gradient are 0 (docs/semantics.rst section 9) although ``x y`` is just below 1; a
+    fused multiply-add would give a residue and the full gradient ``-y``."""
+    x, y = np.array([[1 / k]], dtype), np.array([[k]], dtype)
+    assert Fraction(float(x[0, 0])) * k < 1 and (x * y)[0, 0] == 1  # the case is what it says
+    for loss in (nl.HingeLoss(), nl.SquaredHingeLoss()):
+        out, (g,) = loss.forward_backward(x, y)
+        assert out[0] == 0 and g[0, 0] == 0, (type(loss).__name__, out, g)
+
+
+def test_products_overflow_as_in_mxnet():
+    """A product that overflows to inf stays inf before the subtraction, as in MXNet's formulas:
+    PoissonNLL ``exp(x) - t x`` at x = 710, t = 1e306 is inf - inf = NaN; SigmoidBCE
+    ``relu(x) - x z`` at x = 1e308, z = 2 (MXNet does not check labels) is -inf."""
+    out, (g,) = nl.PoissonNLLLoss().forward_backward(np.array([[710.0]]), np.array([[1e306]]))
+    assert np.isnan(out[0]) and g[0, 0] == np.inf
+    out = nl.SigmoidBCELoss()(np.array([[1e308]]), np.array([[2.0]]))
+    assert out[0] == -np.inf
+    out = nl.PoissonNLLLoss(from_logits=False)(np.array([[1e300]]), np.array([[1e307]]))
+    assert out[0] == -np.inf  # x - t log(x + eps): t log(x) overflows to inf
