@@ -129,6 +129,41 @@ def test_triplet_relu_kink_gives_zero_gradient():
     np.testing.assert_array_equal(dx[1], [0.0, 0.0])
 
 
+def test_triplet_equal_positive_and_negative_is_an_exact_kink():
+    """p == n with margin 0: MXNet's squares cancel exactly (s = 0), so the loss and every gradient are 0.
+
+    Products fused into a multiply-add (FMA contraction) left the rounding error of one square instead,
+    a positive s on about half of such rows and a full gradient; non-dyadic values show it.
+    """
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        x, p = (rng.standard_normal((200, 4)).astype(dtype) for _ in range(2))
+        out, grads = nl.TripletLoss(margin=0.0).forward_backward(x, p, p.copy())
+        np.testing.assert_array_equal(out, np.zeros(200))
+        for gv in grads:
+            np.testing.assert_array_equal(gv, np.zeros((200, 4)))
+
+
+def test_triplet_gradients_come_in_their_inputs_shapes():
+    """positive and negative are reshaped like pred (MXNet's differentiable reshape_like): each gradient
+    has its input's own shape, with the values of the reference computed on pred's shape."""
+    rng = np.random.default_rng(12)
+    x, p, n = rng.standard_normal((2, 3)), rng.standard_normal(6), rng.standard_normal((3, 2))
+    loss = nl.TripletLoss(margin=2.0)
+    out, grads = loss.forward_backward(x, p, n)
+    ref_out, ref_grads = triplet_ref(x, p, n, 2.0)
+    assert [gv.shape for gv in grads] == [(2, 3), (6,), (3, 2)]
+    close(out, ref_out, 1e-12, 1e-12)
+    for gv, ref in zip(grads, ref_grads, strict=True):
+        close(gv.reshape(2, 3), ref, 1e-12, 1e-12)
+    assert [sd.shape for sd in loss.result_shapes(x, p, n)[1]] == [(2, 3), (6,), (3, 2)]
+    bufs = (np.empty((2, 3)), np.empty(6), np.empty((3, 2)))  # buffers of the inputs' shapes
+    _, got = loss.forward_backward(x, p, n, grad_out=bufs)
+    assert all(gv is buf for gv, buf in zip(got, bufs, strict=True))
+    with pytest.raises(ValueError, match="shape"):
+        loss.forward_backward(x, p, n, grad_out=(None, np.empty((2, 3)), None))
+
+
 def test_triplet_nan_passes_relu():
     x = np.zeros((2, 3))
     p, n = np.ones((2, 3)), np.full((2, 3), 2.0)  # s = 3 - 12 = -9: relu gives 0 on row 1
@@ -623,6 +658,16 @@ def test_triplet_cuda_long_rows_strided_and_kink():
     z = np.zeros((1, 2))
     out, grads = nl.TripletLoss().forward_backward(dev(z), dev(z), dev(np.array([[1.0, 0.0]])))
     assert host(out)[0] == 0.0 and all(np.all(host(gv) == 0) for gv in grads)
+
+
+@needs_cuda
+def test_triplet_cuda_reshaped_inputs_and_exact_kink():
+    x, p, n = _normal((2, 3)), _normal(6), _normal((3, 2))
+    loss = nl.TripletLoss(margin=2.0)
+    _same(loss.forward_backward(x, p, n), loss.forward_backward(dev(x), dev(p), dev(n)))
+    q = _normal((3, 4))
+    out, grads = nl.TripletLoss(margin=0.0).forward_backward(dev(_normal((3, 4))), dev(q), dev(q.copy()))
+    assert np.all(host(out) == 0) and all(np.all(host(gv) == 0) for gv in grads)
 
 
 @needs_cuda

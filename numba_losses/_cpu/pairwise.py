@@ -46,8 +46,9 @@ def _triplet(spec: TripletSpec, call: Call, host: dict[str, np.ndarray]) -> tupl
     out_c, out_buf = host_target("out", call.out, (n_rows,), rdt, cdt, host, taken)
     targets = [(_DUMMY[cdt, 3], None)] * 3
     if call.want_grad:
-        targets = [
-            host_target(f"grad_out[{i}]", buf, x.shape, rdt, cdt, host, taken) for i, buf in enumerate(call.grad_out)
+        targets = [  # each gradient in its own input's shape (positive, negative: reshaped like pred)
+            host_target(f"grad_out[{i}]", buf, arr.shape, rdt, cdt, host, taken)
+            for i, (buf, arr) in enumerate(zip(call.grad_out, (x, p, n), strict=True))
         ]
     d3 = [t.reshape(shape3) if call.want_grad else t for t, _ in targets]
     kernel = build_triplet_kernel(x.size >= SERIAL_BELOW)

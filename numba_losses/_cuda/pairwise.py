@@ -53,7 +53,6 @@ def _rows_view(name: str, d: DeviceArray, n: int, ctx: DeviceContext) -> Any:
 
 
 def _triplet(spec: TripletSpec, call: Call, inputs: dict[str, DeviceArray], ctx: DeviceContext) -> tuple[Any, Any]:
-    xd = inputs["pred"]
     plan = plan_triplet(*(inputs[n].layout for n in TRIPLET_GRADS), spec.batch_axis)
     cdt, rdt, shape3 = plan.cdt, plan.rdt, plan.shape3
     n_rows = shape3[1]
@@ -64,9 +63,9 @@ def _triplet(spec: TripletSpec, call: Call, inputs: dict[str, DeviceArray], ctx:
     out_native, out_dev = device_target("out", call.out, (n_rows,), rdt, ctx, inputs, taken)
     natives, views = None, [ctx.dummy(3, cdt)] * 3
     if call.want_grad:
-        pairs = [
-            device_target(f"grad_out[{i}]", buf, xd.layout.shape, rdt, ctx, inputs, taken)
-            for i, buf in enumerate(call.grad_out)
+        pairs = [  # each gradient in its own input's shape (positive, negative: reshaped like pred)
+            device_target(f"grad_out[{i}]", buf, inputs[name].layout.shape, rdt, ctx, inputs, taken)
+            for i, (buf, name) in enumerate(zip(call.grad_out, TRIPLET_GRADS, strict=True))
         ]
         natives = tuple(nat for nat, _ in pairs)
         views = [v.reshape(shape3) for _, v in pairs]

@@ -127,6 +127,6 @@ def result_shapes(spec: TripletSpec | CosineSpec, inputs: dict[str, Any]) -> tup
     arr = {n: (None if a is None else np.asarray(a)) for n, a in inputs.items()}
     if isinstance(spec, TripletSpec):
         p = plan_triplet(arr["pred"], arr["positive"], arr["negative"], spec.batch_axis)
-        return ((p.shape3[1],), p.rdt), tuple((arr["pred"].shape, p.rdt) for _ in TRIPLET_GRADS)
+        return ((p.shape3[1],), p.rdt), tuple((arr[name].shape, p.rdt) for name in TRIPLET_GRADS)
     p = plan_cosine(arr["input1"], arr["input2"], arr["label"], arr.get("sample_weight"))
     return (p.out_shape, p.rdt), ((arr["input1"].shape, p.rdt), (arr["input2"].shape, p.rdt))
