@@ -43,6 +43,36 @@ def test_out_and_grad_out_sharing_memory_are_refused():
         nl.L2Loss().forward_backward(x, y, out=buf.ravel()[:4], grad_out=buf)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_kldiv_from_logits_false_unfused_path_checks_every_buffer(dtype):
+    """KLDivLoss(from_logits=False) with a broadcast label runs the elementwise term on log-probabilities
+    (and, for float16 results, on float32 copies): the caller's buffers are still checked against the
+    caller's inputs and each other, before anything is written."""
+    x = (np.arange(12.0).reshape(3, 4) / 10).astype(dtype)
+    y = np.full((1, 4), 0.25, dtype)
+    sw = np.ones((3, 4), dtype)
+    kept = x.copy(), y.copy(), sw.copy()
+    loss = nl.KLDivLoss(from_logits=False)
+    with pytest.raises(ValueError, match="out must not share memory.*overlaps pred"):
+        loss(x, y, out=x[0, :3])
+    with pytest.raises(ValueError, match="grad_out must not share memory.*overlaps sample_weight"):
+        loss.forward_backward(x, y, sw, grad_out=sw)
+    with pytest.raises(ValueError, match="grad_out must not share memory.*overlaps label"):
+        dense = np.full((3, 4), 0.25, dtype)  # with a weight per class: still the unfused path
+        loss.forward_backward(x, dense, sw, grad_out=dense)
+    buf = np.zeros(12, dtype)
+    with pytest.raises(ValueError, match="output buffers must not share memory"):
+        loss.forward_backward(x, y, out=buf[:3], grad_out=buf.reshape(3, 4))
+    for a, b in zip((x, y, sw), kept, strict=True):
+        np.testing.assert_array_equal(a, b)
+    out, g = np.empty(3, dtype), np.empty((3, 4), dtype)  # distinct buffers: filled, the plain call's values
+    value, (grad,) = loss.forward_backward(x, y, out=out, grad_out=g)
+    want_value, (want_grad,) = loss.forward_backward(x, y)
+    assert value is out and grad is g
+    np.testing.assert_array_equal(value, want_value)
+    np.testing.assert_array_equal(grad, want_grad)
+
+
 @pytest.mark.parametrize(
     ("loss", "args", "grad_out"),
     [

@@ -181,8 +181,15 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     x = as_host_array("pred", call.inputs["pred"])
     p = family.plan(spec, x, None)
     cdt, rdt, lay = p.cdt, p.rdt, p.lay
-    if call.want_grad and call.grad_out[0] is not None:  # the inner call sees lp, not pred
-        check_buffer("grad_out", call.grad_out[0], x.shape, rdt, {"pred": x})
+    # The inner call sees lp, not pred, and (float16 results) none of the buffers: every buffer is
+    # checked here against the caller's inputs and the other buffer, before anything is written.
+    inputs, taken = {**call.inputs, "pred": x}, []
+    out_buf = grad_buf = None
+    if call.want_value and call.out is not None:
+        out_shape = family.result_shapes(spec, inputs)[0][0]
+        out_buf = check_buffer("out", call.out, out_shape, rdt, inputs, taken)
+    if call.want_grad and call.grad_out[0] is not None:
+        grad_buf = check_buffer("grad_out", call.grad_out[0], x.shape, rdt, inputs, taken)
     parallel = x.size >= SERIAL_BELOW
     lp = host_scratch("kldiv.lp", x.shape, cdt)  # read by the term and the backward only
     xc = x.astype(cdt, copy=False)
@@ -195,7 +202,6 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
     term, inner_call = family.kldiv_term_call(spec, call, lp, rdt == cdt)
     value, grads = elementwise.run(term, inner_call)
     if call.want_value and rdt != cdt:
-        out_buf = check_buffer("out", call.out, value.shape, rdt) if call.out is not None else None
         value = host_result(value, out_buf, rdt)
     if not call.want_grad:
         return value, None
@@ -206,6 +212,5 @@ def _kldiv(spec: KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...] | None]:
             _scratch(lay.n_classes, contiguous, cdt),
         )  # fmt: skip
     if rdt != cdt:
-        grad_buf = check_buffer("grad_out", call.grad_out[0], x.shape, rdt) if call.grad_out[0] is not None else None
         u = host_result(u, grad_buf, rdt)
     return value, (u,)

@@ -236,8 +236,15 @@ def _kldiv(spec: KLDivSpec, call: Call, xd: DeviceArray, ctx: DeviceContext) -> 
     x = xd.layout
     p = family.plan(spec, x, None)
     cdt, rdt, lay = p.cdt, p.rdt, p.lay
-    if call.want_grad and call.grad_out[0] is not None:  # the inner call sees lp, not pred
-        device_target("grad_out", call.grad_out[0], x.shape, rdt, ctx, {"pred": xd}, [])
+    # The inner call sees lp, not pred, and (float16 results) none of the buffers: every buffer is
+    # checked here against the caller's inputs and the other buffer, before anything is written.
+    inputs = {"pred": xd} | {n: wrap_input(n, a, ctx) for n, a in call.arrays(skip=("pred",)).items()}
+    taken: list = []
+    if call.want_value and call.out is not None:
+        out_shape = family.result_shapes(spec, {n: d.layout for n, d in inputs.items()})[0][0]
+        device_target("out", call.out, out_shape, rdt, ctx, inputs, taken)
+    if call.want_grad and call.grad_out[0] is not None:
+        device_target("grad_out", call.grad_out[0], x.shape, rdt, ctx, inputs, taken)
     proto = cdt.type(0)
     lp_native, lp_dev = ctx.empty(x.shape, cdt)
     lp3 = lp_dev.reshape(lay.shape3)
