@@ -292,7 +292,7 @@ def _plan_elementwise(spec: ElementwiseSpec, shapes, out_shape, rows: bool) -> G
 
 def _plan_softmax(spec: SoftmaxSpec | KLDivSpec, shapes, out_shape, rows: bool) -> Grid:
     x = shapes["pred"]
-    lay = class_layout(x, spec.axis)
+    lay = class_layout(x, spec.axis, isinstance(spec, KLDivSpec))
     other: dict[str, tuple[int | None, ...]] = {}
     reshape = {}
     label = shapes["label"]

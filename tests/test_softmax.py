@@ -466,6 +466,40 @@ def test_cuda_kldiv_matches_cpu(axis):
     np.testing.assert_allclose(_host(gpu[1][0]), cpu[1][0], rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("shape", "axis"), [((3, 0), -1), ((0, 4), 0), ((2, 0, 3), 1)])
+def test_kldiv_from_probabilities_takes_an_empty_class_axis(shape, axis):
+    """A sum over no classes is 0 (an empty batch gives an empty output), as with from_logits=True;
+    SoftmaxCELoss still refuses an empty class axis (there is no class to pick)."""
+    x, y = np.zeros(shape), np.zeros(shape)
+    want = np.zeros(shape[0] if axis != 0 else 0)
+    for label in (y, y[:1]):  # the fused pass's label shape and a broadcast one
+        for loss in (nl.KLDivLoss(from_logits=False, axis=axis), nl.KLDivLoss(from_logits=True, axis=axis)):
+            out, (g,) = loss.forward_backward(x, label)
+            np.testing.assert_array_equal(out, want)
+            assert g.shape == shape and loss.result_shapes(x, label)[0].shape == want.shape
+    gpu, (g,) = nl.KLDivLoss(from_logits=False, axis=axis).forward_backward(_dev(x), _dev(y))
+    np.testing.assert_array_equal(_host(gpu), want)
+    if 0 not in shape[: axis % len(shape)] + shape[axis % len(shape) + 1 :]:
+        with pytest.raises(ValueError, match="has no classes"):
+            nl.SoftmaxCELoss(axis=axis, sparse_label=False)(x, y)
+
+
+def test_cuda_kldiv_unfused_path_checks_every_buffer():
+    x = (np.arange(12.0).reshape(3, 4) / 10).astype(np.float16)
+    xd, yd = _dev(x), _dev(np.full((1, 4), 0.25, np.float16))
+    loss = nl.KLDivLoss(from_logits=False)
+    with pytest.raises(ValueError, match="out must not share memory.*overlaps pred"):
+        loss(xd, yd, out=xd[0, :3])
+    sw = _dev(np.ones((3, 4), np.float16))
+    with pytest.raises(ValueError, match="grad_out must not share memory.*overlaps sample_weight"):
+        loss.forward_backward(xd, yd, sw, grad_out=sw)
+    buf = _dev(np.zeros(12, np.float16))
+    with pytest.raises(ValueError, match="output buffers must not share memory"):
+        loss.forward_backward(xd, yd, out=buf[:3], grad_out=buf.reshape(3, 4))
+    np.testing.assert_array_equal(_host(xd), x)
+    np.testing.assert_array_equal(_host(sw), np.ones((3, 4), np.float16))
+
+
 def test_cuda_strided_pred_and_errors():
     rng = np.random.default_rng(13)
     x = rng.standard_normal((6, 10)).astype(np.float32)

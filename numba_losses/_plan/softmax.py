@@ -93,20 +93,24 @@ class ClassLayout:
             object.__setattr__(self, name, value)
 
 
-def class_layout(shape: tuple[int, ...], axis: int) -> ClassLayout:
-    """Validate ``axis`` against ``shape`` and split the shape around it (cached per shape and axis)."""
+def class_layout(shape: tuple[int, ...], axis: int, no_classes: bool = False) -> ClassLayout:
+    """Validate ``axis`` against ``shape`` and split the shape around it (cached per shape and axis).
+
+    An empty class axis is an error (there is no class to pick) unless ``no_classes``: KLDivLoss
+    sums its terms over the classes, which is 0 over none.
+    """
     if type(axis) is int and type(shape) is tuple:
-        return _class_layout(shape, axis)
-    return _class_layout.__wrapped__(tuple(shape), axis)
+        return _class_layout(shape, axis, no_classes)
+    return _class_layout.__wrapped__(tuple(shape), axis, no_classes)
 
 
 @functools.lru_cache(maxsize=512)
-def _class_layout(shape: tuple[int, ...], axis: int) -> ClassLayout:
+def _class_layout(shape: tuple[int, ...], axis: int, no_classes: bool) -> ClassLayout:
     if len(shape) == 0:
         raise ValueError("pred must have at least one dimension (the class axis)")
     ax = normalize_axis(axis, len(shape), "axis")
     lay = ClassLayout(tuple(shape), ax, math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1 :]))
-    if lay.n_classes == 0 and lay.n_rows > 0:
+    if lay.n_classes == 0 and lay.n_rows > 0 and not no_classes:
         raise ValueError(f"the class axis (axis={axis}) of pred {tuple(shape)} has no classes")
     return lay
 
@@ -387,7 +391,7 @@ class SoftmaxPlan:
 def plan(spec: SoftmaxSpec | KLDivSpec, x: np.ndarray, sw: np.ndarray | None) -> SoftmaxPlan:
     """Dtypes, class layout and weighting rows of a call (``x`` / ``sw``: layout arrays)."""
     cdt = compute_dtype("pred", x)
-    lay = class_layout(x.shape, spec.axis)
+    lay = class_layout(x.shape, spec.axis, isinstance(spec, KLDivSpec))
     rows = None
     if isinstance(spec, SoftmaxSpec):
         cw = spec.class_weight
@@ -423,7 +427,7 @@ def kldiv_as_cross_entropy(
     calls (a broadcast label, a weight per class) take the unfused path.
     """
     shape = lay.shape
-    if tuple(label_shape) != shape or len(shape) < 2:
+    if tuple(label_shape) != shape or len(shape) < 2 or lay.n_classes == 0:
         return None
     try:
         batch = normalize_axis(spec.batch_axis, len(shape))
