@@ -142,6 +142,10 @@ def test_q3_bool_weight_accepted():
     # True is a number (1), False scales to 0
     np.testing.assert_allclose(nl.L1Loss(weight=True)(np.ones((1, 2)), np.zeros((1, 2))), [1.0])
     np.testing.assert_allclose(nl.L1Loss(weight=False)(np.ones((1, 2)), np.zeros((1, 2))), [0.0])
+    # NumPy booleans too (MXNet's check accepts any NumPy scalar), in every loss alike
+    for loss in (nl.L1Loss, nl.L2Loss, nl.HuberLoss, nl.HingeLoss):
+        np.testing.assert_allclose(loss(weight=np.True_)(np.ones((1, 2)), np.zeros((1, 2))), loss()(
+            np.ones((1, 2)), np.zeros((1, 2))))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -147,7 +147,7 @@ def check_weight(weight: Any) -> float:
     if weight is None:
         return 1.0
     if type(weight) is not float and type(weight) is not int:  # the fast path skips the ABC check
-        assert isinstance(weight, numbers.Number) and not isinstance(weight, complex), (
+        assert isinstance(weight, (numbers.Number, np.bool_)) and not isinstance(weight, complex), (
             f"weight must be a number, got {weight!r} ({type(weight).__name__})"
             + ("; per-class weights are SoftmaxCELoss(class_weight=...)" if hasattr(weight, "__len__") else "")
         )
