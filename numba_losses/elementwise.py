@@ -195,8 +195,9 @@ class HuberLoss(ElementwiseLoss):
     Parameters
     ----------
     rho : float, default 1
-        Threshold between the quadratic and linear parts (``rho=0`` raises
-        ``ZeroDivisionError`` at call time, as in MXNet).
+        Threshold between the quadratic and linear parts, positive: ``rho <= 0``
+        raises ``ValueError`` when the loss is built (MXNet raises
+        ``ZeroDivisionError`` at call time for ``rho=0``).
     weight : float or None, default None
     batch_axis : int, default 0
 
