@@ -210,13 +210,17 @@ def check_buffer(
         raise TypeError(f"{name} has dtype {buf.dtype}, expected {dtype}")
     if not buf.flags.c_contiguous or not buf.flags.writeable:
         raise ValueError(f"{name} must be a writable C-contiguous array")
+    # Two distinct arrays that each own their data are two allocations: they cannot overlap, and
+    # the flag is cheaper to read than the bounds check (a training loop's buffers and inputs).
+    own = buf.flags.owndata
     if inputs is not None:
         for other, a in inputs.items():
-            if isinstance(a, np.ndarray) and np.may_share_memory(buf, a):
-                raise ValueError(f"{name} {SHARE_INPUTS}: it overlaps {other}")
+            if isinstance(a, np.ndarray) and not (own and a is not buf and a.flags.owndata):
+                if np.may_share_memory(buf, a):
+                    raise ValueError(f"{name} {SHARE_INPUTS}: it overlaps {other}")
     if taken is not None:
         for t in taken:
-            if np.may_share_memory(buf, t):
+            if not (own and t is not buf and t.flags.owndata) and np.may_share_memory(buf, t):
                 raise ValueError(f"{name}: output buffers must not share memory with each other")
         taken.append(buf)
     return buf
