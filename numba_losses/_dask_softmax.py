@@ -68,6 +68,24 @@ def _is_dask(a: Any) -> bool:
     return is_dask_array(a) and hasattr(a, "chunks")
 
 
+def reshaped(a: Any, shape: tuple[int, ...]) -> Any:
+    """``a.reshape(shape)`` for a NumPy or Dask array of as many elements (MXNet's ``reshape_like``).
+
+    Dask reshapes lazily only what merges or splits whole dimensions (``(8, 30) -> (8, 6, 5)``);
+    any other pair of shapes (``(5, 7) -> (7, 5)``) goes through the flat array, which Dask can
+    always rechunk to.
+    """
+    shape = tuple(shape)
+    if tuple(a.shape) == shape:
+        return a
+    if not _is_dask(a):
+        return a.reshape(shape)
+    try:
+        return a.reshape(shape)
+    except NotImplementedError:
+        return a.reshape(-1).reshape(shape)
+
+
 def merge_applies(spec: SoftmaxSpec | KLDivSpec, named: dict[str, Any], og: Any) -> bool:
     """Whether a softmax-family call over Dask arrays takes the merged path.
 
@@ -208,14 +226,10 @@ def _softmax_ce(spec: SoftmaxSpec, call: Call, named, og, out_sd, grad_sds, x, l
     label = named["label"]
     if sparse:
         label = label if _is_dask(label) else np.asarray(label)
-        if tuple(label.shape) != lay.keep_shape:  # the class axis left out: put it back, of size 1
-            label = label.reshape(lay.keep_shape)
-        label = _as_dask(label, keep_chunks)
+        label = _as_dask(reshaped(label, lay.keep_shape), keep_chunks)  # the class axis put back, of size 1
     else:  # MXNet's reshape_like, then pred's chunks
         label = label if _is_dask(label) else np.asarray(label)
-        if tuple(label.shape) != tuple(x.shape):
-            label = label.reshape(x.shape)
-        label = _as_dask(label, x.chunks)
+        label = _as_dask(reshaped(label, x.shape), x.chunks)
     st = _stats(x, label, cdt, lay, ax, sparse, not sparse, smooth, spec.from_logits)
     fin = da.blockwise(
         _Finish(spec, lay.n_classes),
@@ -405,7 +419,7 @@ class _Pass1:
                     out[..., _Y] = y.sum(axis=ax, keepdims=True)
                 if self.smooth:
                     out[..., _X] = d.sum(axis=ax, keepdims=True)
-        if self.sparse:
+        if self.sparse and n:  # a block of no classes (a zero-length chunk) holds no label
             local = pick_classes(lab, self.n_classes) - int(off[0])
             inside = (local >= 0) & (local < n)
             picked = np.take_along_axis(x, np.clip(local, 0, n - 1), axis=ax).astype(np.float64)
@@ -483,7 +497,7 @@ class _Pass2:
                 np.exp(g, out=g)
                 g *= np.exp(-fin[..., 2]).astype(cdt)  # 1 / S
                 g *= qsum
-            if spec.sparse:  # minus q0 everywhere and q1 + q0 (rounded once, as in memory) at the label
+            if spec.sparse and n:  # minus q0 everywhere and q1 + q0 (rounded once, as in memory) at the label
                 local = pick_classes(lab, self.n_classes) - int(off[0])
                 inside = (local >= 0) & (local < n)
                 local = np.clip(local, 0, n - 1)

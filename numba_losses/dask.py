@@ -55,7 +55,7 @@ import numpy as np
 from ._core.request import Call, is_scalar
 from ._core.request import is_dask_array as is_dask_collection
 from ._core.validate import normalize_axis
-from ._dask_softmax import merge_applies, run_merged
+from ._dask_softmax import merge_applies, reshaped, run_merged
 from ._plan.ctc import CTCSpec
 from ._plan.elementwise import ElementwiseSpec
 from ._plan.pairwise import CosineSpec, TripletSpec
@@ -397,7 +397,7 @@ def _execute(loss, call: Call, grid: Grid, named: dict[str, Any], og: Any, out_s
             args += [a, None]
             continue
         if k in grid.reshape:
-            a = a.reshape(grid.reshape[k])
+            a = reshaped(a, grid.reshape[k])
         dims = grid.dims[k]
         if all(d is None for d in dims) and not is_dask_array(a):
             args += [a, None]  # a small host array, sent whole with every block
@@ -464,7 +464,7 @@ def _execute(loss, call: Call, grid: Grid, named: dict[str, Any], og: Any, out_s
                 meta=meta_from_array(like, len(shape), sd.dtype),
                 name=f"{cls.__name__}-grad-{name}-{token}",
             )
-            grads.append(g.reshape(sd.shape) if tuple(g.shape) != tuple(sd.shape) else g)
+            grads.append(reshaped(g, sd.shape))
         grads = tuple(grads)
     return value, grads
 
@@ -527,8 +527,19 @@ class _Block:
 
 
 def _partial(v: Any, red: tuple, r: float) -> Any:
-    """A block's value as a float64 partial sum (``K_j / K`` of its mean) when rows are split."""
-    return v.astype("float64") * r if red else v
+    """A block's value as a float64 partial sum (``K_j / K`` of its mean) when rows are split.
+
+    A block with no elements of the rows (a zero-length chunk: ``K_j = 0``) adds exactly 0; its own
+    mean over nothing is NaN (0/0), which ``* 0`` would keep.
+    """
+    if not red:
+        return v
+    partial = v.astype("float64")
+    if r == 0.0:
+        partial.fill(0.0)
+    else:
+        partial *= r
+    return partial
 
 
 class _PickValue:

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ._core.device import DeviceArray
 from ._core.params import check_real
 from ._core.request import is_dask_array, is_device_array, select_backend
-from ._core.validate import as_host_array, compute_dtype, layout_of, result_dtype
+from ._core.validate import as_host_array, compute_dtype, numpy_dtype, result_dtype
 from ._plan.makeloss import check_normalization, head_constant
 from .loss import Loss, family_module
 
@@ -79,8 +81,8 @@ def make_loss(
 
 def _result_dtype(a: Any) -> Any:
     """Dtype of a loss's output for ``pred`` = ``a`` (every family's rule)."""
-    if is_dask_array(a):  # shape and dtype only: a Dask array is never computed here
-        a = layout_of("pred", a)
+    if is_dask_array(a):  # its dtype only: never computed here, and its chunks (shape) may be unknown
+        a = np.empty(0, dtype=numpy_dtype("pred", a.dtype))
     layout = DeviceArray.wrap("pred", a).layout if is_device_array(a) else as_host_array("pred", a)
     return result_dtype(layout, compute_dtype("pred", layout))
 

@@ -548,6 +548,67 @@ def test_unknown_chunks_ask_for_compute_chunk_sizes():
     assert value.shape == (8,)
 
 
+def _same_as_in_memory(loss, dask_args, np_args, rtol=1e-12):
+    """The Dask call's value and gradients (computed) against the in-memory call's."""
+    value, grads = dask.compute(*loss.forward_backward(*dask_args))
+    want, want_grads = loss.forward_backward(*np_args)
+    np.testing.assert_allclose(value, want, rtol=rtol, atol=1e-15)
+    assert len(grads) == len(want_grads)
+    for g, w in zip(grads, want_grads, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-15)
+
+
+def test_zero_length_chunks_add_nothing():
+    """A zero-length chunk (a rechunk, or boolean indexing then compute_chunk_sizes) holds no element
+    of any row: it adds nothing to the rows' means (its own mean over nothing is NaN, 0/0)."""
+    x, t = _f((8, 6), np.float64), _f((8, 6), np.float64, 0.1, 2.0)
+    keep = np.arange(8) >= 4
+    xs = da.from_array(x, chunks=(4, 6))[da.from_array(keep, chunks=4)]
+    ts = da.from_array(t, chunks=(4, 6))[da.from_array(keep, chunks=4)]
+    xs.compute_chunk_sizes(), ts.compute_chunk_sizes()
+    assert xs.chunks[0] == (0, 4)
+    _same_as_in_memory(nl.PoissonNLLLoss(), (xs, ts), (x[keep], t[keep]))  # a mean of every element
+    cols = ((4, 4), (0, 3, 3))
+    for loss in (nl.L2Loss(), nl.HuberLoss(rho=0.5), nl.SigmoidBCELoss()):
+        _same_as_in_memory(loss, (da.from_array(x, chunks=cols), da.from_array(t, chunks=cols)), (x, t))
+    logits, lab = _f((6, 4, 5), np.float64), RNG.integers(0, 4, (6, 5)).astype(np.float64)
+    chunks = ((3, 3), (4,), (2, 0, 3))  # a zero-length chunk of a spatial axis
+    _same_as_in_memory(nl.SoftmaxCELoss(axis=1), (da.from_array(logits, chunks=chunks), lab), (logits, lab))
+
+
+def test_an_empty_class_chunk_holds_no_label():
+    x, y = _f((8, 5), np.float64), RNG.integers(0, 5, 8)
+    for chunks in (((4, 4), (0, 5)), ((4, 4), (2, 0, 3)), ((8,), (5, 0))):
+        _same_as_in_memory(nl.SoftmaxCELoss(), (da.from_array(x, chunks=chunks), y), (x, y))
+        _same_as_in_memory(nl.SoftmaxCELoss(label_smoothing=0.2), (da.from_array(x, chunks=chunks), y), (x, y))
+
+
+def test_inputs_reshaped_like_pred_from_any_shape():
+    """MXNet's reshape_like accepts any shape of as many elements; Dask reshapes lazily only what merges or
+    splits whole dimensions, so the others go through the flat array (forward and the gradients back)."""
+    a, b = _f((7, 5), np.float64), _f((5, 7), np.float64)
+    rows = (3, 4)
+    _same_as_in_memory(nl.L2Loss(), (da.from_array(a, chunks=(rows, 5)), da.from_array(b, chunks=(2, 7))), (a, b))
+    c = a[::-1].copy()
+    _same_as_in_memory(nl.TripletLoss(), (da.from_array(a, chunks=(rows, 5)), b, c), (a, b, c))
+    y = np.where(RNG.random(7) > 0.5, 1.0, -1.0)
+    _same_as_in_memory(nl.CosineEmbeddingLoss(), (da.from_array(b), da.from_array(a, chunks=(rows, 5)), y), (b, a, y))
+    dense = RNG.random((5, 7))
+    _same_as_in_memory(
+        nl.SoftmaxCELoss(sparse_label=False), (da.from_array(a, chunks=(rows, 5)), da.from_array(dense, chunks=(2, 7))),
+        (a, dense),
+    )  # fmt: skip
+
+
+def test_makeloss_of_unknown_chunks_asks_for_compute_chunk_sizes():
+    x = da.from_array(_f((8, 3), np.float32), chunks=4)
+    x = x[x[:, 0] > -10]
+    for normalization in ("null", "batch", "valid"):
+        with pytest.raises(ValueError, match=r"pred.*compute_chunk_sizes\(\)"):
+            nl.MakeLoss(nl.L2Loss(), normalization=normalization).forward_backward(x, np.zeros((8, 3), np.float32))
+
+
 def test_bad_calls_fail_before_running():
     x = da.from_array(_f((8, 3), np.float32), chunks=4)
     with pytest.raises(TypeError, match="out= and grad_out="):
