@@ -560,6 +560,32 @@ def test_a_second_backward_through_the_graph_gives_the_same_gradients():
         torch.testing.assert_close(torch.autograd.grad(out, x)[0], first, rtol=0, atol=0)
 
 
+def test_gradients_from_autograd_grad_are_the_callers_own():
+    """A small fused gradient is kept by the node for a further backward: what ``autograd.grad`` returns
+    is a copy, so changing it in place (clipping, scaling) leaves the next backward's result alone."""
+    x, y = rnd(8, 5, grad=True), torch.randint(0, 5, (8,), generator=_GEN)
+    for module in (nlt.SoftmaxCELoss(), nlt.Module(nl.MakeLoss(nl.SoftmaxCELoss()))):
+        out = module(x, y).sum()
+        first = torch.autograd.grad(out, x, retain_graph=True)[0]
+        expected = first.clone()
+        first.mul_(0.5)
+        second = torch.autograd.grad(out, x)[0]
+        assert second is not first
+        torch.testing.assert_close(second, expected, rtol=0, atol=0)
+
+
+def test_tensors_with_a_lazy_negation_are_read_by_value():
+    """``z.conj().imag`` carries a negation bit over the memory of ``z.imag``: the modules and the NumPy-style
+    API (DLPack) read its values, not the memory as exported."""
+    z = torch.randn(4, 3, dtype=torch.complex64, generator=_GEN)
+    pred, label = z.conj().imag, torch.ones(4, 3)
+    assert pred.is_neg()
+    want = nl.L2Loss()(pred.resolve_neg().numpy(), label.numpy())
+    np.testing.assert_array_equal(nl.L2Loss()(pred, label).numpy(), want)
+    np.testing.assert_array_equal(nlt.L2Loss()(pred, label).numpy(), want)
+    np.testing.assert_array_equal(nl.L2Loss()(label, pred).numpy(), nl.L2Loss()(label.numpy(), -z.imag.numpy()))
+
+
 def test_result_shapes_reads_torch_tensors():
     """``loss.result_shapes`` takes tensors (their torch dtypes) as it takes NumPy arrays."""
     x, y = torch.zeros(5, 7), torch.zeros(5, dtype=torch.int64)

@@ -415,9 +415,10 @@ class EagerFunction(torch.autograd.Function):
     head gradient of ones (one per input that requires grad; they are not outputs of the node). The
     backward gives autograd:
 
-    * the kept gradient itself when ``grad_output`` is ones broadcast (``loss.sum()``): no
-      multiplication; below :data:`IN_PLACE_BYTES` the node keeps it too (autograd copies a gradient
-      that something else references before it accumulates into it);
+    * the kept gradient when ``grad_output`` is ones broadcast (``loss.sum()``): no
+      multiplication; below :data:`IN_PLACE_BYTES` a copy of it, as the node keeps it for a further
+      backward (a caller of ``torch.autograd.grad`` owns what it gets and may change it in place;
+      accumulating into ``.grad`` would copy a tensor referenced elsewhere anyway);
     * below :data:`IN_PLACE_BYTES`, ``kept * grad_output`` in a new tensor;
     * from :data:`IN_PLACE_BYTES` on, the kept gradient scaled **in place** and handed over: it
       was allocated by the forward for this node alone, so nothing else reads it, and no
@@ -469,22 +470,26 @@ class EagerFunction(torch.autograd.Function):
         kept = ctx.grads
         if kept is None:  # scaled in place by an earlier backward: the gradients again, from the inputs
             return (None, None, *_recompute(ctx, g))
+        in_place = plan.in_place  # then released as handed over (like a saved tensor without retain_graph)
         if info.makeloss:  # MXNet's MakeLoss ignores grad_output
+            if in_place:
+                ctx.grads = None
             for i, grad in zip(plan.kept, kept, strict=True):
-                result[info.diff[i]] = grad
+                result[info.diff[i]] = grad if in_place else grad.clone()  # kept: the caller gets its own
             return (None, None, *result)
         if g is None:
             return (None, None, *result)
+        if in_place:
+            ctx.grads = None
         # One number broadcast (zero strides): a 0-d view of it, in the gradients' dtype so the
         # product rounds as the broadcast one would.
         uniform = g.dtype == plan.dtype and g.dim() > 0 and not any(g.stride())
         scale = g.as_strided((), ()) if uniform else None
         ones = uniform and g.is_cpu and scale.item() == 1.0  # loss.sum(): the gradient for ones is the gradient
-        in_place = plan.in_place
-        if in_place:  # released as it is handed over (like a saved tensor without retain_graph): no copy
-            ctx.grads = None
         for i, view, grad in zip(plan.kept, plan.views, kept, strict=True):
-            if not ones:
+            if ones:
+                grad = grad if in_place else grad.clone()  # kept: the caller gets its own
+            else:
                 factor = scale if uniform else g.reshape(view)
                 grad = grad.mul_(factor) if in_place else grad * factor
             result[info.diff[i]] = grad
