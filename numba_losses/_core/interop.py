@@ -120,6 +120,7 @@ def import_inputs(
         if a is None or isinstance(a, (int, float, bool, np.number, np.bool_)):
             imported[name] = a
             continue
+        a = _values(a)
         if _read_through_dlpack(a):
             lib = library_of(a)
             a = import_array(name, a)
@@ -127,9 +128,19 @@ def import_inputs(
                 origin = lib
         imported[name] = a
         first = False
-    if out_grad is not None and _read_through_dlpack(out_grad):
-        out_grad = import_array("out_grad", out_grad)
+    if out_grad is not None:
+        out_grad = _values(out_grad)
+        if _read_through_dlpack(out_grad):
+            out_grad = import_array("out_grad", out_grad)
     return imported, out_grad, origin
+
+
+def _values(a: Any) -> Any:
+    """``a``, or a copy holding its values: a PyTorch tensor with a lazy negation (``z.conj().imag``)
+    exports its memory without the sign, through DLPack and ``__cuda_array_interface__`` alike."""
+    if library_of(a) == "torch" and a.is_neg():
+        return a.resolve_neg()
+    return a
 
 
 def _read_through_dlpack(a: Any) -> bool:

@@ -20,9 +20,10 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def to_array(t: torch.Tensor) -> Any:
     """The array the kernels read for tensor ``t`` (no copy)."""
-    if t.is_cpu:  # force=True: the view without a detach() first (no copy for a real CPU tensor)
-        return t.numpy(force=True) if t.requires_grad else t.numpy()
-    t = t.detach()
+    if t.is_cpu:  # force=True: the view without a detach() first (no copy for a real CPU tensor), or the
+        # values of a tensor with a lazy negation (z.conj().imag), which numpy() refuses (a copy)
+        return t.numpy(force=True) if t.requires_grad or t.is_neg() else t.numpy()
+    t = t.detach().resolve_neg()  # __cuda_array_interface__ exports the memory without a lazy negation
     if t.device.type == "cuda":
         return t
     raise ValueError(f"tensors on device {t.device} are not supported (CPU and CUDA only)")
