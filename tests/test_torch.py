@@ -463,6 +463,11 @@ def test_ctc_loss_unbatched_and_errors():
         nlf.ctc_loss(rnd(2, 1, 4), torch.tensor([[1, 2, 3]]), [2], [3])
     with pytest.raises(ValueError, match="reduction"):
         nlf.ctc_loss(rnd(2, 1, 4), torch.tensor([[1]]), [2], [1], reduction="avg")
+    for blank, targets in ((0, torch.tensor([[1, 0, 2]])), (2, torch.tensor([[1, 2, 3]])), (3, torch.tensor([1, 3]))):
+        with pytest.raises(ValueError, match=f"blank class \\({blank}\\) appears inside a target"):
+            nlf.ctc_loss(rnd(6, 1, 4).log_softmax(-1), targets, [6], [targets.shape[-1]], blank=blank)
+    padded = nlf.ctc_loss(rnd(6, 1, 4).log_softmax(-1), torch.tensor([[1, 2, 0]]), [6], [2])  # blank past the length
+    assert math.isfinite(float(padded))
 
 
 def test_functional_matches_torch_on_a_larger_random_batch():

@@ -250,7 +250,7 @@ def ctc_loss(
         library's label width must fit ``T``).
     ValueError
         Lengths outside the arrays, target values outside the classes (the
-        library names the sample).
+        library names the sample), the blank inside a target.
     """
     _check_reduction(reduction)
     if log_probs.dim() == 2:  # unbatched
@@ -277,6 +277,9 @@ def ctc_loss(
             f"ctc_loss: a target length ({width}) greater than the number of frames ({n_frames}) is not supported"
         )
     labels = _padded(targets, tg_len, width, batch)
+    inside = torch.arange(width, device=labels.device).unsqueeze(0) < tg_len.unsqueeze(1)
+    if bool(((labels == blank) & inside).any()):  # PyTorch gives an undefined cost: refused, not guessed
+        raise ValueError(f"targets: the blank class ({blank}) appears inside a target (within target_lengths)")
     x = log_probs
     if blank == 0:
         convention = "first"
