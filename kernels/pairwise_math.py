@@ -35,8 +35,7 @@ import numpy as np
 from numba.extending import register_jitable
 
 from ._options import HELPER
-from .primitives import relu, relu_grad
-from .rounded import rounded_mul
+from .primitives import relu, relu_grad, rounded_mul
 from .vmath import like
 
 _ZERO = np.float32(0.0)

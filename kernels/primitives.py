@@ -14,6 +14,8 @@ written this way:
 * ``pow2_integral(k)``, ``2**k`` for an integral float ``k``, built from bits;
 * MXNet's ``relu``, its backward ``relu_grad``, ``sign`` and the step ``[v > 0]``,
   as ordered comparisons and selects (NaN handling as documented on each);
+* ``rounded_mul(a, b)``, a product rounded on its own as MXNet rounds it
+  (never fused into a multiply-add);
 * ``like(x, c)``, the number ``c`` converted to the precision of ``x``.
 
 Compiled, they accept float32 and float64 (int32 / int64 for ``bits_float``) and
@@ -21,6 +23,7 @@ keep the precision of their argument.
 """
 
 import numpy as np
+from llvmlite import ir as llvm_ir
 from numba import types
 from numba.extending import lower_builtin, type_callable
 
@@ -132,6 +135,59 @@ def sign(v):
 def step(v):
     """``[v > 0]`` as 0.0 / 1.0 (NaN gives 0)."""
     return type(v)(1 if v > 0 else 0)
+
+
+# ---------------------------------------------------------------------------- rounded products
+def _is_cuda(context) -> bool:
+    return type(context).__module__.startswith(("numba.cuda", "numba_cuda"))
+
+
+def _rounded_mul_codegen(context, builder, signature, args):
+    """An ``fmul`` the fast-math pass leaves alone (CPU), or libdevice's ``mul.rn`` (CUDA).
+
+    Numba adds the kernels' fast-math flags (``contract``) to every float instruction that has
+    none; one with a flag of its own keeps it. ``arcp`` (approximate reciprocals) changes nothing
+    for a product, and without ``contract`` LLVM does not fuse it into a multiply-add. NVVM and
+    ptxas contract any plain multiply; ``mul.rn`` never.
+    """
+    ty = signature.return_type
+    a, b = (context.cast(builder, v, t, ty) for v, t in zip(args, signature.args, strict=True))
+    if _is_cuda(context):
+        from numba.core import cgutils
+
+        name = "__nv_fmul_rn" if ty == types.float32 else "__nv_dmul_rn"
+        fnty = llvm_ir.FunctionType(a.type, [a.type, a.type])
+        return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), [a, b])
+    return builder.fmul(a, b, flags=("arcp",))
+
+
+def rounded_mul(a, b):
+    """``a * b`` rounded on its own, never fused with a later addition into a multiply-add.
+
+    MXNet rounds every product of a loss formula before the next operation uses it, and the
+    difference shows where it matters most: at a kink (``relu(m - x y)`` with ``x y`` rounding to
+    exactly ``m``, ``1/3 * 3``: MXNet's loss and gradient are 0, a fused form leaves a residue and
+    the full gradient), in a cancellation MXNet makes exact (``u u - v v`` with ``u == v``), and at
+    an overflow (``x - x z`` is ``-inf`` when ``x z`` overflows). Compiled, float32 and float64
+    (a float32 and a float64 multiply in float64), written straight into the caller; in Python
+    (the CUDA simulator) it is ``a * b``.
+    """
+    return a * b
+
+
+@type_callable(rounded_mul)
+def _rounded_mul_typing(context):
+    def typer(a, b):
+        if a in _FLOATS and b in _FLOATS:
+            return types.float64 if types.float64 in (a, b) else types.float32
+        return None
+
+    return typer
+
+
+for _a in _FLOATS:
+    for _b in _FLOATS:
+        lower_builtin(rounded_mul, _a, _b)(_rounded_mul_codegen)
 
 
 # ---------------------------------------------------------------------------- conversion

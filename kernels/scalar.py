@@ -25,7 +25,7 @@ lanes on AVX2), float64 in float64. Exact constants are float32 literals
 (``_ONE``...), which promote exactly where the data is float64; inexact ones
 (``1e-12``, ``2 pi``) are rounded to the data's precision with
 :func:`.vmath.like`, as MXNet does for float32 data. A product that the formula
-then adds to something is rounded on its own (:func:`.rounded.rounded_mul`), as in
+then adds to something is rounded on its own (:func:`.primitives.rounded_mul`), as in
 MXNet: never fused into a multiply-add, which would move kinks and overflows.
 """
 
@@ -33,8 +33,7 @@ import numpy as np
 from numba.extending import register_jitable
 
 from ._options import HELPER
-from .primitives import relu, relu_grad, sign, step
-from .rounded import rounded_mul
+from .primitives import relu, relu_grad, rounded_mul, sign, step
 from .vmath import like, sigmoid_neg_abs, softplus_neg, vexp, vlog
 
 _EPS_LOG = 1e-12  # MXNet's epsilon inside log() of BCE(from_sigmoid) and KLDiv

@@ -11,12 +11,23 @@ import os
 import subprocess
 import sys
 import textwrap
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from numba import njit
 
-from numba_losses.kernels.primitives import bits_float, float_bits, like, pow2_integral, relu, relu_grad, sign, step
+from numba_losses.kernels.primitives import (
+    bits_float,
+    float_bits,
+    like,
+    pow2_integral,
+    relu,
+    relu_grad,
+    rounded_mul,
+    sign,
+    step,
+)
 
 SPECIALS = [0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 1e-30, -1e-30, 3e38, np.inf, -np.inf, np.nan]
 
@@ -123,6 +134,27 @@ def test_first_use_compiles_no_primitive_and_few_helpers(tmp_path):
     primitives = {"relu", "relu_grad", "sign", "step", "float_bits", "bits_float", "pow2_integral", "like", "impl"}
     assert not primitives & set(names), names
     assert len(names) <= 9, names  # 8 in December 2026, 18 before (kernel, loss terms, exp, log, block sum)
+
+
+@njit(fastmath={"contract"})  # the kernels' flags: a plain product would be fused into the subtraction
+def _margin_minus_products(x, y, out):
+    for i in range(x.size):  # a loop LLVM vectorises
+        out[i] = 1.0 - rounded_mul(x[i], y[i])
+
+
+@pytest.mark.parametrize(("dtype", "k"), [(np.float64, 3), (np.float32, 25)])
+def test_rounded_mul_is_rounded_before_the_subtraction(dtype, k):
+    """``1 - fl(x y)`` with ``fl(x y) == 1`` although ``x y < 1`` exactly: 0 (a fused multiply-add gives
+    the exact residue), in a vectorised loop, in Python, and with a float32 times a float64 (float64)."""
+    x, y = np.full(64, 1 / k, dtype), np.full(64, k, dtype)
+    assert Fraction(float(x[0])) * k < 1 and x[0] * y[0] == 1
+    out = np.empty(64, dtype)
+    _margin_minus_products(x, y, out)
+    np.testing.assert_array_equal(out, 0)
+    assert 1.0 - rounded_mul(x[0], y[0]) == 0
+    mixed = njit(lambda a, b: rounded_mul(a, b))
+    assert mixed(np.float32(0.1), 3.0) == np.float64(np.float32(0.1)) * 3.0
+    assert isinstance(mixed(np.float32(0.5), np.float32(2.0)), float)  # typed float32, boxed as a float
 
 
 def test_like_rounds_to_the_precision_of_its_first_argument():

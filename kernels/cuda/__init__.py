@@ -9,14 +9,10 @@ shuffles).
 
 import math
 
-import numpy as np
-from numba import cuda, types
-from numba.cuda import libdevice
-from numba.extending import overload
+from numba import cuda
 
 from .._options import CACHE, CUDA_GRID_PER_SM, CUDA_SIM_THREADS, CUDA_THREADS
 from ..cache import FALLBACK_DIR, checked_cache_class
-from ..rounded import rounded_mul
 
 SIMULATOR = bool(cuda.config.ENABLE_CUDASIM)
 # The on-disk cache on a real GPU (the simulator has none), with the CPU kernels' checks (see ..cache).
@@ -38,18 +34,6 @@ def jit_kernel(fn, *, cache: bool = True):
             _checked_cache = checked_cache_class(CUDACache, caching.IndexDataCacheFile, config)
         dispatcher._cache = _checked_cache(dispatcher.py_func)
     return dispatcher
-
-
-@overload(rounded_mul, target="cuda")
-def _rounded_mul_cuda(a, b):
-    """:func:`..rounded.rounded_mul` on a GPU: ``mul.rn``, which neither NVVM nor ptxas fuses into an FMA."""
-    if a == b == types.float32:
-        return lambda a, b: libdevice.fmul_rn(a, b)
-    if a == b == types.float64:
-        return lambda a, b: libdevice.dmul_rn(a, b)
-    if {a, b} == {types.float32, types.float64}:
-        return lambda a, b: libdevice.dmul_rn(np.float64(a), np.float64(b))
-    return None
 
 
 # Threads per block of every kernel (the shared-memory reductions are sized by it).

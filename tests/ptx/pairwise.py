@@ -45,6 +45,7 @@ def build(job):
         s3, o3 = io[:, :, :], io[:, :, ::1]
         sig = (s3, s3, s3, c, c, f64[:], flag, io[::1], o3, o3, o3, group)
         checks["shuffle" if shuffle else "bar.sync"] = "shfl.sync" if shuffle else "bar.sync"
+        checks["rounded squares"] = f"mul.rn.f{32 if cdt == 'float32' else 64}"  # never fused into an fma
     else:
         fn = build_cosine_kernel(shuffle).py_func
         s2, o2 = io[:, :], io[:, ::1]
