@@ -104,6 +104,8 @@ def pow2_integral(kf):
     a loop). Compiled, out-of-range ``kf`` gives garbage, not an error: callers clamp.
     """
     kf = kf if isinstance(kf, np.floating) else np.float64(kf)
+    if kf != kf:  # NaN (a NaN input passes the callers' clamps): NaN, as the callers then return
+        return kf
     return kf.dtype.type(np.ldexp(1.0, int(kf)))
 
 

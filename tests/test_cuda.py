@@ -170,6 +170,17 @@ def test_matches_cpu(loss, shape):
     _assert_same(cpu, gpu, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_and_infinite_predictions_as_on_the_cpu(dtype):
+    """NaN and infinite logits go through the exponentials (whose Python form the simulator runs) as on the
+    CPU: NaN where the CPU gives NaN, the same finite values elsewhere."""
+    x = np.array([[np.nan, 0.5, np.inf], [-np.inf, 2.0, -1.0]], dtype)
+    y = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype)
+    for loss in (nl.LogisticLoss(), nl.LogisticLoss(label_format="binary"), nl.SigmoidBCELoss(), nl.PoissonNLLLoss()):
+        cpu, gpu = _both(loss, [x, y])
+        _assert_same(cpu, gpu, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_dtypes_follow_cpu(dtype):
     x, y = _data((4, 6), dtype), _data((4, 6), dtype)
