@@ -59,7 +59,7 @@ from ._dask_softmax import merge_applies, reshaped, run_merged
 from ._plan.ctc import CTCSpec
 from ._plan.elementwise import ElementwiseSpec
 from ._plan.pairwise import CosineSpec, TripletSpec
-from ._plan.softmax import KLDivSpec, SoftmaxSpec, class_layout, counted_weights, valid_total
+from ._plan.softmax import KLDivSpec, SoftmaxSpec, class_layout, counted_weights, spec_layout, valid_total
 
 __all__ = ["MERGE_CLASS_CHUNKS", "SINGLE_BLOCK_WARN_BYTES", "SingleBlockWarning", "is_dask_array", "run_dask"]
 
@@ -292,7 +292,7 @@ def _plan_elementwise(spec: ElementwiseSpec, shapes, out_shape, rows: bool) -> G
 
 def _plan_softmax(spec: SoftmaxSpec | KLDivSpec, shapes, out_shape, rows: bool) -> Grid:
     x = shapes["pred"]
-    lay = class_layout(x, spec.axis, isinstance(spec, KLDivSpec))
+    lay = spec_layout(spec, x)
     other: dict[str, tuple[int | None, ...]] = {}
     reshape = {}
     label = shapes["label"]

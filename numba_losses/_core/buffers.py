@@ -100,14 +100,28 @@ def host_full(shape: tuple[int, ...], value: float, dtype: np.dtype) -> np.ndarr
     return a
 
 
-@functools.lru_cache(maxsize=64)
-def host_ones(n: int, dtype: np.dtype) -> np.ndarray:
-    """Ones of length ``n``, kept per size and dtype, for kernels that read them as unit weights.
+def host_constant(n: int, value: float, dtype: np.dtype) -> np.ndarray:
+    """``n`` copies of ``value`` (rounded once to ``dtype``), kept per size, value and dtype, for
+    kernels that read them as weights or scales.
 
     Never written and never handed out (no copy per call). Writable all the same: every other
-    array a kernel gets is, and a read-only one would be another Numba signature to compile.
+    array a kernel gets is, and a read-only one would be another Numba signature to compile. NaN
+    and zeros are made afresh: equal keys would not tell their bits apart (NaN != NaN, -0.0 == 0.0).
     """
-    return np.ones(n, dtype=dtype)
+    if value != value or value == 0:
+        return host_full((n,), value, dtype)
+    return _kept_constant(n, value, np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_constant(n: int, value: float, dtype: np.dtype) -> np.ndarray:
+    return host_full((n,), value, dtype)
+
+
+def host_ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """Ones of length ``n``, kept per size and dtype, for kernels that read them as unit weights
+    (:func:`host_constant`)."""
+    return host_constant(n, 1.0, dtype)
 
 
 _last_args = threading.local()

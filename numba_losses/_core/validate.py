@@ -188,6 +188,17 @@ def normalize_axis(axis: int, ndim: int, what: str = "batch_axis") -> int:
     return int(axis) % ndim
 
 
+def _may_overlap(buf: np.ndarray, own: bool, a: np.ndarray) -> bool:
+    """Whether ``buf`` (``own``: it owns its data) may share memory with ``a``.
+
+    Two distinct arrays that each own their data are two allocations: they cannot overlap, and the
+    flag is cheaper to read than the bounds check (a training loop's buffers and inputs).
+    """
+    if own and a is not buf and a.flags.owndata:
+        return False
+    return np.may_share_memory(buf, a)
+
+
 def check_buffer(
     name: str,
     buf: Any,
@@ -210,17 +221,14 @@ def check_buffer(
         raise TypeError(f"{name} has dtype {buf.dtype}, expected {dtype}")
     if not buf.flags.c_contiguous or not buf.flags.writeable:
         raise ValueError(f"{name} must be a writable C-contiguous array")
-    # Two distinct arrays that each own their data are two allocations: they cannot overlap, and
-    # the flag is cheaper to read than the bounds check (a training loop's buffers and inputs).
     own = buf.flags.owndata
     if inputs is not None:
         for other, a in inputs.items():
-            if isinstance(a, np.ndarray) and not (own and a is not buf and a.flags.owndata):
-                if np.may_share_memory(buf, a):
-                    raise ValueError(f"{name} {SHARE_INPUTS}: it overlaps {other}")
+            if isinstance(a, np.ndarray) and _may_overlap(buf, own, a):
+                raise ValueError(f"{name} {SHARE_INPUTS}: it overlaps {other}")
     if taken is not None:
         for t in taken:
-            if not (own and t is not buf and t.flags.owndata) and np.may_share_memory(buf, t):
+            if _may_overlap(buf, own, t):
                 raise ValueError(f"{name}: output buffers must not share memory with each other")
         taken.append(buf)
     return buf

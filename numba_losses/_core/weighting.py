@@ -40,7 +40,7 @@ from numba_losses.kernels._options import SERIAL_BELOW
 from numba_losses.kernels.cpu.elementwise import build_rowmean_kernel, scratch_shapes, task_layout
 from numba_losses.kernels.registry import COMPUTED
 
-from .buffers import SCRATCH_KEEP_BELOW, host_full, host_ones, host_scratch, last_kept
+from .buffers import SCRATCH_KEEP_BELOW, host_constant, host_full, host_ones, host_scratch, last_kept
 from .device import DeviceArray, DeviceContext, broadcast_view, device_view, sum_to
 from .launch import launch
 from .validate import broadcast_shape, normalize_axis
@@ -174,9 +174,8 @@ def row_scales_host(rows: Rows, out_grad: np.ndarray | None, cdt: np.dtype) -> t
     ``out_grad`` is the head gradient already broadcast to ``(n_rows,)`` (or None). Both are
     read-only to the caller (they may be kept arrays).
     """
-    scale = rows.scale
-    if rows.row_weight is None and out_grad is None and rows.n_rows <= _KEEP_SCALES_UP_TO and scale == scale != 0:
-        return _constant_scales(rows.n_rows, scale, cdt)  # NaN and signed zeros are not kept
+    if rows.row_weight is None and out_grad is None and rows.n_rows <= _KEEP_SCALES_UP_TO:
+        return host_constant(rows.n_rows, rows.scale, np.float64), host_constant(rows.n_rows, rows.scale, cdt)
     fscale = np.empty(rows.n_rows, dtype=np.float64)
     fscale.fill(rows.scale)
     if rows.row_weight is not None:
@@ -187,13 +186,6 @@ def row_scales_host(rows: Rows, out_grad: np.ndarray | None, cdt: np.dtype) -> t
 
 #: Row counts whose constant scales (no sample weight, no head gradient) are kept between calls.
 _KEEP_SCALES_UP_TO = 4096
-
-
-@functools.lru_cache(maxsize=64)
-def _constant_scales(n_rows: int, scale: float, cdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`row_scales_host` of ``n_rows`` rows of one ``scale``, kept (never written: kernels read them)."""
-    fscale = host_full((n_rows,), scale, np.float64)
-    return fscale, fscale.astype(cdt, copy=False)
 
 
 def _row_scratch(shape3: tuple[int, int, int], rowwise: bool, cdt: np.dtype) -> tuple[Any, ...]:

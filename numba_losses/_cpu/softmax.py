@@ -73,7 +73,7 @@ def run(spec: SoftmaxSpec | KLDivSpec, call: Call) -> tuple[Any, tuple[Any, ...]
     kl = False
     if isinstance(spec, KLDivSpec):
         dense = family.kldiv_as_cross_entropy(
-            spec, family.class_layout(x.shape, spec.axis, True), y.shape, None if sw is None else sw.shape
+            spec, family.spec_layout(spec, x.shape), y.shape, None if sw is None else sw.shape
         )
         if dense is None:
             return _kldiv(spec, call)

@@ -104,6 +104,11 @@ def class_layout(shape: tuple[int, ...], axis: int, no_classes: bool = False) ->
     return _class_layout.__wrapped__(tuple(shape), axis, no_classes)
 
 
+def spec_layout(spec: SoftmaxSpec | KLDivSpec, shape: tuple[int, ...]) -> ClassLayout:
+    """The class layout a call of ``spec`` reads: KLDivLoss takes an empty class axis, cross-entropy does not."""
+    return class_layout(shape, spec.axis, isinstance(spec, KLDivSpec))
+
+
 @functools.lru_cache(maxsize=512)
 def _class_layout(shape: tuple[int, ...], axis: int, no_classes: bool) -> ClassLayout:
     if len(shape) == 0:
@@ -391,7 +396,7 @@ class SoftmaxPlan:
 def plan(spec: SoftmaxSpec | KLDivSpec, x: np.ndarray, sw: np.ndarray | None) -> SoftmaxPlan:
     """Dtypes, class layout and weighting rows of a call (``x`` / ``sw``: layout arrays)."""
     cdt = compute_dtype("pred", x)
-    lay = class_layout(x.shape, spec.axis, isinstance(spec, KLDivSpec))
+    lay = spec_layout(spec, x.shape)
     rows = None
     if isinstance(spec, SoftmaxSpec):
         cw = spec.class_weight
