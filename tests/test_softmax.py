@@ -201,6 +201,49 @@ def test_long_rows_many_blocks():
     _check(out, dx, *ref_softmax_ce(x, lab), np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kl", [False, True], ids=["ce", "kldiv"])
+def test_dense_label_sums_across_blocks_with_a_rising_maximum(kl, dtype):
+    """Dense labels on rows of several 256-logit blocks, against the float64 reference: the label
+    sums share the exponential pass, each block's terms taken from its own running maximum and
+    shifted when a later block raises it; rows whose maximum rises in the last block, huge logits
+    with a small spread (exact: ``log C`` for equal logits), a first block of masked (``-inf``)
+    classes with zero labels (a NaN term, as MXNet's ``0 * -inf``), labels on masked classes only
+    (``+inf``), an all ``-inf`` row and a NaN logit."""
+    rng = np.random.default_rng(7)
+    n = 1000
+    x = rng.standard_normal((9, n)) * 3
+    x[0, :] = np.linspace(-20, 20, n)  # the maximum grows in every block
+    x[1, :] = np.linspace(20, -20, n)  # found in the first block
+    x[2, :] = -1e30
+    x[3, :] = 1e30 + np.arange(n) * 2.0**80  # huge, a small spread relative to the values
+    x[4, :300] = -np.inf  # masked classes in the first block and a half; labels elsewhere
+    x[5, :300] = -np.inf
+    x[6, :] = -np.inf
+    x[7, 777] = np.nan
+    x[8, :] = 0.0
+    x[8, 999] = 50.0  # the maximum only in the last (partial) block
+    x = x.astype(dtype)
+    y = rng.random((9, n))
+    y[4, :300] = 0.0  # 0 * -inf: NaN
+    y[5, 300:] = 0.0
+    y[5, :300] = 1.0 / 300  # all label mass on masked classes: +inf cross-entropy
+    y /= np.where(y.sum(1, keepdims=True) > 0, y.sum(1, keepdims=True), 1.0)
+    y = y.astype(dtype)
+    loss = nl.KLDivLoss(from_logits=False) if kl else nl.SoftmaxCELoss(sparse_label=False)
+    out, (dx,) = loss.forward_backward(x, y)
+    with np.errstate(invalid="ignore"):
+        ref, rdx = ref_kldiv_softmax(x, y) if kl else ref_softmax_ce(x, y, sparse=False)
+    assert np.isnan(out[[4, 6, 7]]).all() and np.isposinf(out[5])
+    assert out.dtype == dtype
+    finite = [0, 1, 2, 3, 8]
+    rtol = RTOL[dtype]
+    np.testing.assert_allclose(out[finite], ref[finite], rtol=rtol, atol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(dx[finite], rdx[finite], rtol=rtol, atol=1e-6 if dtype == np.float32 else 1e-12)
+    if not kl:
+        np.testing.assert_allclose(out[2], np.log(n), rtol=1e-6)  # equal logits: the shift is exact
+
+
 # ----------------------------------------------------------------------------- extensions
 def test_ignore_label_zeroes_rows():
     rng = np.random.default_rng(5)

@@ -32,7 +32,8 @@ maximum grows, then the block's exponentials (vectorisable
 2**-126.5 are 0) are stored in the
 gradient row and summed
 in float64 lanes; the gradient pass rescales them by one factor per block
-instead of exponentiating again (one ``exp`` per logit). NaN and
+instead of exponentiating again (one ``exp`` per logit); dense labels are
+summed in the same pass (:func:`row_max_sum_exp_labels`). NaN and
 ``+inf`` logits make the row NaN, as MXNet's ``log_softmax`` does.
 """
 
@@ -62,11 +63,11 @@ def scratch_shapes(n_classes):
     A task of :func:`build_softmax_ce_kernel`, :func:`build_log_softmax_kernel` or
     :func:`build_log_softmax_backward_kernel` (contiguous variants) works in the row of the
     thread running it (``numba.get_thread_id()``, below ``NUMBA_NUM_THREADS``) of a
-    compute-dtype array (a block of values, then the per-block maxima of a row of
-    ``n_classes``). The caller allocates it: an ``np.empty`` in a kernel compiles three more
+    compute-dtype array (a block of values, the per-block maxima of a row of ``n_classes``,
+    then a block of dense-label terms). The caller allocates it: an ``np.empty`` in a kernel compiles three more
     functions at a process's first call (about 0.1 s).
     """
-    return config.NUMBA_NUM_THREADS, BLOCK + (n_classes + BLOCK - 1) // BLOCK
+    return config.NUMBA_NUM_THREADS, 2 * BLOCK + (n_classes + BLOCK - 1) // BLOCK
 
 
 @register_jitable(**HELPER)
@@ -123,6 +124,63 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
 
 
 @register_jitable(**HELPER)
+def row_max_sum_exp_labels(xr, dest, into_row, bmax, yr, tbuf, kl):
+    r""":func:`row_max_sum_exp` with a row of dense labels ``yr``: ``(m, s, syx, sy)``.
+
+    ``syx`` and ``sy`` are :func:`_row_label_sums`' (:math:`\sum t`, :math:`t = y (x - m)`, or with
+    ``kl`` :math:`t = y (x - m) - y \log(y + 10^{-12})`, and :math:`\sum y`, in float64) from the
+    same pass over the row, not a second one: block ``b`` takes its terms as
+    :math:`y (x - \mathrm{bmax}_b)` in the row's dtype, from the differences its exponentials use,
+    in the ``BLOCK``-element scratch ``tbuf``, and the running sum moves by
+    :math:`(m_\mathrm{old} - m_\mathrm{new}) \sum y` (float64) whenever the maximum grows, as the
+    sum of exponentials is rescaled. Each term is rounded once, from a difference no larger than
+    :math:`x - m`, and a row of huge logits with a small spread (``-1e30`` everywhere) stays exact.
+    A block met while the maximum is still ``-inf`` holds only ``-inf`` and NaN logits: its terms
+    are :math:`y x` (``-inf`` times the label, NaN for a zero label: what :math:`y (x - m)` gives
+    for any finite ``m``) and are not shifted; an all ``-inf`` row gives ``syx`` NaN
+    (:math:`x - m` is NaN there). (A second function rather than a flag of
+    :func:`row_max_sum_exp`: its sparse and CTC callers would type the label loops too, about
+    0.5 s more of their first compile.)
+    """
+    n = xr.shape[0]
+    m = like(xr[0], -np.inf)
+    s = 0.0
+    syx = 0.0
+    sy = 0.0
+    for j0 in range(0, n, BLOCK):
+        j1 = j0 + BLOCK if j0 + BLOCK < n else n
+        bm = range_max(xr, j0, j1, m)  # NaN never raises the maximum; it reaches the sums below
+        if bm > m:
+            s = s * math.exp(np.float64(m) - np.float64(bm))  # float64: Numba's float() keeps float32
+            if m != -np.inf:
+                syx += (np.float64(m) - np.float64(bm)) * sy
+            m = bm
+        bmax[j0 // BLOCK] = m
+        off = 0 if into_row else j0
+        if m == -np.inf:  # only -inf (adds 0) and NaN (adds NaN) so far
+            for j in range(j0, j1):
+                v = xr[j]
+                dest[j - off] = 0.0 if v == -np.inf else v
+                yv = yr[j]
+                t = yv * v
+                tbuf[j - j0] = t - kldiv_label_term(yv) if kl else t
+        else:
+            for j in range(j0, j1):  # unsigned indices (no negative-index wraparound): the loop vectorises
+                u = np.uint64(j)
+                d = xr[u] - m  # <= 0 or NaN
+                dest[np.uint64(j - off)] = vexp_nonpos_ftz(d)
+                yv = yr[u]
+                t = yv * d
+                tbuf[np.uint64(j - j0)] = t - kldiv_label_term(yv) if kl else t
+        s += range_sum(dest, j0 - off, j1 - off)
+        syx += block_sum(tbuf, j1 - j0)
+        sy += range_sum(yr, j0, j1)
+    if m == -np.inf:
+        syx = math.nan
+    return m, s, syx, sy
+
+
+@register_jitable(**HELPER)
 def _row_label_sums(xr, yr, m, buf, kl):
     r"""``(sum(t), sum(y))`` of one row of dense labels, summed in float64, with the terms
     :math:`t = y (x - m)`, or with ``kl`` :math:`t = y (x - m) - y \log(y + 10^{-12})` (so that
@@ -134,7 +192,8 @@ def _row_label_sums(xr, yr, m, buf, kl):
     huge next to their spread (``-1e30`` everywhere still gives ``log C``). The
     terms are taken in the row's dtype (as MXNet's float32 loss takes them; the
     loop stays as wide as the data) in the ``BLOCK``-element scratch ``buf`` of
-    that dtype.
+    that dtype. The fused kernel calls it for rows of log-probabilities (``from_logits``,
+    ``m = 0``); rows of logits get the same sums from :func:`row_max_sum_exp_labels`.
     """
     n = xr.shape[0]
     syx = 0.0
@@ -237,6 +296,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 tid = get_thread_id()
             buf = scratch[tid, :BLOCK]
             bmax = scratch[tid, BLOCK : BLOCK + n_blocks]
+            tbuf = scratch[tid, BLOCK + n_blocks : 2 * BLOCK + n_blocks]
             t1 = task * per + per
             for t in range(task * per, t1 if t1 < n_rows else n_rows):
                 xr = x[t]
@@ -258,17 +318,27 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 q1, q0 = smoothing(eps, n_classes)
                 m = like(xr[0], 0.0)  # log-probabilities are (x - m) - lsum
                 lsum = 0.0
-                if not from_logits:
-                    if want_grad:  # the exponentials go to the gradient row, rescaled below
+                syx = 0.0
+                sy = 1.0  # the one-hot target's sum
+                # the exponentials go to the gradient row (rescaled below) or to the scratch block;
+                # dense labels: their sums come from the same pass
+                if from_logits:
+                    if dense:
+                        syx, sy = _row_label_sums(xr, yr, m, buf, kl)
+                elif dense:
+                    if want_grad:
+                        m, se, syx, sy = row_max_sum_exp_labels(xr, dx[t], True, bmax, yr, tbuf, kl)
+                    else:
+                        m, se, syx, sy = row_max_sum_exp_labels(xr, buf, False, bmax, yr, tbuf, kl)
+                    lsum = log_of_sum(se)
+                else:
+                    if want_grad:
                         m, se = row_max_sum_exp(xr, dx[t], True, bmax)
                     else:
                         m, se = row_max_sum_exp(xr, buf, False, bmax)
                     lsum = log_of_sum(se)
-                if dense:
-                    syx, sy = _row_label_sums(xr, yr, m, buf, kl)
-                else:
+                if not dense:
                     syx = np.float64(xr[target]) - np.float64(m)  # exact (float() keeps float32)
-                    sy = 1.0
                 val = -(q1 * (syx - lsum * sy))  # kl: no smoothing, q1 = 1
                 if smooth and eps != 0.0:
                     val -= q0 * (_shift_sum(xr, m, buf) - n_classes * lsum)
