@@ -28,9 +28,10 @@ Methods (textbook, after Cody & Waite and Tang): ``exp`` reduces
 ``x = k ln2 + r``, ``|r| <= ln2/2``, with a two-part ``ln2``, evaluates a
 degree-13 Taylor polynomial (float32: a degree-6 minimax one, relative error
 3e-9 before rounding) by Estrin's scheme, then scales by
-``2**k`` in two exact power-of-two steps (subnormal results rounded once). ``log`` and ``log1p`` split the
-argument into ``2**k * (1 + f)`` with ``1 + f`` in ``[sqrt(2)/2, sqrt(2))`` and
-use ``log(1+f) = 2 atanh(s)``, ``s = f / (2 + f)``, with the classic fdlibm
+``2**k`` in two exact power-of-two steps (subnormal results rounded once; float32 arguments
+known to be at most 0 take one power ``2**(k + 24)`` and then the exact ``2**-24``, with the
+same results). ``log`` and ``log1p`` split the argument into ``2**k * (1 + f)`` with ``1 + f``
+in ``[sqrt(2)/2, sqrt(2))`` and use ``log(1+f) = 2 atanh(s)``, ``s = f / (2 + f)``, with the classic fdlibm
 minimax coefficients for the odd series; ``log1p`` folds the rounding error of
 ``1 + x`` back into ``f``. No division but ``f / (2 + f)``.
 
@@ -254,6 +255,8 @@ _LN2_HI_F = _F(0.693145751953125)  # 16 significant bits: k * _LN2_HI_F is exact
 _LN2_LO_F = _F(1.4286068203094172e-06)
 _EXP_HI_F = _F(89.0)  # expf(89) overflows to +inf
 _EXP_LO_F = _F(-104.0)  # expf(-104) underflows to 0
+_LIFT_F = _F(24.0)  # a non-positive argument's power 2**(k + 24) is normal down to the clamp (k = -150)
+_UNLIFT_F = _F(2.0**-24)
 _FTZ_LO_F = _F(-88.0)  # round(-88 log2(e)) = -127: the flushing exp's result is exactly 0
 # exp(r) ~ 1 + r + r^2 (C2 + C3 r + ... + C6 r^4) on |r| <= ln2/2: a degree-6 minimax fit of the
 # relative error (3.1e-9 in exact arithmetic, Lawson's iteration), one term shorter than the
@@ -282,12 +285,17 @@ _ONE_BITS_F = 0x3F800000
 
 
 @register_jitable(**HELPER)
-def _exp_32(x, one_step):
+def _exp_32(x, one_step, nonpos):
     """float32 :func:`_vexp_nonpos_64`: ``x <= _EXP_HI_F`` or NaN, clamped below at ``_EXP_LO_F``.
 
-    The polynomial is a degree-6 minimax one by Estrin's scheme. ``one_step`` (a constant at
-    every call site, folded once inlined) clamps at ``_FTZ_LO_F`` instead and scales by ``2**k``
-    in one step (:func:`_vexp_nonpos_ftz_32`).
+    The polynomial is a degree-6 minimax one by Estrin's scheme. The flags are constants at
+    every call site (folded once inlined). ``one_step`` clamps at ``_FTZ_LO_F`` instead and
+    scales by ``2**k`` in one step (:func:`_vexp_nonpos_ftz_32`). ``nonpos`` (``x <= 0`` or NaN,
+    so ``k <= 0``): the product is taken at ``2**(k + 24)``, a normal power down to the clamp's
+    ``k = -150``, and then scaled by the exact ``2**-24``: one rounding, where the result is
+    subnormal, of the same exact value ``p 2**k`` as the two steps (``2**k1`` then ``2**(k -
+    k1)``) that arguments up to ``_EXP_HI_F`` need, so the same results (checked on every
+    non-positive float32) for four operations less.
     """
     xc = np.float32(x)
     lo = _FTZ_LO_F if one_step else _EXP_LO_F
@@ -301,6 +309,8 @@ def _exp_32(x, one_step):
     p = b0 + b1 * (r2 * r2)
     if one_step:
         return p * pow2_integral(kf)
+    if nonpos:
+        return (p * pow2_integral(kf + _LIFT_F)) * _UNLIFT_F
     k1 = (kf * _HALF_F + _ROUND_F) - _ROUND_F
     return (p * pow2_integral(k1)) * pow2_integral(kf - k1)
 
@@ -311,7 +321,7 @@ def _vexp_32(x):
     xc = x
     if xc > _EXP_HI_F:
         xc = _EXP_HI_F
-    res = _exp_32(xc, False)
+    res = _exp_32(xc, False, False)
     if x != x:
         res = x
     return res
@@ -319,7 +329,7 @@ def _vexp_32(x):
 
 @register_jitable(**HELPER)
 def _vexp_nonpos_32(x):
-    return _exp_32(x, False)
+    return _exp_32(x, False, True)
 
 
 @register_jitable(**HELPER)
@@ -330,7 +340,7 @@ def _vexp_nonpos_ftz_32(x):
     from its bits is 0; from ``k = -126`` up the one product ``p * 2**k`` is
     the two-step one's (subnormal results rounded once).
     """
-    return _exp_32(x, True)
+    return _exp_32(x, True, True)
 
 
 @register_jitable(**HELPER)
@@ -386,7 +396,7 @@ def _vlog1p_32(x):
 
 @register_jitable(**HELPER)
 def _softplus_neg_32(x):
-    e = _exp_32(-np.float32(x), False)  # vexp_nonpos's body: one function less to compile
+    e = _exp_32(-np.float32(x), False, True)  # vexp_nonpos's body: one function less to compile
     f = e
     dk = _F(0.0)
     if e >= _SQRT2_M1_F:
@@ -397,7 +407,7 @@ def _softplus_neg_32(x):
 
 @register_jitable(**HELPER)
 def _sigmoid_neg_abs_32(x):
-    e = _exp_32(-abs(np.float32(x)), False)
+    e = _exp_32(-abs(np.float32(x)), False, True)
     return e / (_ONE_F + e)
 
 

@@ -196,6 +196,22 @@ def test_exp_of_non_positive_arguments_is_vexp_bit_for_bit(dtype):
     np.testing.assert_allclose(b[finite], ref[finite], rtol=4 * np.finfo(dtype).eps)
 
 
+def test_float32_exp_of_non_positive_arguments_on_every_float_with_a_subnormal_result():
+    """float32 ``vexp_nonpos`` scales by ``2**(k + 24)`` and then ``2**-24`` where ``vexp`` takes two
+    power-of-two steps: both round the same exact value once, so every float32 from -86 (results
+    still normal) past the clamp at -104 (results 0) gives the same bits (``softplus_neg`` and
+    ``sigmoid_neg_abs`` take their exponential the same way)."""
+
+    both = _both(vmath.vexp, vmath.vexp_nonpos)
+    hi, lo = np.float32(-86.0).view(np.int32), np.float32(-105.0).view(np.int32)  # negative: bits grow downwards
+    x = np.arange(hi, lo + 1, dtype=np.int32).view(np.float32)  # every float32 in [-105, -86], about 2.3 million
+    a, b = np.empty_like(x), np.empty_like(x)
+    both(x, a, b)
+    np.testing.assert_array_equal(b.view(np.int32), a.view(np.int32))
+    assert (b[x < -104.0] == 0).all() and (b[x > -87.0] > np.finfo(np.float32).tiny).all()
+    assert np.count_nonzero((b > 0) & (b < np.finfo(np.float32).tiny)) > 1_000_000  # the subnormal band is in
+
+
 def test_flushing_exp_is_vexp_nonpos_down_to_the_smallest_normals_and_zero_below():
     """float32 ``vexp_nonpos_ftz`` scales in one step: bit for bit ``vexp_nonpos`` while the result's
     exponent is at least -126, exactly 0 further down (never more than 2**-126 off), NaN kept."""
