@@ -87,6 +87,21 @@ def log_of_sum(s):
 
 
 @register_jitable(**HELPER)
+def _block_max(xr, j0, m, s, bmax):
+    """``(j1, m, s)`` at the block of ``xr`` from ``j0``: its end, the running maximum raised to the
+    block's (NaN never raises it; it reaches the sums) and the float64 sum of exponentials rescaled
+    to it; the maximum stored in ``bmax`` for the block."""
+    n = xr.shape[0]
+    j1 = j0 + BLOCK if j0 + BLOCK < n else n
+    bm = range_max(xr, j0, j1, m)
+    if bm > m:
+        s = s * math.exp(np.float64(m) - np.float64(bm))  # float64: Numba's float() keeps float32
+        m = bm
+    bmax[j0 // BLOCK] = m
+    return j1, m, s
+
+
+@register_jitable(**HELPER)
 def row_max_sum_exp(xr, dest, into_row, bmax):
     """``(m, sum(exp(x - m)))`` of one row, ``m`` its maximum, in one blocked pass.
 
@@ -104,12 +119,7 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
     m = like(xr[0], -np.inf)
     s = 0.0
     for j0 in range(0, n, BLOCK):
-        j1 = j0 + BLOCK if j0 + BLOCK < n else n
-        bm = range_max(xr, j0, j1, m)  # NaN never raises the maximum; it reaches the sum below
-        if bm > m:
-            s = s * math.exp(np.float64(m) - np.float64(bm))  # float64: Numba's float() keeps float32
-            m = bm
-        bmax[j0 // BLOCK] = m
+        j1, m, s = _block_max(xr, j0, m, s, bmax)
         off = 0 if into_row else j0
         if m == -np.inf:  # only -inf (adds 0) and NaN (adds NaN) so far
             for j in range(j0, j1):
@@ -148,14 +158,10 @@ def row_max_sum_exp_labels(xr, dest, into_row, bmax, yr, tbuf, kl):
     syx = 0.0
     sy = 0.0
     for j0 in range(0, n, BLOCK):
-        j1 = j0 + BLOCK if j0 + BLOCK < n else n
-        bm = range_max(xr, j0, j1, m)  # NaN never raises the maximum; it reaches the sums below
-        if bm > m:
-            s = s * math.exp(np.float64(m) - np.float64(bm))  # float64: Numba's float() keeps float32
-            if m != -np.inf:
-                syx += (np.float64(m) - np.float64(bm)) * sy
-            m = bm
-        bmax[j0 // BLOCK] = m
+        m_old = m
+        j1, m, s = _block_max(xr, j0, m, s, bmax)
+        if m != m_old and m_old != -np.inf:  # the terms so far move with the maximum
+            syx += (np.float64(m_old) - np.float64(m)) * sy
         off = 0 if into_row else j0
         if m == -np.inf:  # only -inf (adds 0) and NaN (adds NaN) so far
             for j in range(j0, j1):
