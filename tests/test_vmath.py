@@ -268,3 +268,32 @@ def test_simd_running_maximum_ignores_nan(dtype):
             j0 = n // 3
             part = np.fmax.reduce(np.concatenate([[-np.inf], y[j0:]]).astype(dtype))
             assert row_max(y, j0, n) == (dtype(-np.inf) if np.isnan(part) else part)
+
+
+def test_float32_log1p_of_the_unit_interval_on_a_sweep_of_its_floats():
+    """``log1p_unit`` (softplus_neg's logarithm; float32: one polynomial, no division) on every 61st
+    float32 in ``[0, 1]`` (17 million) within 1.5 ulp of the float64 logarithm, and exactly ``x``
+    below ``2**-24.5``, where ``x**2 R(x)`` is under half an ulp; float64 within 1e-15 relative."""
+
+    @njit(fastmath=set(CPU_FASTMATH), error_model=ERROR_MODEL)
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = vmath.log1p_unit(x[i])
+
+    x = np.arange(0, np.float32(1.0).view(np.int32) + 1, 61, dtype=np.int32).view(np.float32)
+    x = np.concatenate([x, np.float32([1.0, 2.0**-24.5, 2.0**-25, 2.0**-126, 1e-45, 0.0])])
+    got = np.empty_like(x)
+    apply(x, got)
+    ref = np.log1p(x.astype(np.float64))
+    ulp = np.spacing(ref.astype(np.float32)).astype(np.float64)
+    ok = ref > 0
+    assert (np.abs(got[ok] - ref[ok]) / ulp[ok]).max() <= 1.5
+    tiny = x < 2.0**-24.5
+    np.testing.assert_array_equal(got[tiny], x[tiny])
+
+    x64 = np.concatenate([np.linspace(0.0, 1.0, 200_001), np.exp(-np.random.default_rng(2).uniform(0, 745, 100_000))])
+    got64 = np.empty_like(x64)
+    apply(x64, got64)
+    ref64 = np.log1p(x64)
+    pos = ref64 > 0
+    assert (np.abs(got64[pos] - ref64[pos]) / ref64[pos]).max() <= 1e-15

@@ -48,7 +48,7 @@ from numba import prange, types
 from numba.extending import overload, register_jitable
 
 from .._options import HELPER
-from ..vmath import _SQRT2_M1, _log_reduced_32, _log_reduced_64, like, vexp, vexp_nonpos
+from ..vmath import like, log1p_unit, vexp, vexp_nonpos
 from .compile import cache_key, compile_kernel
 from .softmax import BLOCK, log_of_sum, row_max_sum_exp, rows_per_task
 
@@ -60,18 +60,6 @@ GAMMA_TILE = 64
 # The recursions' rows are padded to a multiple of this many states: the width of the column
 # loops' vectors (8 float32 lanes; twice float64's 4). Padding to 16 was slower for short labels.
 PAD = 8
-
-
-def _log_reduced(f, dk):
-    """The logarithm step of :func:`..vmath.softplus_neg`, ``log(2**dk * (1 + f))``, by precision."""
-    raise NotImplementedError("compiled only")
-
-
-@overload(_log_reduced, jit_options=HELPER)
-def _log_reduced_impl(f, dk):
-    if f == types.float32:
-        return lambda f, dk: _log_reduced_32(f, dk)
-    return lambda f, dk: _log_reduced_64(f, dk, 0.0)
 
 
 def _softplus_limits(x):
@@ -116,15 +104,8 @@ def log_add(a, b):
     exact, flush = _softplus_limits(d)
     negligible = abs(hi) >= like(d, _NEGLIGIBLE_BELOW)  # False for NaN
     e = vexp_nonpos(-(flush if (d > flush and negligible) else d))  # d >= 0; NaN stays NaN
-    half = like(d, 0.5)
-    el = half if d > exact else e
-    f = el
-    dk = like(d, 0.0)
-    if el >= like(d, _SQRT2_M1):  # softplus_neg's exact reduction of 1 + e
-        f = (el - like(d, 1.0)) * half
-        dk = like(d, 1.0)
-    sp = _log_reduced(f, dk)
-    r = hi + (e if d > exact else sp)
+    el = like(d, 0.5) if d > exact else e
+    r = hi + (e if d > exact else log1p_unit(el))  # softplus_neg's logarithm
     r = a if b == -np.inf else r
     return b if a == -np.inf else r
 
