@@ -228,6 +228,25 @@ def test_close_pairs_far_from_the_centre_keep_float32_accuracy():
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("permute", [False, True])
+def test_one_close_pair_per_row_on_and_off_the_diagonal(permute):
+    # Paired embeddings: each x2 row a small step from one x1 row, every other pair far apart, so
+    # each row of distances has one cancelling (directly summed) entry: its own pair (the
+    # kernel's one-entry path) or, with x2's rows permuted, another column (the general scan).
+    # Values and both gradients against float64 math on the same float32 inputs.
+    n, d = 40, 16
+    x1 = 3.0 * RNG.standard_normal((n, d))
+    x2 = x1 + 1e-3 * RNG.standard_normal((n, d))
+    if permute:
+        x2 = x2[RNG.permutation(n)]
+    x1, x2 = x1.astype(np.float32), x2.astype(np.float32)
+    g = RNG.uniform(0.5, 1.5, n).astype(np.float32)
+    out, (d1, d2) = nl.SDMLLoss().forward_backward(x1, x2, out_grad=g)
+    want = sdml_ref(x1, x2, 0.3, g)
+    for got, ref in zip((out, d1, d2), want, strict=True):
+        _close(got, ref, *TOL[np.float32])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_non_finite_inputs_give_the_direct_formulas_values(dtype):
     # inf / NaN rows: the expansion would give inf - inf; their distances are summed directly,

@@ -19,7 +19,8 @@ pairs far from the centre), the distance is summed directly,
 :math:`\sum_k (a_{ik} - b_{jk})^2`; so distances keep the relative accuracy of the
 direct formula within a factor of about :math:`1 / \mathrm{NEAR}`, and non-finite
 inputs give its values. Typical inputs need a direct sum for a pair's own
-distance at most (:math:`O(N D)` in all).
+distance at most (:math:`O(N D)` in all); a row whose only such entry is its own
+pair's takes it without a second scan of the row.
 
 Tasks are fixed blocks of :data:`ROWS` rows and every sum has a fixed order, so
 this kernel's results do not depend on the number of threads (the BLAS
@@ -197,7 +198,9 @@ def build_sdml_kernels(parallel):
                         row[j] = v
                         near += 1 if v < frac * s else 0
                         m = minnum_no_nan(m, minnum(v, inf))
-                    if near:
+                    if near == 1 and row[i] < frac * (ni + nb[i]):  # the row's own pair only (typical)
+                        row[i] = dt(sq_dist(a[i], b[i], d))
+                    elif near:
                         for j in range(n):
                             if row[j] < frac * (ni + nb[j]):
                                 row[j] = dt(sq_dist(a[i], b[j], d))
