@@ -134,11 +134,19 @@ def row_max_sum_exp(xr, dest, into_row, bmax):
 
 
 @register_jitable(**HELPER)
+def _label_term(y, d, kl):
+    r"""One dense label's term of the row sums: :math:`y d`, or with ``kl``
+    :math:`y d - y \log(y + 10^{-12})` (``d`` the shifted logit or log-probability)."""
+    t = y * d
+    return t - kldiv_label_term(y) if kl else t
+
+
+@register_jitable(**HELPER)
 def row_max_sum_exp_labels(xr, dest, into_row, bmax, yr, tbuf, kl):
     r""":func:`row_max_sum_exp` with a row of dense labels ``yr``: ``(m, s, syx, sy)``.
 
-    ``syx`` and ``sy`` are :func:`_row_label_sums`' (:math:`\sum t`, :math:`t = y (x - m)`, or with
-    ``kl`` :math:`t = y (x - m) - y \log(y + 10^{-12})`, and :math:`\sum y`, in float64) from the
+    ``syx`` and ``sy`` are :math:`\sum t` over :func:`_label_term`'s :math:`t = y (x - m)` (or with
+    ``kl`` :math:`t = y (x - m) - y \log(y + 10^{-12})`) and :math:`\sum y`, in float64, from the
     same pass over the row, not a second one: block ``b`` takes its terms as
     :math:`y (x - \mathrm{bmax}_b)` in the row's dtype, from the differences its exponentials use,
     in the ``BLOCK``-element scratch ``tbuf``, and the running sum moves by
@@ -167,17 +175,13 @@ def row_max_sum_exp_labels(xr, dest, into_row, bmax, yr, tbuf, kl):
             for j in range(j0, j1):
                 v = xr[j]
                 dest[j - off] = 0.0 if v == -np.inf else v
-                yv = yr[j]
-                t = yv * v
-                tbuf[j - j0] = t - kldiv_label_term(yv) if kl else t
+                tbuf[j - j0] = _label_term(yr[j], v, kl)
         else:
             for j in range(j0, j1):  # unsigned indices (no negative-index wraparound): the loop vectorises
                 u = np.uint64(j)
                 d = xr[u] - m  # <= 0 or NaN
                 dest[np.uint64(j - off)] = vexp_nonpos_ftz(d)
-                yv = yr[u]
-                t = yv * d
-                tbuf[np.uint64(j - j0)] = t - kldiv_label_term(yv) if kl else t
+                tbuf[np.uint64(j - j0)] = _label_term(yr[u], d, kl)
         s += range_sum(dest, j0 - off, j1 - off)
         syx += block_sum(tbuf, j1 - j0)
         sy += range_sum(yr, j0, j1)
@@ -187,19 +191,16 @@ def row_max_sum_exp_labels(xr, dest, into_row, bmax, yr, tbuf, kl):
 
 
 @register_jitable(**HELPER)
-def _row_label_sums(xr, yr, m, buf, kl):
-    r"""``(sum(t), sum(y))`` of one row of dense labels, summed in float64, with the terms
-    :math:`t = y (x - m)`, or with ``kl`` :math:`t = y (x - m) - y \log(y + 10^{-12})` (so that
-    :math:`-(\sum t - \mathrm{lse} \sum y)` is the cross-entropy, or KLDivLoss's sum of
-    :math:`y (\log(y + 10^{-12}) - \mathrm{lp})`; a zero label on a ``-inf`` logit gives
-    ``0 * inf = NaN`` either way, as MXNet's elementwise term does).
+def _row_label_sums(xr, yr, buf, kl):
+    r"""``(sum(t), sum(y))`` of one row of log-probabilities ``xr`` with dense labels (``from_logits``),
+    summed in float64, with the terms :func:`_label_term` :math:`t = y x`, or with ``kl``
+    :math:`t = y x - y \log(y + 10^{-12})` (so that :math:`-\sum t` is the cross-entropy, or
+    KLDivLoss's sum of :math:`y (\log(y + 10^{-12}) - x)`; a zero label on a ``-inf`` value gives
+    ``0 * inf = NaN``, as MXNet's elementwise term does).
 
-    Shifting by the row maximum ``m`` keeps the loss exact when the logits are
-    huge next to their spread (``-1e30`` everywhere still gives ``log C``). The
-    terms are taken in the row's dtype (as MXNet's float32 loss takes them; the
-    loop stays as wide as the data) in the ``BLOCK``-element scratch ``buf`` of
-    that dtype. The fused kernel calls it for rows of log-probabilities (``from_logits``,
-    ``m = 0``); rows of logits get the same sums from :func:`row_max_sum_exp_labels`.
+    The terms are taken in the row's dtype (as MXNet's float32 loss takes them; the loop stays as
+    wide as the data) in the ``BLOCK``-element scratch ``buf`` of that dtype. Rows of logits get
+    the same sums, shifted by the row maximum, from :func:`row_max_sum_exp_labels`.
     """
     n = xr.shape[0]
     syx = 0.0
@@ -208,9 +209,7 @@ def _row_label_sums(xr, yr, m, buf, kl):
         j1 = j0 + BLOCK if j0 + BLOCK < n else n
         for j in range(j0, j1):
             u = np.uint64(j)
-            yv = yr[u]
-            t = yv * (xr[u] - m)
-            buf[np.uint64(j - j0)] = t - kldiv_label_term(yv) if kl else t
+            buf[np.uint64(j - j0)] = _label_term(yr[u], xr[u], kl)
         syx += block_sum(buf, j1 - j0)
         sy += range_sum(yr, j0, j1)
     return syx, sy
@@ -330,7 +329,7 @@ def build_softmax_ce_kernel(sparse, from_logits, int_label, want_grad, contiguou
                 # dense labels: their sums come from the same pass
                 if from_logits:
                     if dense:
-                        syx, sy = _row_label_sums(xr, yr, m, buf, kl)
+                        syx, sy = _row_label_sums(xr, yr, buf, kl)
                 elif dense:
                     if want_grad:
                         m, se, syx, sy = row_max_sum_exp_labels(xr, dx[t], True, bmax, yr, tbuf, kl)
@@ -510,7 +509,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                 for k in range(w):
                     j = jj[k]
                     xj[k] = x[o, j if j >= 0 else 0, i0 + k]
-            if dense or smooth:  # the label sums (_row_label_sums' terms), sum(x - m)
+            if dense or smooth:  # the label sums (_label_term's terms), sum(x - m)
                 # in the data's dtype over CLASS_BLOCK classes, then added to float64 totals (as the
                 # exponentials; part, ties and cw are free until the per-position loop below). KL
                 # divergence: in float64 (its value, sum(y log y) - sum(y lp), cancels where the
@@ -532,8 +531,7 @@ def _build_tiled_ce_kernel(sparse, from_logits, int_label, want_grad, parallel, 
                             xv = x[o, c, ui0 + k]
                             if dense:
                                 yv = y[o, c, ui0 + k]
-                                t = yv * (xv - m[k])
-                                py[k] += t - kldiv_label_term(yv) if kl else t
+                                py[k] += _label_term(yv, xv - m[k], kl)
                                 pw[k] += yv
                             if smooth:
                                 cw[k] += xv - m[k]
